@@ -14,7 +14,8 @@ KWOK_VERSION=${KWOK_VERSION:-v0.8.0}
 
 CACHE_ROOT=${SELFHEAL_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/selfheal}
 BIN_DIR="$CACHE_ROOT/controlplane/kube-$KUBE_VERSION-etcd-$ETCD_VERSION-kwok-$KWOK_VERSION"
-BINARIES=(etcd kube-apiserver kube-controller-manager kube-scheduler kwok)
+BINARIES=(etcd kube-apiserver kube-controller-manager kube-scheduler kubectl kwok)
+KUBE_COMMANDS=(kube-apiserver kube-controller-manager kube-scheduler kubectl)
 
 log() { printf '[controlplane] %s\n' "$*" >&2; }
 
@@ -23,6 +24,18 @@ complete() {
   for b in "${BINARIES[@]}"; do [ -x "$BIN_DIR/$b" ] || return 1; done
 }
 
+if complete; then
+  echo "$BIN_DIR"
+  exit 0
+fi
+
+# One build at a time: a second caller waits for the first and then reuses its result.
+mkdir -p "$CACHE_ROOT"
+exec 9>"$CACHE_ROOT/controlplane.lock"
+if ! flock -n 9; then
+  log "another build of the control plane is running; waiting for it"
+  flock 9
+fi
 if complete; then
   echo "$BIN_DIR"
   exit 0
@@ -38,7 +51,9 @@ export GOFLAGS=-mod=mod CGO_ENABLED=0 GOWORK=off
 
 # kubernetes: its go.mod replaces every staging module with a local path, so a wrapper
 # module requires it and points each of those modules at the published release instead.
-if [ ! -x "$BIN_DIR/kube-apiserver" ] || [ ! -x "$BIN_DIR/kube-controller-manager" ] || [ ! -x "$BIN_DIR/kube-scheduler" ]; then
+missing=()
+for c in "${KUBE_COMMANDS[@]}"; do [ -x "$BIN_DIR/$c" ] || missing+=("$c"); done
+if [ ${#missing[@]} -gt 0 ]; then
   mkdir -p "$work/kube"
   modfile=$(go mod download -json "k8s.io/kubernetes@$KUBE_VERSION" | sed -n 's/.*"GoMod": "\(.*\)",/\1/p')
   {
@@ -59,11 +74,12 @@ import (
 	_ "k8s.io/kubernetes/cmd/kube-apiserver"
 	_ "k8s.io/kubernetes/cmd/kube-controller-manager"
 	_ "k8s.io/kubernetes/cmd/kube-scheduler"
+	_ "k8s.io/kubernetes/cmd/kubectl"
 )
 GO
   (cd "$work/kube" && go mod tidy -e >/dev/null 2>&1 || true
    cd "$work/kube" && go get "k8s.io/kubernetes@$KUBE_VERSION" >&2
-   for c in kube-apiserver kube-controller-manager kube-scheduler; do
+   for c in "${missing[@]}"; do
      log "building $c"
      go build -trimpath -ldflags "-s -w -X k8s.io/component-base/version.gitVersion=$KUBE_VERSION" \
        -o "$BIN_DIR/$c.tmp" "k8s.io/kubernetes/cmd/$c" && mv "$BIN_DIR/$c.tmp" "$BIN_DIR/$c"

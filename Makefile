@@ -1,0 +1,126 @@
+# selfheal — heals the in-cluster services an AI chat backend depends on.
+#
+#   make demo    the story on a local control plane (builds what it needs)
+#   make test    every test, with the race detector, on a real local control plane
+
+SHELL := /usr/bin/env bash -o pipefail
+.SHELLFLAGS := -ec
+
+IMG ?= ghcr.io/selfheal-dev/selfheal:dev
+GOLANGCI_LINT_VERSION ?= v2.15.0
+KUSTOMIZE_VERSION ?= v5.8.1
+LOCALBIN ?= $(shell pwd)/bin
+GOLANGCI_LINT ?= $(LOCALBIN)/golangci-lint-$(GOLANGCI_LINT_VERSION)
+KUSTOMIZE ?= $(LOCALBIN)/kustomize-$(KUSTOMIZE_VERSION)
+CONTROLLER_GEN := go tool controller-gen
+KUBECTL ?= kubectl
+# Test packages get this long; the e2e suite and the control plane's first build need it.
+TEST_TIMEOUT ?= 30m
+
+.PHONY: all
+all: build
+
+##@ General
+
+.PHONY: help
+help: ## Show the targets.
+	@awk 'BEGIN {FS = ":.*##"; printf "Usage: make <target>\n"} /^[a-zA-Z_0-9-]+:.*?##/ { printf "  \033[36m%-16s\033[0m %s\n", $$1, $$2 } /^##@/ { printf "\n\033[1m%s\033[0m\n", substr($$0, 5) } ' $(MAKEFILE_LIST)
+
+##@ Development
+
+.PHONY: manifests
+manifests: ## Generate the CRDs and the RBAC role from the markers in the code.
+	$(CONTROLLER_GEN) rbac:roleName=selfheal-manager crd:allowDangerousTypes=false paths="./..." \
+		output:crd:artifacts:config=config/crd/bases output:rbac:artifacts:config=config/rbac
+
+.PHONY: generate
+generate: ## Generate the deepcopy code of the API types.
+	$(CONTROLLER_GEN) object:headerFile="hack/boilerplate.go.txt" paths="./api/..."
+
+.PHONY: fmt
+fmt: ## go fmt.
+	go fmt ./...
+
+.PHONY: vet
+vet: ## go vet.
+	go vet ./...
+
+.PHONY: lint
+lint: $(GOLANGCI_LINT) ## golangci-lint (pinned).
+	$(GOLANGCI_LINT) run ./...
+
+.PHONY: verify
+verify: ## Regenerate everything and fail if anything differs from what is committed.
+	$(MAKE) manifests generate
+	@if [ -n "$$(git status --porcelain -- api config)" ]; then \
+		echo "Generated files are out of date; run 'make manifests generate' and commit:"; \
+		git status --porcelain -- api config; git --no-pager diff --stat -- api config; exit 1; \
+	fi
+	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { echo "gofmt needed:"; gofmt -l $$(git ls-files '*.go'); exit 1; }
+	go vet ./...
+
+.PHONY: controlplane
+controlplane: ## Build (or reuse) the local control plane binaries; prints their directory.
+	@hack/controlplane.sh
+
+.PHONY: test
+test: ## Run every test (unit, envtest, e2e) with the race detector on the local control plane.
+	KUBEBUILDER_ASSETS="$$(hack/controlplane.sh)" go test -race -count=1 -timeout $(TEST_TIMEOUT) ./...
+
+.PHONY: test-e2e
+test-e2e: build ## Run the e2e suite alone.
+	KUBEBUILDER_ASSETS="$$(hack/controlplane.sh)" go test -race -count=1 -timeout $(TEST_TIMEOUT) ./test/e2e/... -v -ginkgo.v
+
+.PHONY: bench
+bench: ## Run the benchmarks (they print their figures).
+	KUBEBUILDER_ASSETS="$$(hack/controlplane.sh)" go test -run '^$$' -bench . -benchtime 1x -timeout $(TEST_TIMEOUT) ./...
+
+##@ Build
+
+.PHONY: build
+build: ## Build the manager binary into bin/.
+	CGO_ENABLED=0 go build -trimpath -o $(LOCALBIN)/manager ./cmd/manager
+
+.PHONY: run
+run: ## Run the manager against the current kubeconfig.
+	go run ./cmd/manager $(ARGS)
+
+.PHONY: demo
+demo: build ## The story on a local control plane; DEMO_ONCE=1 plays it once and exits.
+	go run ./hack/demo
+
+.PHONY: docker-build
+docker-build: ## Build the container image (needs a Docker engine).
+	docker build -t $(IMG) .
+
+##@ Deployment
+
+.PHONY: install
+install: ## Install the CRDs into the cluster of the current kubeconfig.
+	$(KUBECTL) apply --server-side -f config/crd/bases
+
+.PHONY: uninstall
+uninstall: ## Remove the CRDs (and with them every HealingRequest and HealingPolicy).
+	$(KUBECTL) delete --ignore-not-found -f config/crd/bases
+
+.PHONY: deploy
+deploy: $(KUSTOMIZE) ## Deploy the manager (CRDs, RBAC, Deployment) with image IMG.
+	cd config/manager && $(KUSTOMIZE) edit set image controller=$(IMG)
+	$(KUSTOMIZE) build config/default | $(KUBECTL) apply --server-side -f -
+
+.PHONY: undeploy
+undeploy: $(KUSTOMIZE) ## Remove what deploy created.
+	$(KUSTOMIZE) build config/default | $(KUBECTL) delete --ignore-not-found -f -
+
+##@ Tools
+
+$(LOCALBIN):
+	mkdir -p $(LOCALBIN)
+
+$(GOLANGCI_LINT): | $(LOCALBIN)
+	GOBIN=$(LOCALBIN) go install github.com/golangci/golangci-lint/v2/cmd/golangci-lint@$(GOLANGCI_LINT_VERSION)
+	mv $(LOCALBIN)/golangci-lint $@
+
+$(KUSTOMIZE): | $(LOCALBIN)
+	GOBIN=$(LOCALBIN) go install sigs.k8s.io/kustomize/kustomize/v5@$(KUSTOMIZE_VERSION)
+	mv $(LOCALBIN)/kustomize $@

@@ -1,0 +1,228 @@
+// Command manager runs selfheal: the HealingRequest and HealingPolicy controllers and
+// the embedded gateway, in one binary. Either part can be turned off.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"os"
+	"strings"
+	"time"
+
+	"k8s.io/apimachinery/pkg/runtime"
+	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
+	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
+	"k8s.io/utils/ptr"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/cache"
+	"sigs.k8s.io/controller-runtime/pkg/config"
+	"sigs.k8s.io/controller-runtime/pkg/healthz"
+	"sigs.k8s.io/controller-runtime/pkg/log/zap"
+	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
+
+	selfhealv1alpha1 "github.com/selfheal-dev/selfheal/api/v1alpha1"
+	"github.com/selfheal-dev/selfheal/internal/controller"
+)
+
+// shutdownTimeout bounds graceful shutdown: runnables (controllers, the gateway
+// draining in-flight calls) get this long after SIGTERM/SIGINT.
+const shutdownTimeout = 10 * time.Second
+
+type options struct {
+	metricsAddr             string
+	probeAddr               string
+	leaderElect             bool
+	leaderElectionNamespace string
+	maxConcurrentReconciles int
+	watchNamespaces         string
+	enableControllers       bool
+	gatewayConfig           string
+	gatewayAddr             string
+	callerNamespace         string
+	callerLabels            string
+}
+
+func main() {
+	var o options
+	flag.StringVar(&o.metricsAddr, "metrics-bind-address", ":8080", "Address of the Prometheus metrics endpoint; 0 disables it.")
+	flag.StringVar(&o.probeAddr, "health-probe-bind-address", ":8081", "Address of /healthz and /readyz.")
+	flag.BoolVar(&o.leaderElect, "leader-elect", false, "Elect a leader so only one replica runs the controllers (the gateway serves on every replica).")
+	flag.StringVar(&o.leaderElectionNamespace, "leader-election-namespace", "", "Namespace of the leader election Lease (default: the pod's namespace).")
+	flag.IntVar(&o.maxConcurrentReconciles, "max-concurrent-reconciles", 4, "HealingRequests reconciled in parallel.")
+	flag.StringVar(&o.watchNamespaces, "watch-namespaces", "", "Comma-separated namespaces to watch; empty watches all.")
+	flag.BoolVar(&o.enableControllers, "enable-controllers", true, "Run the healing controllers; false runs the gateway alone.")
+	flag.StringVar(&o.gatewayConfig, "gateway-config", "", "Gateway configuration file (YAML); empty disables the gateway.")
+	flag.StringVar(&o.gatewayAddr, "gateway-bind-address", ":8443", "Address the gateway serves on.")
+	flag.StringVar(&o.callerNamespace, "caller-namespace", "", "Namespace of the callers (the gateway) for network policy diagnosis; default: the pod's namespace.")
+	flag.StringVar(&o.callerLabels, "caller-labels", "app.kubernetes.io/name=selfheal", "Labels of the caller pods (k=v,...) for network policy diagnosis.")
+	zapOpts := zap.Options{}
+	zapOpts.BindFlags(flag.CommandLine)
+	flag.Parse()
+	ctrl.SetLogger(zap.New(zap.UseFlagOptions(&zapOpts)))
+
+	if err := run(ctrl.SetupSignalHandler(), o); err != nil {
+		ctrl.Log.Error(err, "Manager stopped with an error")
+		os.Exit(1)
+	}
+}
+
+func run(ctx context.Context, o options) error {
+	log := ctrl.Log.WithName("setup")
+	if !o.enableControllers && o.gatewayConfig == "" {
+		return errors.New("nothing to run: --enable-controllers=false needs --gateway-config")
+	}
+	scheme := runtime.NewScheme()
+	utilruntime.Must(clientgoscheme.AddToScheme(scheme))
+	utilruntime.Must(selfhealv1alpha1.AddToScheme(scheme))
+
+	restCfg, err := ctrl.GetConfig()
+	if err != nil {
+		return fmt.Errorf("loading kubeconfig: %w", err)
+	}
+	cacheOpts := cache.Options{}
+	if ns := splitList(o.watchNamespaces); len(ns) > 0 {
+		cacheOpts.DefaultNamespaces = map[string]cache.Config{}
+		for _, n := range ns {
+			cacheOpts.DefaultNamespaces[n] = cache.Config{}
+		}
+	}
+	controller.TrimCache(&cacheOpts)
+
+	mgr, err := ctrl.NewManager(restCfg, ctrl.Options{
+		Scheme:                  scheme,
+		Cache:                   cacheOpts,
+		Metrics:                 metricsserver.Options{BindAddress: o.metricsAddr},
+		HealthProbeBindAddress:  o.probeAddr,
+		LeaderElection:          o.leaderElect,
+		LeaderElectionID:        "selfheal.selfheal.dev",
+		LeaderElectionNamespace: o.leaderElectionNamespace,
+		// Hand leadership over at once on shutdown instead of letting the lease expire.
+		LeaderElectionReleaseOnCancel: true,
+		GracefulShutdownTimeout:       ptr.To(shutdownTimeout),
+		Controller: config.Controller{
+			// A panic in a reconcile is logged and returned as an error (retried with
+			// backoff); it never takes the manager down.
+			RecoverPanic: ptr.To(true),
+		},
+	})
+	if err != nil {
+		return fmt.Errorf("creating the manager: %w", err)
+	}
+	if err := mgr.AddHealthzCheck("healthz", healthz.Ping); err != nil {
+		return err
+	}
+	if err := mgr.AddReadyzCheck("readyz", healthz.Ping); err != nil {
+		return err
+	}
+
+	summary := startupSummary{controllers: o.enableControllers}
+	if o.enableControllers {
+		caller, err := callerIdentity(o)
+		if err != nil {
+			return err
+		}
+		if err := controller.Setup(mgr, controller.Options{
+			MaxConcurrentReconciles: o.maxConcurrentReconciles,
+			Caller:                  caller,
+		}); err != nil {
+			return fmt.Errorf("setting up the controllers: %w", err)
+		}
+		summary.policies = countPolicies(ctx, mgr, splitList(o.watchNamespaces))
+	}
+	if o.gatewayConfig != "" {
+		upstreams, err := setupGateway(ctx, mgr, o)
+		if err != nil {
+			return err
+		}
+		summary.gateway, summary.upstreams = true, upstreams
+	}
+	log.Info("Starting selfheal",
+		"controllers", onOff(summary.controllers),
+		"healingPolicies", summary.policies,
+		"gateway", onOff(summary.gateway),
+		"gatewayUpstreams", summary.upstreams,
+		"watchNamespaces", orAll(o.watchNamespaces),
+		"leaderElection", o.leaderElect,
+	)
+	return mgr.Start(ctx)
+}
+
+type startupSummary struct {
+	controllers, gateway bool
+	policies             string
+	upstreams            []string
+}
+
+// countPolicies states which HealingPolicies exist at startup, read directly from the
+// API server (the cache is not running yet). It informs; it never fails startup.
+func countPolicies(ctx context.Context, mgr ctrl.Manager, namespaces []string) string {
+	var list selfhealv1alpha1.HealingPolicyList
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	if len(namespaces) == 0 {
+		namespaces = []string{""}
+	}
+	var names []string
+	for _, ns := range namespaces {
+		if err := mgr.GetAPIReader().List(ctx, &list, clientInNamespace(ns)...); err != nil {
+			return "unknown (" + err.Error() + ")"
+		}
+		for _, p := range list.Items {
+			names = append(names, p.Namespace+"/"+p.Name)
+		}
+	}
+	if len(names) == 0 {
+		return "none (diagnosis only: nothing will be remediated)"
+	}
+	return fmt.Sprintf("%d (%s)", len(names), strings.Join(names, ", "))
+}
+
+func callerIdentity(o options) (controller.Caller, error) {
+	ns := o.callerNamespace
+	if ns == "" {
+		ns = podNamespace()
+	}
+	labels := map[string]string{}
+	for _, kv := range splitList(o.callerLabels) {
+		k, v, ok := strings.Cut(kv, "=")
+		if !ok || k == "" {
+			return controller.Caller{}, fmt.Errorf("--caller-labels: %q is not key=value", kv)
+		}
+		labels[k] = v
+	}
+	return controller.Caller{Namespace: ns, Labels: labels}, nil
+}
+
+// podNamespace is the namespace the manager runs in, from the ServiceAccount mount.
+func podNamespace() string {
+	if b, err := os.ReadFile("/var/run/secrets/kubernetes.io/serviceaccount/namespace"); err == nil {
+		return strings.TrimSpace(string(b))
+	}
+	return "selfheal-system"
+}
+
+func splitList(s string) []string {
+	var out []string
+	for _, p := range strings.Split(s, ",") {
+		if p = strings.TrimSpace(p); p != "" {
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
+func onOff(b bool) string {
+	if b {
+		return "on"
+	}
+	return "off"
+}
+
+func orAll(s string) string {
+	if s == "" {
+		return "all"
+	}
+	return s
+}

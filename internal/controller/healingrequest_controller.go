@@ -1,0 +1,602 @@
+package controller
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sort"
+	"time"
+
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	discoveryv1 "k8s.io/api/discovery/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/equality"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/utils/clock"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/builder"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/controller"
+	"sigs.k8s.io/controller-runtime/pkg/handler"
+	"sigs.k8s.io/controller-runtime/pkg/predicate"
+	"sigs.k8s.io/controller-runtime/pkg/recorder"
+	"sigs.k8s.io/controller-runtime/pkg/reconcile"
+
+	v1 "github.com/selfheal-dev/selfheal/api/v1alpha1"
+	"github.com/selfheal-dev/selfheal/internal/diagnostics"
+	"github.com/selfheal-dev/selfheal/internal/remediation"
+)
+
+// The controller's RBAC. Each rule says why it is needed; nothing writes a spec except
+// the restart annotation and the scale subresource.
+//
+// HealingRequests: the objects reconciled; delete for retention.
+// +kubebuilder:rbac:groups=selfheal.dev,resources=healingrequests,verbs=get;list;watch;delete
+// +kubebuilder:rbac:groups=selfheal.dev,resources=healingrequests/status,verbs=get;patch;update
+// HealingPolicies: read to gate remediation; status for mode and healings in window.
+// +kubebuilder:rbac:groups=selfheal.dev,resources=healingpolicies,verbs=get;list;watch
+// +kubebuilder:rbac:groups=selfheal.dev,resources=healingpolicies/status,verbs=get;patch;update
+// Diagnosis reads: Services, pods and their logs, events, EndpointSlices, policies.
+// +kubebuilder:rbac:groups="",resources=services;pods;events,verbs=get;list;watch
+// +kubebuilder:rbac:groups="",resources=pods/log,verbs=get
+// +kubebuilder:rbac:groups=discovery.k8s.io,resources=endpointslices,verbs=get;list;watch
+// +kubebuilder:rbac:groups=networking.k8s.io,resources=networkpolicies,verbs=get;list;watch
+// +kubebuilder:rbac:groups=metrics.k8s.io,resources=pods,verbs=get;list
+// Remediation: restart = patch of the pod-template annotation; scale from zero through
+// the scale subresource only; delete only failed pods (the only pod write).
+// +kubebuilder:rbac:groups=apps,resources=deployments;statefulsets,verbs=get;list;watch;patch
+// +kubebuilder:rbac:groups=apps,resources=replicasets,verbs=get;list;watch
+// +kubebuilder:rbac:groups=apps,resources=deployments/scale;statefulsets/scale,verbs=get;update;patch
+// +kubebuilder:rbac:groups="",resources=pods,verbs=delete
+// Events (events.k8s.io) on transitions and actions.
+// +kubebuilder:rbac:groups=events.k8s.io,resources=events,verbs=create;patch
+
+// HealingRequestReconciler drives one HealingRequest from Pending to a terminal phase.
+type HealingRequestReconciler struct {
+	Client client.Client
+	// APIReader reads uncached, where a stale cache could cause a double action.
+	APIReader client.Reader
+	Clock     clock.PassiveClock
+	Diagnoser diagnostics.Engine
+	Executor  *remediation.Executor
+	Recorder  recorder.EventRecorder
+	Caller    Caller
+}
+
+// scope is what one reconcile learns, read by the phase functions after it.
+type scope struct {
+	hr     *v1.HealingRequest
+	now    time.Time
+	policy *v1.HealingPolicy
+	report *diagnostics.Report
+	// result is the smallest requeue asked for by a phase.
+	result ctrl.Result
+}
+
+func (s *scope) requeueAfter(d time.Duration) {
+	if d <= 0 {
+		d = time.Millisecond
+	}
+	if s.result.RequeueAfter == 0 || d < s.result.RequeueAfter {
+		s.result.RequeueAfter = d
+	}
+}
+
+// errStop ends the phase list for this reconcile without an error.
+var errStop = errors.New("stop")
+
+// Reconcile gets the request, then runs the phases in order, and writes status once, as
+// a patch, at the end.
+func (r *HealingRequestReconciler) Reconcile(ctx context.Context, req ctrl.Request) (_ ctrl.Result, retErr error) {
+	log := ctrl.LoggerFrom(ctx)
+	hr := &v1.HealingRequest{}
+	if err := r.Client.Get(ctx, req.NamespacedName, hr); err != nil {
+		return ctrl.Result{}, client.IgnoreNotFound(err)
+	}
+	if !hr.DeletionTimestamp.IsZero() {
+		return ctrl.Result{}, nil
+	}
+	s := &scope{hr: hr, now: r.Clock.Now()}
+	if hr.Status.Phase.IsTerminal() {
+		return r.retain(ctx, s)
+	}
+
+	before := hr.DeepCopy()
+	defer func() {
+		if err := r.patchStatus(ctx, before, hr); err != nil {
+			retErr = errors.Join(retErr, err)
+		}
+	}()
+
+	phases := []func(context.Context, *scope) error{
+		r.start,
+		r.resolvePolicy,
+		r.checkDuplicate,
+		r.checkDeadline,
+		r.diagnose,
+		r.verify,
+		r.execute,
+		r.plan,
+	}
+	for _, phase := range phases {
+		if err := phase(ctx, s); err != nil {
+			if errors.Is(err, errStop) {
+				break
+			}
+			log.Error(err, "Healing step failed; retrying with backoff", "phase", hr.Status.Phase)
+			return ctrl.Result{}, err
+		}
+	}
+	if !hr.Status.Phase.IsTerminal() && hr.Status.Deadline != nil {
+		s.requeueAfter(hr.Status.Deadline.Sub(s.now))
+	}
+	return s.result, nil
+}
+
+// patchStatus writes the status once, as a merge patch with optimistic locking: a
+// reconcile that worked from a stale cache fails with a conflict and is retried, so it
+// can never record (or act on) a second intent.
+func (r *HealingRequestReconciler) patchStatus(ctx context.Context, before, hr *v1.HealingRequest) error {
+	if equality.Semantic.DeepEqual(before.Status, hr.Status) {
+		return nil
+	}
+	hr.Status.ObservedGeneration = hr.Generation
+	patch := client.MergeFromWithOptions(before, client.MergeFromWithOptimisticLock{})
+	if err := r.Client.Status().Patch(ctx, hr, patch); err != nil {
+		if apierrors.IsConflict(err) {
+			return fmt.Errorf("status changed since it was read; retrying: %w", err)
+		}
+		return fmt.Errorf("patching status: %w", err)
+	}
+	observeTransition(before, hr)
+	return nil
+}
+
+// start records the first sight of the request.
+func (r *HealingRequestReconciler) start(_ context.Context, s *scope) error {
+	hr := s.hr
+	if hr.Status.StartTime != nil {
+		return nil
+	}
+	hr.Status.StartTime = &metav1.Time{Time: s.now}
+	hr.Status.Phase = v1.PhasePending
+	msg := fmt.Sprintf("Received: %s calling service %s", hr.Spec.Trigger.FailureClass, hr.Spec.Target.Service)
+	addProgress(hr, s.now, msg)
+	setCondition(hr, v1.ConditionReady, metav1.ConditionUnknown, v1.ReasonProgressing, "Healing started")
+	r.event(hr, corev1.EventTypeNormal, "HealingStarted", "Start", msg)
+	return nil
+}
+
+// resolvePolicy finds the governing policy and fixes the deadline from it.
+func (r *HealingRequestReconciler) resolvePolicy(ctx context.Context, s *scope) error {
+	hr := s.hr
+	p, err := r.findPolicy(ctx, hr)
+	if err != nil {
+		return err
+	}
+	s.policy = p
+	if hr.Status.Deadline == nil {
+		deadline := v1.DefaultDeadline
+		if p != nil {
+			deadline = p.Spec.GetDeadline()
+			hr.Status.Policy = p.Name
+		}
+		hr.Status.Deadline = &metav1.Time{Time: hr.CreationTimestamp.Add(deadline)}
+	}
+	return nil
+}
+
+func (r *HealingRequestReconciler) findPolicy(ctx context.Context, hr *v1.HealingRequest) (*v1.HealingPolicy, error) {
+	if name := hr.Spec.PolicyName; name != "" {
+		p := &v1.HealingPolicy{}
+		err := r.Client.Get(ctx, types.NamespacedName{Namespace: hr.Namespace, Name: name}, p)
+		if apierrors.IsNotFound(err) {
+			return nil, nil
+		}
+		return p, err
+	}
+	if hr.Status.Policy != "" {
+		p := &v1.HealingPolicy{}
+		err := r.Client.Get(ctx, types.NamespacedName{Namespace: hr.Namespace, Name: hr.Status.Policy}, p)
+		if err == nil || !apierrors.IsNotFound(err) {
+			return p, err
+		}
+	}
+	var list v1.HealingPolicyList
+	if err := r.Client.List(ctx, &list, client.InNamespace(hr.Namespace)); err != nil {
+		return nil, err
+	}
+	if len(list.Items) == 0 {
+		return nil, nil
+	}
+	svc := &corev1.Service{}
+	svcLabels := labels.Set{}
+	if err := r.Client.Get(ctx, types.NamespacedName{Namespace: hr.Namespace, Name: hr.Spec.Target.Service}, svc); err == nil {
+		svcLabels = svc.Labels
+	} else if !apierrors.IsNotFound(err) {
+		return nil, err
+	}
+	// The oldest matching policy wins, so the choice is stable when several match.
+	sort.Slice(list.Items, func(i, j int) bool {
+		a, b := list.Items[i], list.Items[j]
+		if !a.CreationTimestamp.Equal(&b.CreationTimestamp) {
+			return a.CreationTimestamp.Before(&b.CreationTimestamp)
+		}
+		return a.Name < b.Name
+	})
+	for i := range list.Items {
+		p := &list.Items[i]
+		sel := labels.Everything()
+		if p.Spec.ServiceSelector != nil {
+			var err error
+			if sel, err = metav1.LabelSelectorAsSelector(p.Spec.ServiceSelector); err != nil {
+				continue // the CRD validates selectors; an invalid one governs nothing
+			}
+		}
+		if sel.Matches(svcLabels) {
+			return p, nil
+		}
+	}
+	return nil, nil
+}
+
+// checkDuplicate makes a second request for a target that already has an active
+// healing defer to it and act on nothing. It reads uncached: two requests created
+// together must each see the other.
+func (r *HealingRequestReconciler) checkDuplicate(ctx context.Context, s *scope) error {
+	hr := s.hr
+	if hr.Status.Phase != v1.PhasePending {
+		return nil
+	}
+	var list v1.HealingRequestList
+	if err := r.APIReader.List(ctx, &list, client.InNamespace(hr.Namespace)); err != nil {
+		return err
+	}
+	for i := range list.Items {
+		o := &list.Items[i]
+		if o.UID == hr.UID || o.Spec.Target.Service != hr.Spec.Target.Service ||
+			o.Status.Phase.IsTerminal() || o.Status.DuplicateOf != "" || !olderThan(o, hr) {
+			continue
+		}
+		hr.Status.DuplicateOf = o.Name
+		r.finish(s, v1.PhaseSkipped, v1.ReasonDuplicate,
+			fmt.Sprintf("Healing %s is already active for service %s; following it", o.Name, hr.Spec.Target.Service))
+		return errStop
+	}
+	return nil
+}
+
+func olderThan(a, b *v1.HealingRequest) bool {
+	if !a.CreationTimestamp.Equal(&b.CreationTimestamp) {
+		return a.CreationTimestamp.Before(&b.CreationTimestamp)
+	}
+	return a.Name < b.Name
+}
+
+// checkDeadline ends the healing at its deadline; no action is taken after it.
+func (r *HealingRequestReconciler) checkDeadline(_ context.Context, s *scope) error {
+	hr := s.hr
+	if hr.Status.Deadline == nil || s.now.Before(hr.Status.Deadline.Time) {
+		return nil
+	}
+	msg := fmt.Sprintf("Deadline of %s passed in phase %s", hr.Status.Deadline.Sub(hr.CreationTimestamp.Time).Round(time.Second), hr.Status.Phase)
+	if pending := intendedAction(hr); pending != nil {
+		pending.Outcome = v1.OutcomeFailed
+		pending.Message = "not executed: the deadline passed"
+		pending.CompletedAt = &metav1.Time{Time: s.now}
+	}
+	r.finish(s, v1.PhaseFailed, v1.ReasonDeadlineExceeded, msg)
+	return errStop
+}
+
+// diagnose gathers and classifies; every reconcile that may act or verify works from a
+// fresh diagnosis.
+func (r *HealingRequestReconciler) diagnose(ctx context.Context, s *scope) error {
+	hr := s.hr
+	target := diagnostics.Target{Namespace: hr.Namespace, Service: hr.Spec.Target.Service, Workload: hr.Spec.Target.Workload}
+	report, err := r.Diagnoser.Diagnose(ctx, target, r.Caller)
+	if err != nil {
+		return fmt.Errorf("diagnosing: %w", err)
+	}
+	s.report = report
+	hr.Status.Findings = boundFindings(report.Findings)
+	if report.Snapshot != nil && report.Snapshot.Workload != nil {
+		hr.Status.Workload = report.Snapshot.Workload.DeepCopy()
+	}
+	if hr.Status.Phase == v1.PhasePending || hr.Status.Phase == v1.PhaseDiagnosing {
+		hr.Status.Issue = report.Issue
+		if hr.Status.Phase == v1.PhasePending {
+			hr.Status.Phase = v1.PhaseDiagnosing
+		}
+		if !conditionIs(hr, v1.ConditionDiagnosed, report.Issue) {
+			addProgress(hr, s.now, fmt.Sprintf("Diagnosed %s: %s", report.Issue, report.Summary))
+		}
+		setCondition(hr, v1.ConditionDiagnosed, metav1.ConditionTrue, string(report.Issue), report.Summary)
+	}
+	return nil
+}
+
+// verify, in Verifying, ends Healed once the rollout is complete and the Service has
+// ready endpoints; a failed attempt goes back to diagnosis while attempts remain.
+// Progress arrives by watches on the workload, pods and EndpointSlices.
+func (r *HealingRequestReconciler) verify(_ context.Context, s *scope) error {
+	hr := s.hr
+	if hr.Status.Phase != v1.PhaseVerifying {
+		return nil
+	}
+	v := remediation.Verify(s.report.Snapshot)
+	if v.Done {
+		setCondition(hr, v1.ConditionVerified, metav1.ConditionTrue, v1.ReasonServiceAvailable, v.Message)
+		r.finish(s, v1.PhaseHealed, v1.ReasonHealed, fmt.Sprintf("Service %s is back: %s", hr.Spec.Target.Service, v.Message))
+		return errStop
+	}
+	setCondition(hr, v1.ConditionVerified, metav1.ConditionFalse, v1.ReasonWaitingForRollout, v.Message)
+	if !attemptFailed(s.report) {
+		return errStop // wait for the watches, or the deadline
+	}
+	hr.Status.Issue = s.report.Issue
+	if hr.Status.Attempts >= maxAttempts(s.policy) {
+		r.finish(s, v1.PhaseFailed, v1.ReasonAttemptsExhausted,
+			fmt.Sprintf("Still %s after %d attempts: %s", s.report.Issue, hr.Status.Attempts, s.report.Summary))
+		return errStop
+	}
+	hr.Status.Phase = v1.PhaseDiagnosing
+	addProgress(hr, s.now, fmt.Sprintf("Attempt %d did not heal the service (%s); diagnosing again", hr.Status.Attempts, s.report.Issue))
+	return nil
+}
+
+// attemptFailed reports whether the last attempt has visibly failed: the rollout is
+// complete, yet the new pods show a failure a wait will not cure.
+func attemptFailed(report *diagnostics.Report) bool {
+	snap := report.Snapshot
+	if snap == nil || !rolloutSettled(snap) {
+		return false
+	}
+	switch report.Issue {
+	case v1.IssueHealthy, v1.IssueNoReadyPods, v1.IssueEndpointsMissing, v1.IssueNoPods:
+		// Pods that are starting look like this too: wait for the watches.
+		return false
+	}
+	return true
+}
+
+func rolloutSettled(snap *diagnostics.Snapshot) bool {
+	if d := snap.Deployment; d != nil {
+		want := int32(1)
+		if d.Spec.Replicas != nil {
+			want = *d.Spec.Replicas
+		}
+		return d.Status.ObservedGeneration >= d.Generation && d.Status.UpdatedReplicas == want && d.Status.Replicas == want
+	}
+	if st := snap.StatefulSet; st != nil {
+		return st.Status.ObservedGeneration >= st.Generation && st.Status.CurrentRevision == st.Status.UpdateRevision
+	}
+	return true
+}
+
+// execute runs the action whose intent the previous reconcile recorded. Executing is
+// idempotent for the same intent (the restart stamps the intent's time), so a manager
+// that died after acting and before recording the outcome does not act twice.
+func (r *HealingRequestReconciler) execute(ctx context.Context, s *scope) error {
+	hr := s.hr
+	a := intendedAction(hr)
+	if a == nil {
+		return nil
+	}
+	log := ctrl.LoggerFrom(ctx).WithValues("action", a.Type, "target", a.Target, "attempt", a.Attempt)
+	log.Info("Executing remediation")
+	step := remediation.Step{Type: a.Type, Target: a.Target, At: a.StartedAt.Time}
+	msg, err := r.Executor.Execute(ctx, hr.Namespace, step, s.report.Snapshot)
+	if err != nil && !remediation.IsPermanent(err) {
+		return fmt.Errorf("executing %s on %s: %w", a.Type, a.Target, err)
+	}
+	a.CompletedAt = &metav1.Time{Time: s.now}
+	if err != nil {
+		a.Outcome, a.Message = v1.OutcomeFailed, truncate(err.Error(), 1024)
+		setCondition(hr, v1.ConditionRemediated, metav1.ConditionFalse, v1.ReasonActionFailed, a.Message)
+		r.event(hr, corev1.EventTypeWarning, "ActionFailed", string(a.Type), fmt.Sprintf("%s on %s failed: %s", a.Type, a.Target, a.Message))
+		r.finish(s, v1.PhaseFailed, v1.ReasonActionFailed, fmt.Sprintf("%s on %s failed: %s", a.Type, a.Target, a.Message))
+		return errStop
+	}
+	a.Outcome, a.Message = v1.OutcomeSucceeded, truncate(msg, 1024)
+	addProgress(hr, s.now, fmt.Sprintf("%s on %s: %s", a.Type, a.Target, msg))
+	setCondition(hr, v1.ConditionRemediated, metav1.ConditionTrue, v1.ReasonActionSucceeded, a.Message)
+	r.event(hr, corev1.EventTypeNormal, "ActionSucceeded", string(a.Type), fmt.Sprintf("%s on %s: %s", a.Type, a.Target, msg))
+
+	// The attempt's further steps were recorded with the first; each runs in its own
+	// reconcile, after the previous outcome is persisted.
+	if intendedAction(hr) != nil {
+		return errStop
+	}
+	// OOMKilled: the cleanup is done; a restart would be killed again.
+	if hr.Status.Issue == v1.IssueOOMKilled {
+		r.finish(s, v1.PhaseManualInterventionRequired, v1.ReasonManualIntervention,
+			remediation.ManualReason(hr.Status.Issue, s.report.Snapshot))
+		return errStop
+	}
+	hr.Status.Phase = v1.PhaseVerifying
+	addProgress(hr, s.now, "Verifying: waiting for the rollout and ready endpoints")
+	return errStop
+}
+
+// plan, in Diagnosing, decides the next attempt's actions and records the first intent.
+// The action itself runs in the next reconcile, after the intent is persisted.
+func (r *HealingRequestReconciler) plan(ctx context.Context, s *scope) error {
+	hr := s.hr
+	if hr.Status.Phase != v1.PhaseDiagnosing {
+		return nil
+	}
+	history, lastEnded, err := r.history(ctx, hr)
+	if err != nil {
+		return err
+	}
+	d := remediation.Plan(remediation.Input{
+		Issue: s.report.Issue, Snapshot: s.report.Snapshot, Policy: s.policy,
+		DryRun: hr.Spec.DryRun, Now: s.now, History: history, LastHealingEnded: lastEnded,
+	})
+	allowed := metav1.ConditionTrue
+	if d.Refused() {
+		allowed = metav1.ConditionFalse
+	}
+	setCondition(hr, v1.ConditionRemediationAllowed, allowed, d.Reason, d.Message)
+
+	switch {
+	case d.Refused():
+		r.finish(s, d.Refusal.Phase, d.Refusal.Reason, d.Refusal.Message)
+		return errStop
+	case d.DryRun:
+		for _, st := range d.Steps {
+			hr.Status.Actions = append(hr.Status.Actions, v1.HealingAction{
+				Type: st.Type, Attempt: hr.Status.Attempts + 1, Target: st.Target, Outcome: v1.OutcomeDryRun,
+				Message: truncate(st.Reason, 1024), StartedAt: metav1.Time{Time: s.now}, CompletedAt: &metav1.Time{Time: s.now},
+			})
+			hr.Status.LastAction = st.Type
+		}
+		trimActions(hr)
+		r.event(hr, corev1.EventTypeNormal, "DryRun", "Plan", d.Message)
+		r.finish(s, v1.PhaseSkipped, v1.ReasonDryRun, "Dry run: "+d.Message)
+		return errStop
+	case len(d.Steps) == 0:
+		// Nothing to remediate: verify what is there.
+		hr.Status.Phase = v1.PhaseVerifying
+		addProgress(hr, s.now, d.Message)
+		s.requeueAfter(time.Millisecond)
+		return errStop
+	}
+
+	hr.Status.Attempts++
+	hr.Status.Phase = v1.PhaseRemediating
+	for _, st := range d.Steps {
+		r.recordIntent(s, st)
+	}
+	return errStop
+}
+
+// recordIntent appends the action as Intended; it is executed by a later reconcile,
+// once this status is persisted.
+func (r *HealingRequestReconciler) recordIntent(s *scope, st remediation.Step) {
+	hr := s.hr
+	hr.Status.Actions = append(hr.Status.Actions, v1.HealingAction{
+		Type: st.Type, Attempt: hr.Status.Attempts, Target: st.Target, Outcome: v1.OutcomeIntended,
+		Message: truncate(st.Reason, 1024), StartedAt: metav1.Time{Time: s.now},
+	})
+	hr.Status.LastAction = st.Type
+	trimActions(hr)
+	addProgress(hr, s.now, fmt.Sprintf("Remediating (attempt %d): %s on %s", hr.Status.Attempts, st.Type, st.Target))
+	r.event(hr, corev1.EventTypeNormal, "ActionIntended", string(st.Type), fmt.Sprintf("%s on %s: %s", st.Type, st.Target, st.Reason))
+}
+
+// history lists the namespace's recorded actions for the cooldown, breaker and storm
+// gates, and when this target's last healing that acted ended.
+func (r *HealingRequestReconciler) history(ctx context.Context, hr *v1.HealingRequest) ([]remediation.ActionRecord, time.Time, error) {
+	var list v1.HealingRequestList
+	if err := r.APIReader.List(ctx, &list, client.InNamespace(hr.Namespace)); err != nil {
+		return nil, time.Time{}, err
+	}
+	var records []remediation.ActionRecord
+	for _, o := range list.Items {
+		var finished time.Time
+		if o.Status.CompletionTime != nil {
+			finished = o.Status.CompletionTime.Time
+		}
+		for _, a := range o.Status.Actions {
+			records = append(records, remediation.ActionRecord{
+				Target: o.Spec.Target.Service, Type: a.Type, Outcome: a.Outcome,
+				StartedAt: a.StartedAt.Time, FinishedAt: finished,
+			})
+		}
+	}
+	return records, remediation.LastHealingEnded(records, hr.Spec.Target.Service), nil
+}
+
+// finish moves the request to a terminal phase and derives Ready from it.
+func (r *HealingRequestReconciler) finish(s *scope, phase v1.HealingPhase, reason, message string) {
+	hr := s.hr
+	hr.Status.Phase = phase
+	hr.Status.CompletionTime = &metav1.Time{Time: s.now}
+	status := metav1.ConditionFalse
+	if phase == v1.PhaseHealed {
+		status = metav1.ConditionTrue
+	}
+	setCondition(hr, v1.ConditionReady, status, reason, message)
+	addProgress(hr, s.now, fmt.Sprintf("%s: %s", phase, message))
+	eventType := corev1.EventTypeNormal
+	if phase == v1.PhaseFailed || phase == v1.PhaseManualInterventionRequired {
+		eventType = corev1.EventTypeWarning
+	}
+	r.event(hr, eventType, string(phase), "Finish", message)
+	ctrl.Log.WithName("healingrequest").Info("Healing finished", "healingRequest", klogRef(hr), "phase", phase, "reason", reason, "issue", hr.Status.Issue)
+}
+
+func (r *HealingRequestReconciler) event(hr *v1.HealingRequest, eventType, reason, action, note string) {
+	if r.Recorder != nil {
+		r.Recorder.Eventf(hr, nil, eventType, reason, action, "%s", truncate(note, 1024))
+	}
+}
+
+func maxAttempts(p *v1.HealingPolicy) int32 {
+	if p == nil {
+		return v1.DefaultMaxAttempts
+	}
+	return p.Spec.GetMaxAttempts()
+}
+
+// SetupWithManager watches HealingRequests and what verification waits on: the
+// workloads, pods and EndpointSlices of the targets.
+func (r *HealingRequestReconciler) SetupWithManager(mgr ctrl.Manager, workers int) error {
+	return ctrl.NewControllerManagedBy(mgr).
+		Named("healingrequest").
+		For(&v1.HealingRequest{}).
+		Watches(&discoveryv1.EndpointSlice{}, handler.EnqueueRequestsFromMapFunc(r.requestsForService(func(o client.Object) string {
+			return o.GetLabels()[discoveryv1.LabelServiceName]
+		})), builder.WithPredicates(predicate.ResourceVersionChangedPredicate{})).
+		Watches(&appsv1.Deployment{}, handler.EnqueueRequestsFromMapFunc(r.requestsForWorkload(v1.WorkloadDeployment))).
+		Watches(&appsv1.StatefulSet{}, handler.EnqueueRequestsFromMapFunc(r.requestsForWorkload(v1.WorkloadStatefulSet))).
+		WithOptions(controller.Options{MaxConcurrentReconciles: workers}).
+		Complete(r)
+}
+
+// requestsForService maps an object to the active HealingRequests of its Service.
+func (r *HealingRequestReconciler) requestsForService(service func(client.Object) string) handler.MapFunc {
+	return func(ctx context.Context, o client.Object) []reconcile.Request {
+		name := service(o)
+		if name == "" {
+			return nil
+		}
+		return r.activeRequests(ctx, o.GetNamespace(), client.MatchingFields{indexTargetService: name}, nil)
+	}
+}
+
+// requestsForWorkload maps a workload to the active HealingRequests that resolved it.
+func (r *HealingRequestReconciler) requestsForWorkload(kind v1.WorkloadKind) handler.MapFunc {
+	return func(ctx context.Context, o client.Object) []reconcile.Request {
+		return r.activeRequests(ctx, o.GetNamespace(), nil, func(hr *v1.HealingRequest) bool {
+			w := hr.Status.Workload
+			return w != nil && w.Kind == kind && w.Name == o.GetName()
+		})
+	}
+}
+
+func (r *HealingRequestReconciler) activeRequests(ctx context.Context, ns string, fields client.MatchingFields, keep func(*v1.HealingRequest) bool) []reconcile.Request {
+	var list v1.HealingRequestList
+	opts := []client.ListOption{client.InNamespace(ns)}
+	if fields != nil {
+		opts = append(opts, fields)
+	}
+	if err := r.Client.List(ctx, &list, opts...); err != nil {
+		ctrl.LoggerFrom(ctx).Error(err, "Listing HealingRequests for a watch event")
+		return nil
+	}
+	var out []reconcile.Request
+	for i := range list.Items {
+		hr := &list.Items[i]
+		if hr.Status.Phase.IsTerminal() || (keep != nil && !keep(hr)) {
+			continue
+		}
+		out = append(out, reconcile.Request{NamespacedName: client.ObjectKeyFromObject(hr)})
+	}
+	return out
+}

@@ -1,0 +1,79 @@
+package controller
+
+import (
+	"time"
+
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/klog/v2"
+
+	v1 "github.com/selfheal-dev/selfheal/api/v1alpha1"
+	"github.com/selfheal-dev/selfheal/internal/diagnostics"
+)
+
+// setCondition sets a condition with the request's generation as its observedGeneration.
+func setCondition(hr *v1.HealingRequest, typ string, status metav1.ConditionStatus, reason, message string) {
+	meta.SetStatusCondition(&hr.Status.Conditions, metav1.Condition{
+		Type: typ, Status: status, Reason: reason, Message: truncate(message, 32768),
+		ObservedGeneration: hr.Generation,
+	})
+}
+
+// conditionIs reports whether the condition already carries this reason.
+func conditionIs(hr *v1.HealingRequest, typ string, reason v1.IssueType) bool {
+	c := meta.FindStatusCondition(hr.Status.Conditions, typ)
+	return c != nil && c.Reason == string(reason)
+}
+
+// addProgress appends to the bounded progress log, dropping the oldest entries.
+func addProgress(hr *v1.HealingRequest, now time.Time, message string) {
+	hr.Status.Progress = append(hr.Status.Progress, v1.ProgressEntry{
+		Time: metav1.Time{Time: now}, Phase: hr.Status.Phase, Message: truncate(message, 512),
+	})
+	if n := len(hr.Status.Progress) - v1.MaxProgress; n > 0 {
+		hr.Status.Progress = append([]v1.ProgressEntry(nil), hr.Status.Progress[n:]...)
+	}
+}
+
+// trimActions keeps the newest actions within the CRD's bound. Intended actions are
+// always among the newest, so none is ever dropped before it runs.
+func trimActions(hr *v1.HealingRequest) {
+	if n := len(hr.Status.Actions) - v1.MaxActions; n > 0 {
+		hr.Status.Actions = append([]v1.HealingAction(nil), hr.Status.Actions[n:]...)
+	}
+}
+
+// intendedAction is the first action recorded but not yet executed.
+func intendedAction(hr *v1.HealingRequest) *v1.HealingAction {
+	for i := range hr.Status.Actions {
+		if hr.Status.Actions[i].Outcome == v1.OutcomeIntended {
+			return &hr.Status.Actions[i]
+		}
+	}
+	return nil
+}
+
+func boundFindings(fs []v1.Finding) []v1.Finding {
+	if len(fs) > v1.MaxFindings {
+		fs = fs[:v1.MaxFindings]
+	}
+	out := make([]v1.Finding, len(fs))
+	for i, f := range fs {
+		out[i] = diagnostics.Bound(f)
+	}
+	return out
+}
+
+func truncate(s string, max int) string {
+	if len(s) <= max {
+		return s
+	}
+	// Cut on a rune boundary.
+	cut := max - len("…")
+	for cut > 0 && s[cut]&0xC0 == 0x80 {
+		cut--
+	}
+	return s[:cut] + "…"
+}
+
+func klogRef(hr *v1.HealingRequest) klog.ObjectRef { return klog.KObj(hr) }

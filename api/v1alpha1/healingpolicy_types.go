@@ -80,6 +80,8 @@ type HealingPolicySpec struct {
 	// serviceSelector selects the Services this policy governs, by label. An empty
 	// selector selects every Service in the namespace.
 	// +optional
+	// +kubebuilder:validation:XValidation:rule="!has(self.matchExpressions) || self.matchExpressions.all(e, e.operator in ['In', 'NotIn', 'Exists', 'DoesNotExist'])",message="serviceSelector operators must be In, NotIn, Exists or DoesNotExist"
+	// +kubebuilder:validation:XValidation:rule="!has(self.matchExpressions) || self.matchExpressions.all(e, (e.operator in ['In', 'NotIn']) == (has(e.values) && size(e.values) > 0))",message="serviceSelector: In and NotIn need values, Exists and DoesNotExist take none"
 	ServiceSelector *metav1.LabelSelector `json:"serviceSelector,omitempty"`
 
 	// allowedActions are the remediations this policy permits.

@@ -201,7 +201,10 @@ func TestHealingPolicyValidation(t *testing.T) {
 		}, "ttlAfterFinished must be between 1m and 90d"},
 		{"bad selector", func(p *v1.HealingPolicy) {
 			p.Spec.ServiceSelector = &metav1.LabelSelector{MatchExpressions: []metav1.LabelSelectorRequirement{{Key: "a", Operator: "Near"}}}
-		}, "spec.serviceSelector"},
+		}, "serviceSelector operators must be In, NotIn, Exists or DoesNotExist"},
+		{"selector In without values", func(p *v1.HealingPolicy) {
+			p.Spec.ServiceSelector = &metav1.LabelSelector{MatchExpressions: []metav1.LabelSelectorRequirement{{Key: "a", Operator: metav1.LabelSelectorOpIn}}}
+		}, "In and NotIn need values"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {

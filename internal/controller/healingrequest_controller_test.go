@@ -1,0 +1,471 @@
+package controller_test
+
+import (
+	"context"
+	"strings"
+	"testing"
+	"time"
+
+	. "github.com/onsi/gomega"
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	networkingv1 "k8s.io/api/networking/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/utils/ptr"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	v1 "github.com/selfheal-dev/selfheal/api/v1alpha1"
+	"github.com/selfheal-dev/selfheal/internal/controlplane"
+	"github.com/selfheal-dev/selfheal/internal/remediation"
+)
+
+const restartedAt = "kubectl.kubernetes.io/restartedAt"
+
+func executed(hr *v1.HealingRequest) []v1.HealingAction {
+	var out []v1.HealingAction
+	for _, a := range hr.Status.Actions {
+		if a.Outcome == v1.OutcomeSucceeded || a.Outcome == v1.OutcomeFailed || a.Outcome == v1.OutcomeIntended {
+			out = append(out, a)
+		}
+	}
+	return out
+}
+
+// expectStatusInvariants checks what must hold of any terminal request.
+func expectStatusInvariants(t *testing.T, hr *v1.HealingRequest) {
+	t.Helper()
+	g := NewWithT(t)
+	ready := condition(hr, v1.ConditionReady)
+	g.Expect(ready).NotTo(BeNil())
+	g.Expect(ready.Status == metav1.ConditionTrue).To(Equal(hr.Status.Phase == v1.PhaseHealed), "Ready is True exactly when Healed")
+	g.Expect(hr.Status.CompletionTime).NotTo(BeNil())
+	g.Expect(hr.Status.StartTime).NotTo(BeNil())
+	g.Expect(hr.Status.ObservedGeneration).To(Equal(hr.Generation))
+	g.Expect(len(hr.Status.Findings)).To(BeNumerically("<=", v1.MaxFindings))
+	for _, a := range hr.Status.Actions {
+		g.Expect(a.Outcome).NotTo(Equal(v1.OutcomeIntended), "no intent is left open at the end")
+	}
+	if hr.Status.DuplicateOf == "" {
+		g.Expect(hr.Status.Findings).NotTo(BeEmpty(), "every healing reports its diagnosis")
+	}
+}
+
+func TestScaledToZeroIsHealed(t *testing.T) {
+	defer startManager(t)()
+	ns := newNamespace(t)
+	app(t, ns, "sandfly", 0)
+	policy(t, ns)
+	hr := terminal(t, request(t, ns, "sandfly"))
+	expectStatusInvariants(t, hr)
+
+	g := NewWithT(t)
+	g.Expect(hr.Status.Phase).To(Equal(v1.PhaseHealed), "progress: %v", hr.Status.Progress)
+	g.Expect(hr.Status.Issue).To(Equal(v1.IssueNoPods))
+	g.Expect(executed(hr)).To(HaveLen(1))
+	g.Expect(hr.Status.Actions[0].Type).To(Equal(v1.ActionScaleFromZero))
+	g.Expect(hr.Status.Actions[0].Outcome).To(Equal(v1.OutcomeSucceeded))
+	g.Expect(*getDeployment(t, ns, "sandfly").Spec.Replicas).To(Equal(int32(1)))
+	waitReady(t, ns, "sandfly", 1)
+	g.Expect(condition(hr, v1.ConditionVerified).Status).To(Equal(metav1.ConditionTrue))
+}
+
+func TestCrashLoopIsRestartedAndHealed(t *testing.T) {
+	defer startManager(t)()
+	ctx := context.Background()
+	ns := newNamespace(t)
+	app(t, ns, "sandfly", 2)
+	policy(t, ns)
+	old := waitReady(t, ns, "sandfly", 2)
+	for i := range old {
+		if err := controlplane.SetPodState(ctx, k8s, &old[i], controlplane.StateCrashLoop, nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	NewWithT(t).Eventually(func(g Gomega) { g.Expect(readyPods(g, ns, "sandfly")).To(BeEmpty()) }).
+		WithTimeout(eventually).WithPolling(poll).Should(Succeed())
+
+	hr := terminal(t, request(t, ns, "sandfly"))
+	expectStatusInvariants(t, hr)
+	g := NewWithT(t)
+	g.Expect(hr.Status.Phase).To(Equal(v1.PhaseHealed), "progress: %v", hr.Status.Progress)
+	g.Expect(hr.Status.Issue).To(Equal(v1.IssueCrashLoopBackOff))
+	g.Expect(executed(hr)).To(HaveLen(1))
+	g.Expect(hr.Status.Actions[0].Type).To(Equal(v1.ActionRolloutRestart))
+	g.Expect(getDeployment(t, ns, "sandfly").Spec.Template.Annotations).To(HaveKey(restartedAt))
+	fresh := waitReady(t, ns, "sandfly", 2)
+	for _, p := range fresh {
+		for _, o := range old {
+			g.Expect(p.UID).NotTo(Equal(o.UID), "the crashlooping pods were replaced")
+		}
+	}
+}
+
+func TestImagePullBackOffFailsFastWithTheCause(t *testing.T) {
+	defer startManager(t)()
+	ns := newNamespace(t)
+	app(t, ns, "sandfly", 1, func(d *appsv1.Deployment) {
+		d.Spec.Template.Labels[controlplane.StateLabel] = string(controlplane.StateImagePull)
+	})
+	policy(t, ns)
+	NewWithT(t).Eventually(func(g Gomega) {
+		var pods corev1.PodList
+		g.Expect(k8s.List(context.Background(), &pods, client.InNamespace(ns))).To(Succeed())
+		g.Expect(pods.Items).To(HaveLen(1))
+		g.Expect(pods.Items[0].Status.ContainerStatuses).NotTo(BeEmpty())
+	}).WithTimeout(eventually).WithPolling(poll).Should(Succeed())
+
+	hr := request(t, ns, "sandfly")
+	got := terminal(t, hr)
+	expectStatusInvariants(t, got)
+	g := NewWithT(t)
+	g.Expect(got.Status.Phase).To(Equal(v1.PhaseManualInterventionRequired))
+	g.Expect(got.Status.Issue).To(Equal(v1.IssueImagePullBackOff))
+	g.Expect(executed(got)).To(BeEmpty(), "a restart cannot fix an image that cannot be pulled")
+	g.Expect(condition(got, v1.ConditionReady).Message).To(ContainSubstring("ghcr.io/selfheal-dev/sandfly:1.0"))
+	// Fails fast: ended on the first diagnosis, not at the deadline.
+	g.Expect(got.Status.CompletionTime.Time).To(BeTemporally("<", got.Status.Deadline.Time))
+	g.Expect(getDeployment(t, ns, "sandfly").Spec.Template.Annotations).NotTo(HaveKey(restartedAt))
+}
+
+func TestOOMKilledNeedsManualIntervention(t *testing.T) {
+	defer startManager(t)()
+	ctx := context.Background()
+	ns := newNamespace(t)
+	app(t, ns, "sandfly", 1)
+	policy(t, ns)
+	pods := waitReady(t, ns, "sandfly", 1)
+	if err := controlplane.SetPodState(ctx, k8s, &pods[0], controlplane.StateCrashLoop,
+		map[string]string{controlplane.ReasonAnnotation: "OOMKilled"}); err != nil {
+		t.Fatal(err)
+	}
+	NewWithT(t).Eventually(func(g Gomega) { g.Expect(readyPods(g, ns, "sandfly")).To(BeEmpty()) }).
+		WithTimeout(eventually).WithPolling(poll).Should(Succeed())
+
+	hr := terminal(t, request(t, ns, "sandfly"))
+	expectStatusInvariants(t, hr)
+	g := NewWithT(t)
+	g.Expect(hr.Status.Phase).To(Equal(v1.PhaseManualInterventionRequired))
+	g.Expect(hr.Status.Issue).To(Equal(v1.IssueOOMKilled))
+	msg := condition(hr, v1.ConditionReady).Message
+	g.Expect(msg).To(ContainSubstring("memory"))
+	g.Expect(msg).To(ContainSubstring("128Mi"))
+	g.Expect(getDeployment(t, ns, "sandfly").Spec.Template.Annotations).NotTo(HaveKey(restartedAt))
+}
+
+func TestBlockingNetworkPolicyIsNamed(t *testing.T) {
+	defer startManager(t)()
+	ctx := context.Background()
+	ns := newNamespace(t)
+	app(t, ns, "sandfly", 1)
+	policy(t, ns)
+	waitReady(t, ns, "sandfly", 1)
+	deny := &networkingv1.NetworkPolicy{
+		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "deny-all-ingress"},
+		Spec: networkingv1.NetworkPolicySpec{
+			PodSelector: metav1.LabelSelector{MatchLabels: map[string]string{"app": "sandfly"}},
+			PolicyTypes: []networkingv1.PolicyType{networkingv1.PolicyTypeIngress},
+		},
+	}
+	if err := k8s.Create(ctx, deny); err != nil {
+		t.Fatal(err)
+	}
+	hr := terminal(t, request(t, ns, "sandfly", func(r *v1.HealingRequest) { r.Spec.Trigger.FailureClass = v1.FailureTimeout }))
+	expectStatusInvariants(t, hr)
+	g := NewWithT(t)
+	g.Expect(hr.Status.Issue).To(Equal(v1.IssueNetworkPolicyBlocked))
+	g.Expect(hr.Status.Phase).To(Equal(v1.PhaseManualInterventionRequired))
+	g.Expect(condition(hr, v1.ConditionReady).Message).To(ContainSubstring("deny-all-ingress"))
+	g.Expect(executed(hr)).To(BeEmpty())
+}
+
+func TestNoPolicyDiagnosesAndSkips(t *testing.T) {
+	defer startManager(t)()
+	ns := newNamespace(t)
+	app(t, ns, "sandfly", 0)
+	hr := terminal(t, request(t, ns, "sandfly"))
+	expectStatusInvariants(t, hr)
+	g := NewWithT(t)
+	g.Expect(hr.Status.Phase).To(Equal(v1.PhaseSkipped))
+	g.Expect(hr.Status.Issue).To(Equal(v1.IssueNoPods))
+	g.Expect(condition(hr, v1.ConditionReady).Reason).To(Equal(v1.ReasonNoPolicy))
+	g.Expect(hr.Status.Actions).To(BeEmpty())
+	g.Expect(*getDeployment(t, ns, "sandfly").Spec.Replicas).To(Equal(int32(0)))
+}
+
+func TestDryRunRecordsThePlanOnly(t *testing.T) {
+	defer startManager(t)()
+	ns := newNamespace(t)
+	app(t, ns, "sandfly", 0)
+	policy(t, ns, func(p *v1.HealingPolicy) { p.Spec.DryRun = true })
+	hr := terminal(t, request(t, ns, "sandfly"))
+	expectStatusInvariants(t, hr)
+	g := NewWithT(t)
+	g.Expect(hr.Status.Phase).To(Equal(v1.PhaseSkipped))
+	g.Expect(condition(hr, v1.ConditionReady).Reason).To(Equal(v1.ReasonDryRun))
+	g.Expect(hr.Status.Actions).To(HaveLen(1))
+	g.Expect(hr.Status.Actions[0].Type).To(Equal(v1.ActionScaleFromZero))
+	g.Expect(hr.Status.Actions[0].Outcome).To(Equal(v1.OutcomeDryRun))
+	g.Consistently(func() int32 { return *getDeployment(t, ns, "sandfly").Spec.Replicas }).
+		WithTimeout(time.Second).Should(Equal(int32(0)))
+}
+
+func TestDeadlineEndsTheHealingWithoutFurtherAction(t *testing.T) {
+	defer startManager(t)()
+	ctx := context.Background()
+	ns := newNamespace(t)
+	// Pods that are scheduled but never start: nothing fails, nothing gets ready, so
+	// verification waits until the deadline.
+	app(t, ns, "sandfly", 1, func(d *appsv1.Deployment) {
+		d.Spec.Template.Labels[controlplane.StateLabel] = "never-starts"
+	})
+	policy(t, ns, func(p *v1.HealingPolicy) { p.Spec.Deadline = &metav1.Duration{Duration: 30 * time.Second} })
+	hr := request(t, ns, "sandfly")
+	g := NewWithT(t)
+	g.Eventually(func(g Gomega) {
+		got := &v1.HealingRequest{}
+		g.Expect(k8s.Get(ctx, client.ObjectKeyFromObject(hr), got)).To(Succeed())
+		g.Expect(got.Status.Phase).To(Equal(v1.PhaseVerifying))
+	}).WithTimeout(eventually).WithPolling(poll).Should(Succeed())
+
+	clk.Step(31 * time.Second)
+	// Any event reconciles it; the controller's own timer would fire at the deadline.
+	touch(t, hr)
+	got := terminal(t, hr)
+	expectStatusInvariants(t, got)
+	g.Expect(got.Status.Phase).To(Equal(v1.PhaseFailed))
+	g.Expect(condition(got, v1.ConditionReady).Reason).To(Equal(v1.ReasonDeadlineExceeded))
+	g.Expect(executed(got)).To(HaveLen(1), "the one restart before the deadline, none after")
+}
+
+func touch(t *testing.T, hr *v1.HealingRequest) {
+	t.Helper()
+	obj := &v1.HealingRequest{}
+	if err := k8s.Get(context.Background(), client.ObjectKeyFromObject(hr), obj); err != nil {
+		t.Fatal(err)
+	}
+	patch := client.MergeFrom(obj.DeepCopy())
+	obj.Annotations = map[string]string{"test.selfheal.dev/touched": time.Now().Format(time.RFC3339Nano)}
+	if err := k8s.Patch(context.Background(), obj, patch); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestCooldownHolds(t *testing.T) {
+	defer startManager(t)()
+	ctx := context.Background()
+	ns := newNamespace(t)
+	app(t, ns, "sandfly", 0)
+	policy(t, ns, func(p *v1.HealingPolicy) {
+		p.Spec.Cooldown = &metav1.Duration{Duration: 5 * time.Minute}
+	})
+	first := terminal(t, request(t, ns, "sandfly"))
+	NewWithT(t).Expect(first.Status.Phase).To(Equal(v1.PhaseHealed))
+
+	// Break it again: within the cooldown nothing is done.
+	dep := getDeployment(t, ns, "sandfly")
+	patch := client.MergeFrom(dep.DeepCopy())
+	dep.Spec.Replicas = ptr.To[int32](0)
+	if err := k8s.Patch(ctx, dep, patch); err != nil {
+		t.Fatal(err)
+	}
+	second := terminal(t, request(t, ns, "sandfly"))
+	g := NewWithT(t)
+	g.Expect(second.Status.Phase).To(Equal(v1.PhaseSkipped))
+	g.Expect(condition(second, v1.ConditionReady).Reason).To(Equal(v1.ReasonCooldown))
+	g.Expect(second.Status.Actions).To(BeEmpty())
+
+	// After the cooldown, it heals again.
+	clk.Step(5 * time.Minute)
+	third := terminal(t, request(t, ns, "sandfly"))
+	g.Expect(third.Status.Phase).To(Equal(v1.PhaseHealed), "progress: %v", third.Status.Progress)
+}
+
+func TestStormLimitHolds(t *testing.T) {
+	defer startManager(t)()
+	ns := newNamespace(t)
+	app(t, ns, "alpha", 0)
+	app(t, ns, "beta", 0)
+	policy(t, ns, func(p *v1.HealingPolicy) {
+		p.Spec.CircuitBreaker = &v1.CircuitBreaker{MaxActionsPerTarget: ptr.To[int32](1), NamespaceMaxActions: ptr.To[int32](1)}
+	})
+	first := terminal(t, request(t, ns, "alpha"))
+	NewWithT(t).Expect(first.Status.Phase).To(Equal(v1.PhaseHealed))
+	second := terminal(t, request(t, ns, "beta"))
+	g := NewWithT(t)
+	g.Expect(second.Status.Phase).To(Equal(v1.PhaseSkipped))
+	g.Expect(condition(second, v1.ConditionReady).Reason).To(Equal(v1.ReasonStormLimit))
+	g.Expect(*getDeployment(t, ns, "beta").Spec.Replicas).To(Equal(int32(0)))
+
+	// The policy reports the disruptive actions in its window.
+	g.Eventually(func(g Gomega) {
+		p := &v1.HealingPolicy{}
+		g.Expect(k8s.Get(context.Background(), client.ObjectKey{Namespace: ns, Name: "heal"}, p)).To(Succeed())
+		g.Expect(p.Status.HealingsInWindow).To(Equal(int32(1)))
+		g.Expect(p.Status.Mode).To(Equal(v1.ModeActive))
+	}).WithTimeout(eventually).WithPolling(poll).Should(Succeed())
+}
+
+func TestDuplicateRequestsActOnce(t *testing.T) {
+	defer startManager(t)()
+	ctx := context.Background()
+	ns := newNamespace(t)
+	app(t, ns, "sandfly", 2)
+	policy(t, ns)
+	pods := waitReady(t, ns, "sandfly", 2)
+	for i := range pods {
+		if err := controlplane.SetPodState(ctx, k8s, &pods[i], controlplane.StateCrashLoop, nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	NewWithT(t).Eventually(func(g Gomega) { g.Expect(readyPods(g, ns, "sandfly")).To(BeEmpty()) }).
+		WithTimeout(eventually).WithPolling(poll).Should(Succeed())
+	var reqs []*v1.HealingRequest
+	for range 5 {
+		reqs = append(reqs, request(t, ns, "sandfly"))
+	}
+	actions, healed, duplicates := 0, 0, 0
+	for _, r := range reqs {
+		got := terminal(t, r)
+		expectStatusInvariants(t, got)
+		actions += len(executed(got))
+		switch {
+		case got.Status.Phase == v1.PhaseHealed:
+			healed++
+		case got.Status.DuplicateOf != "":
+			duplicates++
+		}
+	}
+	g := NewWithT(t)
+	g.Expect(healed).To(Equal(1))
+	g.Expect(duplicates).To(Equal(4))
+	g.Expect(actions).To(Equal(1), "one restart for five requests")
+}
+
+// A manager that recorded the intent and executed it, then died before recording the
+// outcome, must not act again: the next manager finds the action already done.
+func TestRestartedManagerNeverRepeatsAnAction(t *testing.T) {
+	ctx := context.Background()
+	ns := newNamespace(t)
+	app(t, ns, "sandfly", 1)
+	policy(t, ns)
+	waitReady(t, ns, "sandfly", 1)
+
+	hr := request(t, ns, "sandfly")
+	// The state the dead manager left: intent recorded, then the restart executed.
+	intent := metav1.NewTime(clk.Now().Truncate(time.Second))
+	got := &v1.HealingRequest{}
+	if err := k8s.Get(ctx, client.ObjectKeyFromObject(hr), got); err != nil {
+		t.Fatal(err)
+	}
+	got.Status = v1.HealingRequestStatus{
+		Phase: v1.PhaseRemediating, Issue: v1.IssueCrashLoopBackOff, Attempts: 1, Policy: "heal",
+		StartTime: &intent, Deadline: &metav1.Time{Time: got.CreationTimestamp.Add(2 * time.Minute)},
+		Workload:  &v1.WorkloadReference{Kind: v1.WorkloadDeployment, Name: "sandfly"},
+		Actions: []v1.HealingAction{{Type: v1.ActionRolloutRestart, Attempt: 1, Target: "deployment/sandfly",
+			Outcome: v1.OutcomeIntended, StartedAt: intent}},
+		LastAction: v1.ActionRolloutRestart,
+	}
+	if err := k8s.Status().Update(ctx, got); err != nil {
+		t.Fatal(err)
+	}
+	dep := getDeployment(t, ns, "sandfly")
+	patch := client.MergeFrom(dep.DeepCopy())
+	dep.Spec.Template.Annotations = map[string]string{restartedAt: intent.UTC().Format(time.RFC3339)}
+	if err := k8s.Patch(ctx, dep, patch); err != nil {
+		t.Fatal(err)
+	}
+	NewWithT(t).Eventually(func(g Gomega) {
+		d := getDeployment(t, ns, "sandfly")
+		g.Expect(d.Status.ObservedGeneration).To(Equal(d.Generation))
+	}).WithTimeout(eventually).WithPolling(poll).Should(Succeed())
+	generation := getDeployment(t, ns, "sandfly").Generation
+
+	defer startManager(t)()
+	final := terminal(t, hr)
+	expectStatusInvariants(t, final)
+	g := NewWithT(t)
+	g.Expect(final.Status.Phase).To(Equal(v1.PhaseHealed), "progress: %v", final.Status.Progress)
+	g.Expect(final.Status.Actions).To(HaveLen(1))
+	g.Expect(final.Status.Actions[0].Outcome).To(Equal(v1.OutcomeSucceeded))
+	d := getDeployment(t, ns, "sandfly")
+	g.Expect(d.Generation).To(Equal(generation), "no second restart: the pod template is unchanged")
+	g.Expect(d.Spec.Template.Annotations[restartedAt]).To(Equal(intent.UTC().Format(time.RFC3339)))
+}
+
+// A request whose intent was recorded but not executed gets it executed exactly once.
+func TestRecordedIntentIsExecutedOnce(t *testing.T) {
+	ctx := context.Background()
+	ns := newNamespace(t)
+	app(t, ns, "sandfly", 1)
+	policy(t, ns)
+	waitReady(t, ns, "sandfly", 1)
+	generation := getDeployment(t, ns, "sandfly").Generation
+
+	hr := request(t, ns, "sandfly")
+	intent := metav1.NewTime(clk.Now().Truncate(time.Second))
+	got := &v1.HealingRequest{}
+	if err := k8s.Get(ctx, client.ObjectKeyFromObject(hr), got); err != nil {
+		t.Fatal(err)
+	}
+	got.Status = v1.HealingRequestStatus{
+		Phase: v1.PhaseRemediating, Issue: v1.IssueCrashLoopBackOff, Attempts: 1, Policy: "heal",
+		StartTime: &intent, Deadline: &metav1.Time{Time: got.CreationTimestamp.Add(2 * time.Minute)},
+		Actions: []v1.HealingAction{{Type: v1.ActionRolloutRestart, Attempt: 1, Target: "deployment/sandfly",
+			Outcome: v1.OutcomeIntended, StartedAt: intent}},
+	}
+	if err := k8s.Status().Update(ctx, got); err != nil {
+		t.Fatal(err)
+	}
+	defer startManager(t)()
+	final := terminal(t, hr)
+	g := NewWithT(t)
+	g.Expect(final.Status.Phase).To(Equal(v1.PhaseHealed))
+	g.Expect(final.Status.Actions).To(HaveLen(1))
+	d := getDeployment(t, ns, "sandfly")
+	g.Expect(d.Generation).To(Equal(generation + 1))
+	g.Expect(d.Spec.Template.Annotations[restartedAt]).To(Equal(intent.UTC().Format(time.RFC3339)))
+}
+
+func TestRetentionDeletesFinishedRequestsAfterTTL(t *testing.T) {
+	defer startManager(t)()
+	ns := newNamespace(t)
+	app(t, ns, "sandfly", 1)
+	policy(t, ns, func(p *v1.HealingPolicy) {
+		p.Spec.Retention = &v1.Retention{TTLAfterFinished: &metav1.Duration{Duration: time.Hour}, MaxHistoryPerTarget: ptr.To[int32](2)}
+	})
+	waitReady(t, ns, "sandfly", 1)
+	var done []*v1.HealingRequest
+	for range 3 {
+		done = append(done, terminal(t, request(t, ns, "sandfly")))
+	}
+	g := NewWithT(t)
+	// History per target: the oldest of three is deleted, two are kept.
+	g.Eventually(func(g Gomega) {
+		var list v1.HealingRequestList
+		g.Expect(k8s.List(context.Background(), &list, client.InNamespace(ns))).To(Succeed())
+		g.Expect(list.Items).To(HaveLen(2))
+	}).WithTimeout(eventually).WithPolling(poll).Should(Succeed())
+
+	clk.Step(time.Hour + time.Minute)
+	for _, hr := range done[1:] {
+		touch2(hr)
+	}
+	g.Eventually(func(g Gomega) {
+		var list v1.HealingRequestList
+		g.Expect(k8s.List(context.Background(), &list, client.InNamespace(ns))).To(Succeed())
+		g.Expect(list.Items).To(BeEmpty())
+	}).WithTimeout(eventually).WithPolling(poll).Should(Succeed())
+}
+
+func touch2(hr *v1.HealingRequest) {
+	obj := &v1.HealingRequest{}
+	if err := k8s.Get(context.Background(), client.ObjectKeyFromObject(hr), obj); err != nil {
+		return
+	}
+	patch := client.MergeFrom(obj.DeepCopy())
+	obj.Annotations = map[string]string{"test.selfheal.dev/touched": time.Now().Format(time.RFC3339Nano)}
+	_ = k8s.Patch(context.Background(), obj, patch)
+}
+
+var _ = strings.Contains
+var _ = remediation.Verify

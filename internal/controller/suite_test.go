@@ -1,0 +1,288 @@
+package controller_test
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	. "github.com/onsi/gomega"
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/api/resource"
+	"k8s.io/apimachinery/pkg/util/intstr"
+	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
+	"k8s.io/utils/ptr"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/log/zap"
+	"sigs.k8s.io/controller-runtime/pkg/config"
+	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
+
+	v1 "github.com/selfheal-dev/selfheal/api/v1alpha1"
+	"github.com/selfheal-dev/selfheal/internal/controller"
+	"github.com/selfheal-dev/selfheal/internal/controlplane"
+)
+
+// The controller tests run on the full local control plane: real apiserver, real
+// Deployment and EndpointSlice controllers, scheduler, and kwok as the kubelet. The
+// manager authenticates as its ServiceAccount with exactly the generated RBAC.
+
+var (
+	cluster *controlplane.ControlPlane
+	k8s     client.Client
+	// clk runs with real time plus an offset tests can add to, so deadlines and
+	// cooldowns are crossed exactly, without sleeping.
+	clk = &offsetClock{}
+)
+
+const (
+	managerNamespace = "selfheal-system"
+	managerSA        = "selfheal-manager"
+	eventually       = 30 * time.Second
+	poll             = 50 * time.Millisecond
+)
+
+type offsetClock struct{ offset atomic.Int64 }
+
+func (c *offsetClock) Now() time.Time                  { return time.Now().Add(time.Duration(c.offset.Load())) }
+func (c *offsetClock) Since(t time.Time) time.Duration { return c.Now().Sub(t) }
+func (c *offsetClock) Step(d time.Duration)            { c.offset.Add(int64(d)) }
+
+func TestMain(m *testing.M) {
+	ctrl.SetLogger(zap.New(zap.WriteTo(os.Stderr)))
+	ctx := context.Background()
+	var err error
+	cluster, err = controlplane.Start(ctx, controlplane.Options{Cluster: true, Progress: os.Stderr})
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "starting the control plane:", err)
+		os.Exit(1)
+	}
+	k8s = cluster.Client
+	if err := grantManagerRBAC(ctx); err != nil {
+		fmt.Fprintln(os.Stderr, "RBAC:", err)
+		_ = cluster.Stop()
+		os.Exit(1)
+	}
+	code := m.Run()
+	_ = cluster.Stop()
+	os.Exit(code)
+}
+
+// grantManagerRBAC applies the generated ClusterRole and binds it to the manager's
+// ServiceAccount, as config/rbac does.
+func grantManagerRBAC(ctx context.Context) error {
+	root, err := controlplane.RepoRoot()
+	if err != nil {
+		return err
+	}
+	f, err := os.Open(filepath.Join(root, "config", "rbac", "role.yaml"))
+	if err != nil {
+		return err
+	}
+	defer func() { _ = f.Close() }()
+	role := &rbacv1.ClusterRole{}
+	if err := utilyaml.NewYAMLOrJSONDecoder(f, 4096).Decode(role); err != nil {
+		return err
+	}
+	if err := k8s.Create(ctx, role); err != nil {
+		return err
+	}
+	return k8s.Create(ctx, &rbacv1.ClusterRoleBinding{
+		ObjectMeta: metav1.ObjectMeta{Name: "selfheal-manager"},
+		RoleRef:    rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "ClusterRole", Name: role.Name},
+		Subjects: []rbacv1.Subject{{Kind: rbacv1.ServiceAccountKind, Namespace: managerNamespace, Name: managerSA}},
+	})
+}
+
+// startManager runs the controllers as the manager's ServiceAccount until the returned
+// stop is called (which waits for the manager to exit).
+func startManager(t *testing.T) (stop func()) {
+	t.Helper()
+	cfg, err := cluster.AddUser(controlplane.ServiceAccountUser(managerNamespace, managerSA), controlplane.ServiceAccountGroups(managerNamespace))
+	if err != nil {
+		t.Fatal(err)
+	}
+	opts := ctrl.Options{
+		Scheme:                 controlplane.Scheme(),
+		Metrics:                metricsserver.Options{BindAddress: "0"},
+		HealthProbeBindAddress: "0",
+		Controller:             config.Controller{SkipNameValidation: ptr.To(true)},
+	}
+	controller.TrimCache(&opts.Cache)
+	mgr, err := ctrl.NewManager(cfg, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := controller.Setup(mgr, controller.Options{
+		MaxConcurrentReconciles: 4,
+		Clock:                   clk,
+		Caller:                  controller.Caller{Namespace: "chat", Labels: map[string]string{"app": "gateway"}},
+	}); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		if err := mgr.Start(ctx); err != nil {
+			t.Errorf("manager: %v", err)
+		}
+	}()
+	var once sync.Once
+	return func() { once.Do(func() { cancel(); wg.Wait() }) }
+}
+
+// newNamespace creates a namespace for one test.
+func newNamespace(t *testing.T) string {
+	t.Helper()
+	ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{GenerateName: "heal-"}}
+	if err := k8s.Create(context.Background(), ns); err != nil {
+		t.Fatal(err)
+	}
+	return ns.Name
+}
+
+// app creates a Deployment and a Service named name and waits until it serves.
+func app(t *testing.T, ns, name string, replicas int32, mutate ...func(*appsv1.Deployment)) *appsv1.Deployment {
+	t.Helper()
+	labels := map[string]string{"app": name}
+	dep := &appsv1.Deployment{
+		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name},
+		Spec: appsv1.DeploymentSpec{
+			Replicas: ptr.To(replicas),
+			Selector: &metav1.LabelSelector{MatchLabels: labels},
+			Template: corev1.PodTemplateSpec{
+				ObjectMeta: metav1.ObjectMeta{Labels: map[string]string{"app": name}},
+				Spec: corev1.PodSpec{Containers: []corev1.Container{{
+					Name: "server", Image: "ghcr.io/selfheal-dev/" + name + ":1.0",
+					Ports: []corev1.ContainerPort{{Name: "mcp", ContainerPort: 8080}},
+					Resources: corev1.ResourceRequirements{Limits: corev1.ResourceList{
+						corev1.ResourceMemory: mustQuantity("128Mi"), corev1.ResourceCPU: mustQuantity("500m"),
+					}},
+				}}},
+			},
+		},
+	}
+	for _, m := range mutate {
+		m(dep)
+	}
+	svc := &corev1.Service{
+		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name, Labels: map[string]string{"selfheal.dev/heal": "true"}},
+		Spec: corev1.ServiceSpec{
+			Selector: labels,
+			Ports:    []corev1.ServicePort{{Name: "mcp", Port: 80, TargetPort: intstr.FromString("mcp")}},
+		},
+	}
+	ctx := context.Background()
+	if err := k8s.Create(ctx, dep); err != nil {
+		t.Fatal(err)
+	}
+	if err := k8s.Create(ctx, svc); err != nil {
+		t.Fatal(err)
+	}
+	return dep
+}
+
+// policy creates a HealingPolicy that allows every action, with no cooldown.
+func policy(t *testing.T, ns string, mutate ...func(*v1.HealingPolicy)) *v1.HealingPolicy {
+	t.Helper()
+	p := &v1.HealingPolicy{
+		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "heal"},
+		Spec: v1.HealingPolicySpec{
+			AllowedActions: []v1.ActionType{v1.ActionRolloutRestart, v1.ActionScaleFromZero, v1.ActionDeleteFailedPods},
+			Cooldown:       &metav1.Duration{},
+		},
+	}
+	for _, m := range mutate {
+		m(p)
+	}
+	if err := k8s.Create(context.Background(), p); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+// request creates a HealingRequest as the gateway would.
+func request(t *testing.T, ns, service string, mutate ...func(*v1.HealingRequest)) *v1.HealingRequest {
+	t.Helper()
+	hr := &v1.HealingRequest{
+		ObjectMeta: metav1.ObjectMeta{Namespace: ns, GenerateName: service + "-"},
+		Spec: v1.HealingRequestSpec{
+			Target:  v1.HealingTarget{Service: service},
+			Trigger: v1.HealingTrigger{Source: v1.TriggerSourceGateway, FailureClass: v1.FailureConnectionRefused, Message: "connect: connection refused"},
+		},
+	}
+	for _, m := range mutate {
+		m(hr)
+	}
+	if err := k8s.Create(context.Background(), hr); err != nil {
+		t.Fatal(err)
+	}
+	return hr
+}
+
+// terminal waits for the request to reach a terminal phase and returns it.
+func terminal(t *testing.T, hr *v1.HealingRequest) *v1.HealingRequest {
+	t.Helper()
+	got := &v1.HealingRequest{}
+	NewWithT(t).Eventually(func(g Gomega) {
+		g.Expect(k8s.Get(context.Background(), client.ObjectKeyFromObject(hr), got)).To(Succeed())
+		g.Expect(got.Status.Phase.IsTerminal()).To(BeTrue(), "phase %s, progress %v", got.Status.Phase, got.Status.Progress)
+	}).WithTimeout(eventually).WithPolling(poll).Should(Succeed())
+	return got
+}
+
+func readyPods(g Gomega, ns, app string) []corev1.Pod {
+	var pods corev1.PodList
+	g.Expect(k8s.List(context.Background(), &pods, client.InNamespace(ns), client.MatchingLabels{"app": app})).To(Succeed())
+	var ready []corev1.Pod
+	for _, p := range pods.Items {
+		if p.DeletionTimestamp != nil || p.Status.Phase != corev1.PodRunning {
+			continue
+		}
+		for _, c := range p.Status.Conditions {
+			if c.Type == corev1.PodReady && c.Status == corev1.ConditionTrue {
+				ready = append(ready, p)
+			}
+		}
+	}
+	return ready
+}
+
+func waitReady(t *testing.T, ns, name string, n int) []corev1.Pod {
+	t.Helper()
+	var pods []corev1.Pod
+	NewWithT(t).Eventually(func(g Gomega) {
+		pods = readyPods(g, ns, name)
+		g.Expect(pods).To(HaveLen(n))
+	}).WithTimeout(eventually).WithPolling(poll).Should(Succeed())
+	return pods
+}
+
+func getDeployment(t *testing.T, ns, name string) *appsv1.Deployment {
+	t.Helper()
+	d := &appsv1.Deployment{}
+	if err := k8s.Get(context.Background(), client.ObjectKey{Namespace: ns, Name: name}, d); err != nil {
+		t.Fatal(err)
+	}
+	return d
+}
+
+func condition(hr *v1.HealingRequest, typ string) *metav1.Condition {
+	for i := range hr.Status.Conditions {
+		if hr.Status.Conditions[i].Type == typ {
+			return &hr.Status.Conditions[i]
+		}
+	}
+	return nil
+}
+
+func mustQuantity(s string) resource.Quantity { return resource.MustParse(s) }

@@ -74,6 +74,8 @@ type scope struct {
 	report *diagnostics.Report
 	// result is the smallest requeue asked for by a phase.
 	result ctrl.Result
+	// events wait for the status patch that records their transition.
+	events []pendingEvent
 }
 
 func (s *scope) requeueAfter(d time.Duration) {
@@ -108,6 +110,12 @@ func (r *HealingRequestReconciler) Reconcile(ctx context.Context, req ctrl.Reque
 	defer func() {
 		if err := r.patchStatus(ctx, before, hr); err != nil {
 			retErr = errors.Join(retErr, err)
+			return
+		}
+		r.emit(hr, s.events)
+		if !before.Status.Phase.IsTerminal() && hr.Status.Phase.IsTerminal() {
+			log.Info("Healing finished", "phase", hr.Status.Phase, "issue", hr.Status.Issue,
+				"reason", readyReason(hr), "attempts", hr.Status.Attempts)
 		}
 	}()
 
@@ -166,7 +174,7 @@ func (r *HealingRequestReconciler) start(_ context.Context, s *scope) error {
 	msg := fmt.Sprintf("Received: %s calling service %s", hr.Spec.Trigger.FailureClass, hr.Spec.Target.Service)
 	addProgress(hr, s.now, msg)
 	setCondition(hr, v1.ConditionReady, metav1.ConditionUnknown, v1.ReasonProgressing, "Healing started")
-	r.event(hr, corev1.EventTypeNormal, "HealingStarted", "Start", msg)
+	r.event(s, corev1.EventTypeNormal, "HealingStarted", "Start", msg)
 	return nil
 }
 
@@ -184,7 +192,9 @@ func (r *HealingRequestReconciler) resolvePolicy(ctx context.Context, s *scope) 
 			deadline = p.Spec.GetDeadline()
 			hr.Status.Policy = p.Name
 		}
-		hr.Status.Deadline = &metav1.Time{Time: hr.CreationTimestamp.Add(deadline)}
+		// Measured on the injected clock from the controller's first sight of the
+		// request, which is its creation unless the manager was down.
+		hr.Status.Deadline = &metav1.Time{Time: hr.Status.StartTime.Add(deadline)}
 	}
 	return nil
 }
@@ -282,7 +292,7 @@ func (r *HealingRequestReconciler) checkDeadline(_ context.Context, s *scope) er
 	if hr.Status.Deadline == nil || s.now.Before(hr.Status.Deadline.Time) {
 		return nil
 	}
-	msg := fmt.Sprintf("Deadline of %s passed in phase %s", hr.Status.Deadline.Sub(hr.CreationTimestamp.Time).Round(time.Second), hr.Status.Phase)
+	msg := fmt.Sprintf("Deadline of %s passed in phase %s", hr.Status.Deadline.Sub(hr.Status.StartTime.Time).Round(time.Second), hr.Status.Phase)
 	if pending := intendedAction(hr); pending != nil {
 		pending.Outcome = v1.OutcomeFailed
 		pending.Message = "not executed: the deadline passed"
@@ -356,19 +366,29 @@ func attemptFailed(report *diagnostics.Report) bool {
 		return false
 	}
 	switch report.Issue {
-	case v1.IssueHealthy, v1.IssueNoReadyPods, v1.IssueEndpointsMissing, v1.IssueNoPods:
+	case v1.IssueNoPods:
+		// Scaled to zero (again): waiting will not bring pods.
+		return specReplicas(snap) == 0
+	case v1.IssueHealthy, v1.IssueNoReadyPods, v1.IssueEndpointsMissing:
 		// Pods that are starting look like this too: wait for the watches.
 		return false
 	}
 	return true
 }
 
+func specReplicas(snap *diagnostics.Snapshot) int32 {
+	switch {
+	case snap.Deployment != nil && snap.Deployment.Spec.Replicas != nil:
+		return *snap.Deployment.Spec.Replicas
+	case snap.StatefulSet != nil && snap.StatefulSet.Spec.Replicas != nil:
+		return *snap.StatefulSet.Spec.Replicas
+	}
+	return 1
+}
+
 func rolloutSettled(snap *diagnostics.Snapshot) bool {
 	if d := snap.Deployment; d != nil {
-		want := int32(1)
-		if d.Spec.Replicas != nil {
-			want = *d.Spec.Replicas
-		}
+		want := specReplicas(snap)
 		return d.Status.ObservedGeneration >= d.Generation && d.Status.UpdatedReplicas == want && d.Status.Replicas == want
 	}
 	if st := snap.StatefulSet; st != nil {
@@ -397,14 +417,14 @@ func (r *HealingRequestReconciler) execute(ctx context.Context, s *scope) error 
 	if err != nil {
 		a.Outcome, a.Message = v1.OutcomeFailed, truncate(err.Error(), 1024)
 		setCondition(hr, v1.ConditionRemediated, metav1.ConditionFalse, v1.ReasonActionFailed, a.Message)
-		r.event(hr, corev1.EventTypeWarning, "ActionFailed", string(a.Type), fmt.Sprintf("%s on %s failed: %s", a.Type, a.Target, a.Message))
+		r.event(s, corev1.EventTypeWarning, "ActionFailed", string(a.Type), fmt.Sprintf("%s on %s failed: %s", a.Type, a.Target, a.Message))
 		r.finish(s, v1.PhaseFailed, v1.ReasonActionFailed, fmt.Sprintf("%s on %s failed: %s", a.Type, a.Target, a.Message))
 		return errStop
 	}
 	a.Outcome, a.Message = v1.OutcomeSucceeded, truncate(msg, 1024)
 	addProgress(hr, s.now, fmt.Sprintf("%s on %s: %s", a.Type, a.Target, msg))
 	setCondition(hr, v1.ConditionRemediated, metav1.ConditionTrue, v1.ReasonActionSucceeded, a.Message)
-	r.event(hr, corev1.EventTypeNormal, "ActionSucceeded", string(a.Type), fmt.Sprintf("%s on %s: %s", a.Type, a.Target, msg))
+	r.event(s, corev1.EventTypeNormal, "ActionSucceeded", string(a.Type), fmt.Sprintf("%s on %s: %s", a.Type, a.Target, msg))
 
 	// The attempt's further steps were recorded with the first; each runs in its own
 	// reconcile, after the previous outcome is persisted.
@@ -456,7 +476,7 @@ func (r *HealingRequestReconciler) plan(ctx context.Context, s *scope) error {
 			hr.Status.LastAction = st.Type
 		}
 		trimActions(hr)
-		r.event(hr, corev1.EventTypeNormal, "DryRun", "Plan", d.Message)
+		r.event(s, corev1.EventTypeNormal, "DryRun", "Plan", d.Message)
 		r.finish(s, v1.PhaseSkipped, v1.ReasonDryRun, "Dry run: "+d.Message)
 		return errStop
 	case len(d.Steps) == 0:
@@ -486,7 +506,7 @@ func (r *HealingRequestReconciler) recordIntent(s *scope, st remediation.Step) {
 	hr.Status.LastAction = st.Type
 	trimActions(hr)
 	addProgress(hr, s.now, fmt.Sprintf("Remediating (attempt %d): %s on %s", hr.Status.Attempts, st.Type, st.Target))
-	r.event(hr, corev1.EventTypeNormal, "ActionIntended", string(st.Type), fmt.Sprintf("%s on %s: %s", st.Type, st.Target, st.Reason))
+	r.event(s, corev1.EventTypeNormal, "ActionIntended", string(st.Type), fmt.Sprintf("%s on %s: %s", st.Type, st.Target, st.Reason))
 }
 
 // history lists the namespace's recorded actions for the cooldown, breaker and storm
@@ -527,13 +547,23 @@ func (r *HealingRequestReconciler) finish(s *scope, phase v1.HealingPhase, reaso
 	if phase == v1.PhaseFailed || phase == v1.PhaseManualInterventionRequired {
 		eventType = corev1.EventTypeWarning
 	}
-	r.event(hr, eventType, string(phase), "Finish", message)
-	ctrl.Log.WithName("healingrequest").Info("Healing finished", "healingRequest", klogRef(hr), "phase", phase, "reason", reason, "issue", hr.Status.Issue)
+	r.event(s, eventType, string(phase), "Finish", message)
 }
 
-func (r *HealingRequestReconciler) event(hr *v1.HealingRequest, eventType, reason, action, note string) {
-	if r.Recorder != nil {
-		r.Recorder.Eventf(hr, nil, eventType, reason, action, "%s", truncate(note, 1024))
+// event queues an event; it is emitted only once the status that records the same
+// transition is persisted, so a reconcile retried after a conflict never repeats it.
+func (r *HealingRequestReconciler) event(s *scope, eventType, reason, action, note string) {
+	s.events = append(s.events, pendingEvent{eventType, reason, action, truncate(note, 1024)})
+}
+
+type pendingEvent struct{ eventType, reason, action, note string }
+
+func (r *HealingRequestReconciler) emit(hr *v1.HealingRequest, events []pendingEvent) {
+	if r.Recorder == nil {
+		return
+	}
+	for _, e := range events {
+		r.Recorder.Eventf(hr, nil, e.eventType, e.reason, e.action, "%s", e.note)
 	}
 }
 

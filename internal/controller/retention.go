@@ -44,11 +44,16 @@ func (r *HealingRequestReconciler) retain(ctx context.Context, s *scope) (ctrl.R
 			done = append(done, &list.Items[i])
 		}
 	}
-	if int32(len(done)) > spec.GetMaxHistoryPerTarget() {
+	// Any finished request of the target trims the history, so the oldest go as soon
+	// as a newer one finishes.
+	if max := int(spec.GetMaxHistoryPerTarget()); len(done) > max {
 		sort.Slice(done, func(i, j int) bool { return olderThan(done[j], done[i]) }) // newest first
-		for _, o := range done[spec.GetMaxHistoryPerTarget():] {
+		for _, o := range done[max:] {
+			if err := r.expire(ctx, o, "the history of its target is full"); err != nil {
+				return ctrl.Result{}, err
+			}
 			if o.UID == hr.UID {
-				return ctrl.Result{}, r.expire(ctx, hr, "the history of its target is full")
+				return ctrl.Result{}, nil
 			}
 		}
 	}
@@ -56,7 +61,7 @@ func (r *HealingRequestReconciler) retain(ctx context.Context, s *scope) (ctrl.R
 }
 
 func (r *HealingRequestReconciler) expire(ctx context.Context, hr *v1.HealingRequest, why string) error {
-	ctrl.LoggerFrom(ctx).Info("Deleting finished HealingRequest", "reason", why)
+	ctrl.LoggerFrom(ctx).Info("Deleting finished HealingRequest", "healingRequest", klogRef(hr), "reason", why)
 	return client.IgnoreNotFound(r.Client.Delete(ctx, hr, client.Preconditions{UID: &hr.UID}))
 }
 

@@ -77,3 +77,10 @@ func truncate(s string, max int) string {
 }
 
 func klogRef(hr *v1.HealingRequest) klog.ObjectRef { return klog.KObj(hr) }
+
+func readyReason(hr *v1.HealingRequest) string {
+	if c := meta.FindStatusCondition(hr.Status.Conditions, v1.ConditionReady); c != nil {
+		return c.Reason
+	}
+	return ""
+}

@@ -17,6 +17,7 @@ import (
 	"k8s.io/utils/ptr"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/cache"
+	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/config"
 	"sigs.k8s.io/controller-runtime/pkg/healthz"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
@@ -70,8 +71,11 @@ func main() {
 
 func run(ctx context.Context, o options) error {
 	log := ctrl.Log.WithName("setup")
-	if !o.enableControllers && o.gatewayConfig == "" {
-		return errors.New("nothing to run: --enable-controllers=false needs --gateway-config")
+	if !o.enableControllers {
+		if o.gatewayConfig == "" {
+			return errors.New("nothing to run: --enable-controllers=false needs --gateway-config")
+		}
+		return runGatewayOnly(ctx, o)
 	}
 	scheme := runtime.NewScheme()
 	utilruntime.Must(clientgoscheme.AddToScheme(scheme))
@@ -117,42 +121,31 @@ func run(ctx context.Context, o options) error {
 		return err
 	}
 
-	summary := startupSummary{controllers: o.enableControllers}
-	if o.enableControllers {
-		caller, err := callerIdentity(o)
-		if err != nil {
-			return err
-		}
-		if err := controller.Setup(mgr, controller.Options{
-			MaxConcurrentReconciles: o.maxConcurrentReconciles,
-			Caller:                  caller,
-		}); err != nil {
-			return fmt.Errorf("setting up the controllers: %w", err)
-		}
-		summary.policies = countPolicies(ctx, mgr, splitList(o.watchNamespaces))
+	caller, err := callerIdentity(o)
+	if err != nil {
+		return err
 	}
+	if err := controller.Setup(mgr, controller.Options{
+		MaxConcurrentReconciles: o.maxConcurrentReconciles,
+		Caller:                  caller,
+	}); err != nil {
+		return fmt.Errorf("setting up the controllers: %w", err)
+	}
+	var upstreams []string
 	if o.gatewayConfig != "" {
-		upstreams, err := setupGateway(ctx, mgr, o)
-		if err != nil {
+		if upstreams, err = setupGateway(mgr, o); err != nil {
 			return err
 		}
-		summary.gateway, summary.upstreams = true, upstreams
 	}
 	log.Info("Starting selfheal",
-		"controllers", onOff(summary.controllers),
-		"healingPolicies", summary.policies,
-		"gateway", onOff(summary.gateway),
-		"gatewayUpstreams", summary.upstreams,
+		"controllers", "on",
+		"healingPolicies", countPolicies(ctx, mgr, splitList(o.watchNamespaces)),
+		"gateway", onOff(o.gatewayConfig != ""),
+		"gatewayUpstreams", upstreams,
 		"watchNamespaces", orAll(o.watchNamespaces),
 		"leaderElection", o.leaderElect,
 	)
 	return mgr.Start(ctx)
-}
-
-type startupSummary struct {
-	controllers, gateway bool
-	policies             string
-	upstreams            []string
 }
 
 // countPolicies states which HealingPolicies exist at startup, read directly from the
@@ -218,6 +211,13 @@ func onOff(b bool) string {
 		return "on"
 	}
 	return "off"
+}
+
+func clientInNamespace(ns string) []client.ListOption {
+	if ns == "" {
+		return nil
+	}
+	return []client.ListOption{client.InNamespace(ns)}
 }
 
 func orAll(s string) string {

@@ -361,7 +361,7 @@ func TestRestartedManagerNeverRepeatsAnAction(t *testing.T) {
 	got.Status = v1.HealingRequestStatus{
 		Phase: v1.PhaseRemediating, Issue: v1.IssueCrashLoopBackOff, Attempts: 1, Policy: "heal",
 		StartTime: &intent, Deadline: &metav1.Time{Time: intent.Add(2 * time.Minute)},
-		Workload:  &v1.WorkloadReference{Kind: v1.WorkloadDeployment, Name: "sandfly"},
+		Workload: &v1.WorkloadReference{Kind: v1.WorkloadDeployment, Name: "sandfly"},
 		Actions: []v1.HealingAction{{Type: v1.ActionRolloutRestart, Attempt: 1, Target: "deployment/sandfly",
 			Outcome: v1.OutcomeIntended, StartedAt: intent}},
 		LastAction: v1.ActionRolloutRestart,

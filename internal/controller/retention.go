@@ -64,4 +64,3 @@ func (r *HealingRequestReconciler) expire(ctx context.Context, hr *v1.HealingReq
 	ctrl.LoggerFrom(ctx).Info("Deleting finished HealingRequest", "healingRequest", klogRef(hr), "reason", why)
 	return client.IgnoreNotFound(r.Client.Delete(ctx, hr, client.Preconditions{UID: &hr.UID}))
 }
-

@@ -70,7 +70,7 @@ type ControlPlane struct {
 
 	env        *envtest.Environment
 	ownDir     bool
-	procs      []*exec.Cmd
+	procs      []*process
 	progress   io.Writer
 	kubeletURL string
 }
@@ -253,30 +253,34 @@ func (cp *ControlPlane) run(name, bin string, args ...string) error {
 		_ = logFile.Close()
 		return fmt.Errorf("starting %s: %w", name, err)
 	}
-	cp.procs = append(cp.procs, cmd)
+	p := &process{cmd: cmd, done: make(chan struct{})}
+	cp.procs = append(cp.procs, p)
 	go func() {
 		_ = cmd.Wait()
 		_ = logFile.Close()
+		close(p.done)
 	}()
 	return nil
 }
 
-func stopProcess(cmd *exec.Cmd) error {
-	if cmd.Process == nil {
+// process is a started component; done closes when it has exited.
+type process struct {
+	cmd  *exec.Cmd
+	done chan struct{}
+}
+
+// stopProcess asks the component's process group to terminate and kills it if it has
+// not exited within 5 seconds.
+func stopProcess(p *process) error {
+	pgid := -p.cmd.Process.Pid
+	_ = syscall.Kill(pgid, syscall.SIGTERM)
+	select {
+	case <-p.done:
 		return nil
+	case <-time.After(5 * time.Second):
 	}
-	_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGTERM)
-	deadline := time.Now().Add(5 * time.Second)
-	for time.Now().Before(deadline) {
-		if err := syscall.Kill(cmd.Process.Pid, 0); err != nil {
-			return nil
-		}
-		if cmd.ProcessState != nil {
-			return nil
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-	_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
+	_ = syscall.Kill(pgid, syscall.SIGKILL)
+	<-p.done
 	return nil
 }
 

@@ -1,0 +1,158 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"slices"
+	"time"
+
+	"github.com/go-logr/logr"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"k8s.io/client-go/rest"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/cache"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/metrics"
+
+	"github.com/selfheal-dev/selfheal/internal/controlplane"
+	"github.com/selfheal-dev/selfheal/internal/gateway"
+	"github.com/selfheal-dev/selfheal/internal/gateway/healing"
+	"github.com/selfheal-dev/selfheal/internal/gateway/mcp"
+)
+
+// The gateway creates a HealingRequest when an upstream fails and watches requests to
+// stream their progress.
+// +kubebuilder:rbac:groups=selfheal.dev,resources=healingrequests,verbs=create;get;list;watch
+
+// gatewayRunnable serves the gateway on every replica (no leader election) and runs
+// its own HealingRequest informer, so it never waits on the controllers' cache and
+// keeps proxying when the cluster is unreachable (healing is then reported as
+// unavailable).
+type gatewayRunnable struct {
+	server *gateway.Server
+	healer *healing.Healer
+	cache  cache.Cache
+	log    logr.Logger
+}
+
+func (g *gatewayRunnable) NeedLeaderElection() bool { return false }
+
+func (g *gatewayRunnable) Start(ctx context.Context) error {
+	if g.cache != nil {
+		if err := g.healer.Start(ctx, g.cache); err != nil {
+			return err
+		}
+		go func() {
+			if err := g.cache.Start(ctx); err != nil {
+				g.log.Error(err, "Watching HealingRequests failed; healing is reported as unavailable")
+			}
+		}()
+	}
+	return g.server.Start(ctx)
+}
+
+// buildGateway assembles the gateway from its config file. restCfg is nil when there is
+// no cluster.
+func buildGateway(restCfg *rest.Config, o options) (*gatewayRunnable, []string, error) {
+	cfg, err := gateway.LoadConfig(o.gatewayConfig)
+	if err != nil {
+		return nil, nil, fmt.Errorf("gateway config %s: %w", o.gatewayConfig, err)
+	}
+	log := ctrl.Log.WithName("gateway")
+	hub := healing.NewHub(healing.HubOptions{})
+	var namespaces []string
+	for _, u := range cfg.Upstreams {
+		if !slices.Contains(namespaces, u.Namespace) {
+			namespaces = append(namespaces, u.Namespace)
+		}
+	}
+	if ns := cfg.Healing.GetNamespace(); ns != "" && !slices.Contains(namespaces, ns) {
+		namespaces = append(namespaces, ns)
+	}
+
+	g := &gatewayRunnable{log: log}
+	healerOpts := healing.Options{Hub: hub, Namespaces: namespaces}
+	if restCfg != nil {
+		c, err := client.New(restCfg, client.Options{Scheme: controlplane.Scheme()})
+		if err != nil {
+			return nil, nil, err
+		}
+		if g.cache, err = healing.NewInformerCache(restCfg, namespaces); err != nil {
+			return nil, nil, err
+		}
+		healerOpts.Client = c
+	}
+	g.healer = healing.New(healerOpts)
+
+	var upstreams []mcp.Upstream
+	var names []string
+	for _, u := range cfg.Upstreams {
+		upstreams = append(upstreams, mcp.Upstream{
+			Name: u.Name, URL: u.URL, Namespace: u.Namespace, Service: u.Service,
+			CallTimeout: u.GetCallTimeout(), Replay: mcp.ReplayMode(u.GetReplay()),
+		})
+		names = append(names, fmt.Sprintf("%s -> %s/%s", u.Name, u.Namespace, u.Service))
+	}
+	proxy, err := mcp.NewProxy(mcp.Options{
+		Upstreams: upstreams, Healer: g.healer, AllowedOrigins: cfg.AllowedOrigins,
+		HoldTimeout: cfg.Healing.GetWaitTimeout(),
+	})
+	if err != nil {
+		return nil, nil, fmt.Errorf("gateway config %s: %w", o.gatewayConfig, err)
+	}
+	streams := healing.StreamOptions{}
+	g.server, err = gateway.New(cfg,
+		gateway.WithBindAddress(o.gatewayAddr),
+		gateway.WithLogger(log),
+		gateway.WithDelayReporter(hub),
+		gateway.Mount("GET /v1/healing/events", healing.NewEventsHandler(hub, streams)),
+		gateway.Mount("POST /v1/healing-requests", healing.NewReportHandler(g.healer, streams)),
+		gateway.Mount("/mcp/{name}", proxy),
+		gateway.OnShutdown(hub.Close),
+	)
+	if err != nil {
+		return nil, nil, err
+	}
+	return g, names, nil
+}
+
+// setupGateway adds the gateway to the manager.
+func setupGateway(mgr ctrl.Manager, o options) ([]string, error) {
+	g, names, err := buildGateway(mgr.GetConfig(), o)
+	if err != nil {
+		return nil, err
+	}
+	return names, mgr.Add(g)
+}
+
+// runGatewayOnly runs the gateway without controllers (--enable-controllers=false),
+// with or without a reachable cluster, and serves metrics itself.
+func runGatewayOnly(ctx context.Context, o options) error {
+	log := ctrl.Log.WithName("setup")
+	restCfg, err := ctrl.GetConfig()
+	if err != nil {
+		log.Info("No Kubernetes cluster configured: proxying only, healing is reported as unavailable", "reason", err.Error())
+		restCfg = nil
+	}
+	g, names, err := buildGateway(restCfg, o)
+	if err != nil {
+		return err
+	}
+	log.Info("Starting selfheal", "controllers", "off", "gateway", "on", "gatewayUpstreams", names,
+		"cluster", restCfg != nil)
+	errc := make(chan error, 2)
+	go func() { errc <- g.Start(ctx) }()
+	if o.metricsAddr != "0" {
+		srv := &http.Server{Addr: o.metricsAddr, ReadHeaderTimeout: 10 * time.Second,
+			Handler: promhttp.HandlerFor(metrics.Registry, promhttp.HandlerOpts{})}
+		go func() {
+			if err := srv.ListenAndServe(); err != nil && !errors.Is(err, http.ErrServerClosed) {
+				errc <- fmt.Errorf("metrics server: %w", err)
+			}
+		}()
+		defer func() { _ = srv.Close() }()
+	}
+	return <-errc
+}

@@ -1,0 +1,432 @@
+package healing
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/go-logr/logr"
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/rest"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	"github.com/selfheal-dev/selfheal/api/v1alpha1"
+	"github.com/selfheal-dev/selfheal/internal/controlplane"
+)
+
+var cp *controlplane.ControlPlane
+
+func TestMain(m *testing.M) {
+	if spec := os.Getenv(benchClientEnv); spec != "" {
+		addr, count, _ := strings.Cut(spec, ",")
+		n, _ := strconv.Atoi(count)
+		runBenchClient(addr, n)
+	}
+	ctrl.SetLogger(logr.Discard())
+	var err error
+	cp, err = controlplane.Start(context.Background(), controlplane.Options{Progress: os.Stderr})
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "starting the control plane:", err)
+		os.Exit(1)
+	}
+	code := m.Run()
+	if err := cp.Stop(); err != nil {
+		fmt.Fprintln(os.Stderr, "stopping the control plane:", err)
+	}
+	os.Exit(code)
+}
+
+var nsCounter struct {
+	sync.Mutex
+	n int
+}
+
+// freshNamespace creates a namespace for one test.
+func freshNamespace(t *testing.T) string {
+	t.Helper()
+	nsCounter.Lock()
+	nsCounter.n++
+	name := fmt.Sprintf("heal-%d-%d", os.Getpid()%10000, nsCounter.n)
+	nsCounter.Unlock()
+	if err := cp.Client.Create(context.Background(), &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: name}}); err != nil {
+		t.Fatal(err)
+	}
+	return name
+}
+
+// startHealer runs a Healer as one gateway replica would: its own informer cache on
+// the namespace and an uncached client.
+func startHealer(t *testing.T, ctx context.Context, ns string, hub *Hub) *Healer {
+	t.Helper()
+	c, err := NewInformerCache(cp.Config, []string{ns})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cctx, cancel := context.WithCancel(ctx)
+	t.Cleanup(cancel)
+	go func() { _ = c.Start(cctx) }()
+	h := New(Options{Client: cp.Client, Hub: hub, Namespaces: []string{ns}})
+	if err := h.Start(cctx, c); err != nil {
+		t.Fatal(err)
+	}
+	waitUntil(t, h.Available)
+	return h
+}
+
+func listRequests(t *testing.T, ns string) []v1alpha1.HealingRequest {
+	t.Helper()
+	var list v1alpha1.HealingRequestList
+	if err := cp.Client.List(context.Background(), &list, client.InNamespace(ns)); err != nil {
+		t.Fatal(err)
+	}
+	return list.Items
+}
+
+// playController updates the request's status through the API, as the controller does.
+func playController(t *testing.T, ns, name string, mutate func(*v1alpha1.HealingRequestStatus)) {
+	t.Helper()
+	ctx := context.Background()
+	for {
+		var hr v1alpha1.HealingRequest
+		if err := cp.Client.Get(ctx, client.ObjectKey{Namespace: ns, Name: name}, &hr); err != nil {
+			t.Fatal(err)
+		}
+		mutate(&hr.Status)
+		err := cp.Client.Status().Update(ctx, &hr)
+		if err == nil {
+			return
+		}
+		if !strings.Contains(err.Error(), "the object has been modified") {
+			t.Fatalf("updating status of %s: %v", name, err)
+		}
+	}
+}
+
+var stepTime = time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
+
+func addProgress(phase v1alpha1.HealingPhase, msgs ...string) func(*v1alpha1.HealingRequestStatus) {
+	return func(s *v1alpha1.HealingRequestStatus) {
+		s.Phase = phase
+		for _, m := range msgs {
+			// Several entries share a second: the dedupe must not rely on time alone.
+			s.Progress = append(s.Progress, v1alpha1.ProgressEntry{Time: metav1.NewTime(stepTime), Phase: phase, Message: m})
+		}
+	}
+}
+
+func finish(phase v1alpha1.HealingPhase, issue v1alpha1.IssueType, reason, message string, findings ...v1alpha1.Finding) func(*v1alpha1.HealingRequestStatus) {
+	return func(s *v1alpha1.HealingRequestStatus) {
+		s.Phase = phase
+		s.Issue = issue
+		s.Findings = findings
+		status := metav1.ConditionFalse
+		if phase == v1alpha1.PhaseHealed {
+			status = metav1.ConditionTrue
+		}
+		meta.SetStatusCondition(&s.Conditions, metav1.Condition{Type: v1alpha1.ConditionReady, Status: status, Reason: reason, Message: message})
+		now := metav1.NewTime(stepTime.Add(time.Minute))
+		s.CompletionTime = &now
+		s.Progress = append(s.Progress, v1alpha1.ProgressEntry{Time: now, Phase: phase, Message: message})
+	}
+}
+
+func refused(ns string) Failure {
+	return Failure{Namespace: ns, Service: "tools", Upstream: "tools", Class: v1alpha1.FailureConnectionRefused,
+		Message: `dial tcp 10.0.0.7:8080: connect: connection refused (Authorization: Bearer sk-ant-api03-CANARY)`}
+}
+
+func TestTriggerFromManyCallsAndTwoReplicasMakesOneRequest(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	ns := freshNamespace(t)
+	replicaA := startHealer(t, ctx, ns, NewHub(HubOptions{}))
+	replicaB := startHealer(t, ctx, ns, NewHub(HubOptions{}))
+
+	const calls = 1000
+	names := make(chan string, 2*calls)
+	var wg sync.WaitGroup
+	for i := range 2 * calls {
+		h := replicaA
+		if i%2 == 1 {
+			h = replicaB
+		}
+		wg.Go(func() {
+			name, err := h.Trigger(ctx, refused(ns))
+			if err != nil {
+				t.Errorf("Trigger: %v", err)
+			}
+			names <- name
+		})
+	}
+	wg.Wait()
+	close(names)
+	distinct := map[string]int{}
+	for n := range names {
+		distinct[n]++
+	}
+	items := listRequests(t, ns)
+	if len(items) != 1 || len(distinct) != 1 || distinct[items[0].Name] != 2*calls {
+		t.Fatalf("%d HealingRequests, callers got names %v; want exactly one shared by all", len(items), distinct)
+	}
+	hr := items[0]
+	if hr.Labels[LabelService] != "tools" || hr.Spec.Trigger.Source != v1alpha1.TriggerSourceGateway ||
+		hr.Spec.Trigger.FailureClass != v1alpha1.FailureConnectionRefused || hr.Spec.Target.Service != "tools" || hr.Spec.Trigger.Upstream != "tools" {
+		t.Fatalf("request %+v / %+v does not describe the failure", hr.Labels, hr.Spec)
+	}
+	if strings.Contains(hr.Spec.Trigger.Message, "CANARY") {
+		t.Fatalf("a credential reached the HealingRequest: %q", hr.Spec.Trigger.Message)
+	}
+	if got := replicaA.Created() + replicaB.Created(); got != 1 {
+		t.Fatalf("replicas report %d creates, want 1", got)
+	}
+
+	// Once it has ended, the next failure is a new incident with a new request.
+	playController(t, ns, hr.Name, finish(v1alpha1.PhaseHealed, v1alpha1.IssueNoReadyPods, v1alpha1.ReasonHealed, "tools is serving again"))
+	waitUntil(t, func() bool { _, ok := replicaA.activeFor(ns + "/tools"); return !ok })
+	next, err := replicaA.Trigger(ctx, refused(ns))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if next == hr.Name || next != RequestName("tools", hr.Name) {
+		t.Fatalf("after the incident ended, Trigger gave %q; want the successor of %q", next, hr.Name)
+	}
+	// The other replica, racing for the same new incident, joins it.
+	waitUntil(t, func() bool { _, ok := replicaB.activeFor(ns + "/tools"); return ok })
+	if same, err := replicaB.Trigger(ctx, refused(ns)); err != nil || same != next {
+		t.Fatalf("replica B joined %q (%v), want %q", same, err, next)
+	}
+	if n := len(listRequests(t, ns)); n != 2 {
+		t.Fatalf("%d HealingRequests after the second incident, want 2", n)
+	}
+}
+
+func TestWatchPublishesEachProgressEntryOnceAndTheOutcome(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	ns := freshNamespace(t)
+	hub := NewHub(HubOptions{})
+	h := startHealer(t, ctx, ns, hub)
+	sub, _, _ := hub.Subscribe(Filter{Namespace: ns}, 0, false)
+	defer sub.Close()
+
+	name, err := h.Trigger(ctx, refused(ns))
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitFor := h.Wait(ctx, ns, name)
+	playController(t, ns, name, addProgress(v1alpha1.PhaseDiagnosing, "checking pods", "checking endpoints"))
+	playController(t, ns, name, func(s *v1alpha1.HealingRequestStatus) { s.Attempts = 1 }) // no new entry
+	playController(t, ns, name, addProgress(v1alpha1.PhaseRemediating, "restarting deployment/tools"))
+	playController(t, ns, name, finish(v1alpha1.PhaseHealed, v1alpha1.IssueCrashLoopBackOff, v1alpha1.ReasonHealed, "tools is serving again"))
+
+	want := []string{
+		EventHealingStart + " ",
+		EventHealingProgress + " checking pods",
+		EventHealingProgress + " checking endpoints",
+		EventHealingProgress + " restarting deployment/tools",
+		EventHealingProgress + " tools is serving again",
+		EventHealingComplete + " tools is serving again",
+	}
+	var got []string
+	for len(got) < len(want) {
+		select {
+		case ev := <-sub.Events():
+			if ev.Request != name {
+				t.Fatalf("event for %q", ev.Request)
+			}
+			msg := ev.Message
+			if ev.Type == EventHealingStart {
+				msg = ""
+			}
+			got = append(got, ev.Type+" "+msg)
+		case <-ctx.Done():
+			t.Fatalf("events so far %q, want %q", got, want)
+		}
+	}
+	if strings.Join(got, "|") != strings.Join(want, "|") {
+		t.Fatalf("events\n got %q\nwant %q", got, want)
+	}
+	select {
+	case ev := <-sub.Events():
+		t.Fatalf("extra event %+v", ev)
+	case <-time.After(200 * time.Millisecond):
+	}
+	var last Event
+	for ev := range waitFor {
+		last = ev
+	}
+	if last.Type != EventHealingComplete || last.Request != name {
+		t.Fatalf("Wait ended with %+v, want healing_complete", last)
+	}
+	// A waiter that arrives after the end gets the outcome at once.
+	late := <-h.Wait(ctx, ns, name)
+	if late.Type != EventHealingComplete {
+		t.Fatalf("late Wait got %+v", late)
+	}
+}
+
+func TestFailedHealingCarriesTheDiagnosis(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	ns := freshNamespace(t)
+	h := startHealer(t, ctx, ns, NewHub(HubOptions{}))
+	name, err := h.Trigger(ctx, refused(ns))
+	if err != nil {
+		t.Fatal(err)
+	}
+	events := h.Wait(ctx, ns, name)
+	playController(t, ns, name, finish(v1alpha1.PhaseFailed, v1alpha1.IssueImagePullBackOff, v1alpha1.ReasonNotHealable,
+		`image "tools:v9" cannot be pulled`,
+		v1alpha1.Finding{Check: v1alpha1.CheckPodStatus, Result: v1alpha1.ResultFail, Message: "pod tools-1 is in ImagePullBackOff"},
+		v1alpha1.Finding{Check: v1alpha1.CheckEndpoints, Result: v1alpha1.ResultPass, Message: "ok"}))
+	var last Event
+	for ev := range events {
+		last = ev
+	}
+	if last.Type != EventHealingFailed || last.Issue != "ImagePullBackOff" || last.Reason != v1alpha1.ReasonNotHealable ||
+		!strings.Contains(last.Message, `image "tools:v9" cannot be pulled`) || len(last.Findings) != 1 || last.Findings[0].Check != "PodStatus" {
+		t.Fatalf("terminal event %+v does not carry the diagnosis", last)
+	}
+}
+
+func TestDuplicateRequestFollowsTheActiveOne(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	ns := freshNamespace(t)
+	h := startHealer(t, ctx, ns, NewHub(HubOptions{}))
+	primary, err := h.Trigger(ctx, refused(ns))
+	if err != nil {
+		t.Fatal(err)
+	}
+	dup := &v1alpha1.HealingRequest{
+		ObjectMeta: metav1.ObjectMeta{Name: "tools-manual", Namespace: ns},
+		Spec: v1alpha1.HealingRequestSpec{Target: v1alpha1.HealingTarget{Service: "tools"},
+			Trigger: v1alpha1.HealingTrigger{Source: v1alpha1.TriggerSourceManual, FailureClass: v1alpha1.FailureOther}},
+	}
+	if err := cp.Client.Create(ctx, dup); err != nil {
+		t.Fatal(err)
+	}
+	events := h.Wait(ctx, ns, dup.Name)
+	playController(t, ns, dup.Name, func(s *v1alpha1.HealingRequestStatus) {
+		s.Phase = v1alpha1.PhaseSkipped
+		s.DuplicateOf = primary
+		meta.SetStatusCondition(&s.Conditions, metav1.Condition{Type: v1alpha1.ConditionReady, Status: metav1.ConditionFalse, Reason: v1alpha1.ReasonDuplicate, Message: "defers to " + primary})
+	})
+	playController(t, ns, primary, finish(v1alpha1.PhaseHealed, v1alpha1.IssueNoReadyPods, v1alpha1.ReasonHealed, "tools is serving again"))
+	var last Event
+	for ev := range events {
+		last = ev
+	}
+	if last.Type != EventHealingComplete || last.Request != primary {
+		t.Fatalf("waiting on the duplicate ended with %+v, want the primary's healing_complete", last)
+	}
+}
+
+func TestTriggerWithoutReachableClusterIsUnavailable(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	c, err := client.New(&rest.Config{Host: "http://" + reserveClosedAddr(t)}, client.Options{Scheme: controlplane.Scheme()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ic, err := NewInformerCache(&rest.Config{Host: "http://" + reserveClosedAddr(t)}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	go func() { _ = ic.Start(ctx) }()
+	h := New(Options{Client: c})
+	// Starting the watch fails (no API discovery); the gateway keeps proxying.
+	if err := h.Start(ctx, ic); err == nil {
+		t.Fatal("Start against an unreachable API server succeeded")
+	}
+	if _, err := h.Trigger(ctx, refused("default")); !errors.Is(err, ErrHealingUnavailable) {
+		t.Fatalf("Trigger with an unreachable API server: %v, want ErrHealingUnavailable", err)
+	}
+	if _, err := New(Options{}).Trigger(ctx, refused("default")); !errors.Is(err, ErrHealingUnavailable) {
+		t.Fatalf("Trigger without a cluster: %v, want ErrHealingUnavailable", err)
+	}
+}
+
+func TestReportEndpointStreamsTheHealing(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	ns := freshNamespace(t)
+	hub := NewHub(HubOptions{})
+	h := startHealer(t, ctx, ns, hub)
+	srv := httptest.NewServer(NewReportHandler(h, StreamOptions{}))
+	defer srv.Close()
+
+	body := fmt.Sprintf(`{"namespace":%q,"service":"search","reason":"Timeout","message":"upstream timed out","upstream":"search"}`, ns)
+	req, _ := http.NewRequestWithContext(ctx, http.MethodPost, srv.URL, strings.NewReader(body))
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("Accept", "text/event-stream")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	name := resp.Header.Get("X-Healing-Request")
+	if resp.StatusCode != http.StatusOK || name == "" || resp.Header.Get("Content-Type") != "text/event-stream" {
+		t.Fatalf("report answered %d %v", resp.StatusCode, resp.Header)
+	}
+	r := newSSEReader(t, resp.Body)
+	if f, _ := r.next(); f.comment != "connected" {
+		t.Fatalf("first frame %+v", f)
+	}
+	if ev := r.nextEvent().decode(t); ev.Type != EventHealingStart || ev.Request != name || ev.Service != "search" {
+		t.Fatalf("first event %+v", ev)
+	}
+	playController(t, ns, name, addProgress(v1alpha1.PhaseDiagnosing, "checking pods"))
+	if ev := r.nextEvent().decode(t); ev.Type != EventHealingProgress || ev.Message != "checking pods" || ev.Phase != "Diagnosing" {
+		t.Fatalf("progress event %+v", ev)
+	}
+	playController(t, ns, name, finish(v1alpha1.PhaseHealed, v1alpha1.IssueNoReadyPods, v1alpha1.ReasonHealed, "search is serving again"))
+	r.nextEvent() // the final progress entry
+	if ev := r.nextEvent().decode(t); ev.Type != EventHealingComplete {
+		t.Fatalf("last event %+v", ev)
+	}
+	if _, ok := r.next(); ok {
+		t.Fatal("the stream continued after the healing ended")
+	}
+	var hr v1alpha1.HealingRequest
+	if err := cp.Client.Get(ctx, client.ObjectKey{Namespace: ns, Name: name}, &hr); err != nil {
+		t.Fatal(err)
+	}
+	if hr.Spec.Trigger.Source != v1alpha1.TriggerSourceChatAPI || hr.Spec.Trigger.FailureClass != v1alpha1.FailureTimeout {
+		t.Fatalf("reported request %+v", hr.Spec.Trigger)
+	}
+
+	// A JSON-only client gets 202 with the name of the (new) request.
+	req, _ = http.NewRequestWithContext(ctx, http.MethodPost, srv.URL, strings.NewReader(body))
+	req.Header.Set("Accept", "application/json")
+	resp2, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp2.Body.Close()
+	var rr ReportResponse
+	_ = json.NewDecoder(resp2.Body).Decode(&rr)
+	if resp2.StatusCode != http.StatusAccepted || rr.Request == "" || rr.Request == name || rr.Namespace != ns {
+		t.Fatalf("JSON report: %d %+v", resp2.StatusCode, rr)
+	}
+}
+
+func reserveClosedAddr(t *testing.T) string {
+	t.Helper()
+	srv := httptest.NewServer(http.NotFoundHandler())
+	addr := srv.Listener.Addr().String()
+	srv.Close()
+	return addr
+}

@@ -1,0 +1,358 @@
+package healing
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"regexp"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"golang.org/x/sync/singleflight"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/validation"
+	"k8s.io/utils/clock"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	"github.com/selfheal-dev/selfheal/api/v1alpha1"
+)
+
+// LabelService is set on the HealingRequests the gateway creates, naming the target
+// Service.
+const LabelService = "selfheal.dev/service"
+
+var (
+	// ErrHealingUnavailable means no cluster is reachable (no client configured, the
+	// watch has not synced, or the API server answered with an error): the caller
+	// reports "healing unavailable" instead of waiting.
+	ErrHealingUnavailable = errors.New("healing unavailable")
+	// ErrInvalidFailure means the reported failure cannot become a HealingRequest.
+	ErrInvalidFailure = errors.New("invalid failure report")
+	// ErrSlowSubscriber ends a subscription that fell behind.
+	ErrSlowSubscriber = errors.New("subscriber too slow: events dropped")
+	// ErrHubClosed ends every subscription when the gateway shuts down.
+	ErrHubClosed = errors.New("gateway shutting down")
+)
+
+// Failure is one failed call to an in-cluster Service.
+type Failure struct {
+	Namespace  string
+	Service    string
+	Upstream   string
+	Class      v1alpha1.FailureClass
+	HTTPStatus int
+	Message    string
+	// Source defaults to gateway.
+	Source v1alpha1.TriggerSource
+}
+
+// Options configures a Healer.
+type Options struct {
+	// Client creates HealingRequests. Nil means no cluster: healing is unavailable.
+	Client client.Client
+	// APIReader lists HealingRequests uncached when deciding whether to create one, so
+	// a stale cache never causes a second request. Defaults to Client.
+	APIReader client.Reader
+	// Hub receives the events; required.
+	Hub *Hub
+	// Namespaces the gateway may create requests in and watches; empty means any.
+	Namespaces []string
+	// APITimeout bounds each Trigger's API calls. Default 10s.
+	APITimeout time.Duration
+	Clock      clock.PassiveClock
+}
+
+// Healer creates or joins HealingRequests and follows them.
+type Healer struct {
+	client     client.Client
+	reader     client.Reader
+	hub        *Hub
+	namespaces []string
+	apiTimeout time.Duration
+	clock      clock.PassiveClock
+	flight     singleflight.Group
+
+	mu      sync.Mutex
+	synced  func() bool
+	states  map[string]*requestState // namespace/name -> what this process has seen
+	active  map[string]string        // namespace/service -> name of the active request
+	created int                      // requests this process created, for tests and metrics
+}
+
+// New returns a Healer. Call Start to watch HealingRequests; until the watch has synced,
+// Trigger returns ErrHealingUnavailable.
+func New(opts Options) *Healer {
+	if opts.APIReader == nil && opts.Client != nil {
+		opts.APIReader = opts.Client
+	}
+	if opts.APITimeout <= 0 {
+		opts.APITimeout = 10 * time.Second
+	}
+	if opts.Clock == nil {
+		opts.Clock = clock.RealClock{}
+	}
+	if opts.Hub == nil {
+		opts.Hub = NewHub(HubOptions{Clock: opts.Clock})
+	}
+	return &Healer{
+		client:     opts.Client,
+		reader:     opts.APIReader,
+		hub:        opts.Hub,
+		namespaces: opts.Namespaces,
+		apiTimeout: opts.APITimeout,
+		clock:      opts.Clock,
+		states:     map[string]*requestState{},
+		active:     map[string]string{},
+	}
+}
+
+// Hub is the event hub the healer publishes to.
+func (h *Healer) Hub() *Hub { return h.hub }
+
+// Available reports whether a cluster is configured and the watch has synced.
+func (h *Healer) Available() bool {
+	if h == nil || h.client == nil {
+		return false
+	}
+	h.mu.Lock()
+	synced := h.synced
+	h.mu.Unlock()
+	return synced != nil && synced()
+}
+
+// Created is how many HealingRequests this process has created.
+func (h *Healer) Created() int {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.created
+}
+
+// Validate checks a failure report before anything is created.
+func (f *Failure) Validate() error {
+	if f.Namespace == "" || f.Service == "" {
+		return fmt.Errorf("%w: namespace and service are required", ErrInvalidFailure)
+	}
+	if errs := validation.IsDNS1123Label(f.Namespace); len(errs) > 0 {
+		return fmt.Errorf("%w: namespace %q: %s", ErrInvalidFailure, f.Namespace, strings.Join(errs, "; "))
+	}
+	if errs := validation.IsDNS1035Label(f.Service); len(errs) > 0 {
+		return fmt.Errorf("%w: service %q: %s", ErrInvalidFailure, f.Service, strings.Join(errs, "; "))
+	}
+	if !ValidFailureClass(f.Class) {
+		return fmt.Errorf("%w: unknown failure class %q", ErrInvalidFailure, f.Class)
+	}
+	if f.HTTPStatus != 0 && (f.Class != v1alpha1.FailureHTTP5xx || f.HTTPStatus < 500 || f.HTTPStatus > 599) {
+		return fmt.Errorf("%w: httpStatus %d needs failure class HTTP5xx and a 5xx code", ErrInvalidFailure, f.HTTPStatus)
+	}
+	if len(f.Upstream) > 63 {
+		return fmt.Errorf("%w: upstream name longer than 63 characters", ErrInvalidFailure)
+	}
+	return nil
+}
+
+// ValidFailureClass reports whether c is one of the API's failure classes.
+func ValidFailureClass(c v1alpha1.FailureClass) bool {
+	switch c {
+	case v1alpha1.FailureConnectionRefused, v1alpha1.FailureConnectionReset, v1alpha1.FailureTimeout,
+		v1alpha1.FailureHTTP5xx, v1alpha1.FailureMCPSessionLost, v1alpha1.FailureOther:
+		return true
+	}
+	return false
+}
+
+// Trigger creates or joins the one active HealingRequest for the failure's target and
+// returns its name. Concurrent calls for one target in this process share one API
+// round trip; across replicas the deterministic name makes the API server arbitrate.
+func (h *Healer) Trigger(ctx context.Context, f Failure) (string, error) {
+	if err := f.Validate(); err != nil {
+		return "", err
+	}
+	if len(h.namespaces) > 0 && !slices.Contains(h.namespaces, f.Namespace) {
+		return "", fmt.Errorf("%w: namespace %q is not watched by the gateway", ErrHealingUnavailable, f.Namespace)
+	}
+	if !h.Available() {
+		return "", ErrHealingUnavailable
+	}
+	key := f.Namespace + "/" + f.Service
+	if name, ok := h.activeFor(key); ok {
+		return name, nil
+	}
+	ch := h.flight.DoChan(key, func() (any, error) {
+		if name, ok := h.activeFor(key); ok {
+			return name, nil
+		}
+		// The API work outlives one caller's cancellation: other callers share it.
+		actx, cancel := context.WithTimeout(context.WithoutCancel(ctx), h.apiTimeout)
+		defer cancel()
+		return h.createOrJoin(actx, f)
+	})
+	select {
+	case <-ctx.Done():
+		return "", ctx.Err()
+	case res := <-ch:
+		if res.Err != nil {
+			return "", res.Err
+		}
+		return res.Val.(string), nil
+	}
+}
+
+func (h *Healer) activeFor(key string) (string, bool) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	name, ok := h.active[key]
+	return name, ok
+}
+
+func (h *Healer) setActive(key, name string) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.active[key] = name
+}
+
+func (h *Healer) createOrJoin(ctx context.Context, f Failure) (string, error) {
+	log := ctrl.LoggerFrom(ctx).WithValues("namespace", f.Namespace, "service", f.Service)
+	key := f.Namespace + "/" + f.Service
+	for range 3 {
+		var list v1alpha1.HealingRequestList
+		if err := h.reader.List(ctx, &list, client.InNamespace(f.Namespace)); err != nil {
+			return "", fmt.Errorf("%w: listing HealingRequests in %s: %w", ErrHealingUnavailable, f.Namespace, err)
+		}
+		var active, newestDone *v1alpha1.HealingRequest
+		for i := range list.Items {
+			hr := &list.Items[i]
+			if hr.Spec.Target.Service != f.Service || hr.DeletionTimestamp != nil {
+				continue
+			}
+			if hr.Status.Phase.IsTerminal() {
+				if newestDone == nil || newer(hr, newestDone) {
+					newestDone = hr
+				}
+				continue
+			}
+			if hr.Status.DuplicateOf != "" {
+				continue // it defers to another one, which is the one to join
+			}
+			if active == nil || newer(active, hr) {
+				active = hr // the oldest active request wins
+			}
+		}
+		if active != nil {
+			h.setActive(key, active.Name)
+			log.V(1).Info("Joining active HealingRequest", "healingRequest", active.Name)
+			return active.Name, nil
+		}
+		predecessor := ""
+		if newestDone != nil {
+			predecessor = newestDone.Name
+		}
+		hr := h.newRequest(f, RequestName(f.Service, predecessor))
+		log.Info("Creating HealingRequest", "healingRequest", hr.Name, "failureClass", f.Class)
+		err := h.client.Create(ctx, hr)
+		switch {
+		case err == nil:
+			h.mu.Lock()
+			h.created++
+			h.mu.Unlock()
+			h.setActive(key, hr.Name)
+			return hr.Name, nil
+		case apierrors.IsAlreadyExists(err):
+			// Another replica (or an earlier call) created it: join it, unless it
+			// has already ended, in which case this is a new incident.
+			var existing v1alpha1.HealingRequest
+			if err := h.reader.Get(ctx, client.ObjectKeyFromObject(hr), &existing); err != nil {
+				if apierrors.IsNotFound(err) {
+					continue
+				}
+				return "", fmt.Errorf("%w: reading HealingRequest %s: %w", ErrHealingUnavailable, hr.Name, err)
+			}
+			if !existing.Status.Phase.IsTerminal() {
+				h.setActive(key, existing.Name)
+				return existing.Name, nil
+			}
+		case apierrors.IsInvalid(err) || apierrors.IsBadRequest(err):
+			return "", fmt.Errorf("%w: %w", ErrInvalidFailure, err)
+		default:
+			return "", fmt.Errorf("%w: creating HealingRequest %s: %w", ErrHealingUnavailable, hr.Name, err)
+		}
+	}
+	return "", fmt.Errorf("%w: no stable HealingRequest for %s after 3 attempts", ErrHealingUnavailable, key)
+}
+
+// newer orders requests by creation time, then name.
+func newer(a, b *v1alpha1.HealingRequest) bool {
+	if !a.CreationTimestamp.Equal(&b.CreationTimestamp) {
+		return b.CreationTimestamp.Before(&a.CreationTimestamp)
+	}
+	return a.Name > b.Name
+}
+
+// RequestName is the deterministic name of the incident that follows predecessor (the
+// newest finished request for the service, "" for the first one). Every replica that
+// sees the same history computes the same name.
+func RequestName(service, predecessor string) string {
+	sum := sha256.Sum256([]byte(service + "/" + predecessor))
+	return service + "-" + hex.EncodeToString(sum[:])[:10]
+}
+
+func (h *Healer) newRequest(f Failure, name string) *v1alpha1.HealingRequest {
+	source := f.Source
+	if source == "" {
+		source = v1alpha1.TriggerSourceGateway
+	}
+	now := metav1.NewTime(h.clock.Now())
+	return &v1alpha1.HealingRequest{
+		ObjectMeta: metav1.ObjectMeta{
+			Name:      name,
+			Namespace: f.Namespace,
+			Labels:    map[string]string{LabelService: f.Service},
+		},
+		Spec: v1alpha1.HealingRequestSpec{
+			Target: v1alpha1.HealingTarget{Service: f.Service},
+			Trigger: v1alpha1.HealingTrigger{
+				Source:       source,
+				FailureClass: f.Class,
+				HTTPStatus:   int32(f.HTTPStatus),
+				Message:      Redact(f.Message, 1024),
+				Upstream:     f.Upstream,
+				Time:         &now,
+			},
+		},
+	}
+}
+
+var secretPatterns = []*regexp.Regexp{
+	// userinfo in URLs
+	regexp.MustCompile(`(?i)([a-z][a-z0-9+.-]*://)[^/\s@]+@`),
+	// bearer and basic credentials
+	regexp.MustCompile(`(?i)\b(bearer|basic)\s+[a-z0-9._~+/=-]+`),
+	// key=value style secrets (query strings, headers)
+	regexp.MustCompile(`(?i)\b(api[_-]?key|x-api-key|token|access_token|password|secret|authorization)(["']?\s*[:=]\s*["']?)[^\s&"',;]+`),
+	// Anthropic-style keys anywhere
+	regexp.MustCompile(`\bsk-[A-Za-z0-9_-]{8,}`),
+}
+
+// Redact removes credential-looking substrings from s and bounds it to max bytes.
+func Redact(s string, max int) string {
+	s = secretPatterns[0].ReplaceAllString(s, "${1}REDACTED@")
+	s = secretPatterns[1].ReplaceAllString(s, "${1} REDACTED")
+	s = secretPatterns[2].ReplaceAllString(s, "${1}${2}REDACTED")
+	s = secretPatterns[3].ReplaceAllString(s, "REDACTED")
+	if max > 0 && len(s) > max {
+		s = s[:max]
+		// do not cut a UTF-8 sequence in half
+		for len(s) > 0 && s[len(s)-1]&0xC0 == 0x80 {
+			s = s[:len(s)-1]
+		}
+		if len(s) > 0 && s[len(s)-1] >= 0xC0 {
+			s = s[:len(s)-1]
+		}
+	}
+	return s
+}

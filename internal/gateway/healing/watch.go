@@ -1,0 +1,435 @@
+package healing
+
+import (
+	"context"
+	"fmt"
+	"strings"
+
+	"k8s.io/apimachinery/pkg/api/meta"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/client-go/rest"
+	toolscache "k8s.io/client-go/tools/cache"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/cache"
+
+	"github.com/selfheal-dev/selfheal/api/v1alpha1"
+)
+
+// requestState is what this process has published for one HealingRequest, so that each
+// progress entry is published once.
+type requestState struct {
+	service     string
+	started     bool
+	seen        int // progress entries published, counted since the first one seen
+	last        *v1alpha1.ProgressEntry
+	duplicateOf string
+	terminal    *Event // the published terminal event, once there is one
+}
+
+// NewInformerCache builds a cache that watches HealingRequests in namespaces (all
+// namespaces when empty), for a gateway that runs without the manager's cache. Start it
+// with Start(ctx) in a goroutine.
+func NewInformerCache(cfg *rest.Config, namespaces []string) (cache.Cache, error) {
+	scheme := runtime.NewScheme()
+	if err := v1alpha1.AddToScheme(scheme); err != nil {
+		return nil, fmt.Errorf("registering the selfheal API: %w", err)
+	}
+	opts := cache.Options{Scheme: scheme}
+	if len(namespaces) > 0 {
+		opts.DefaultNamespaces = map[string]cache.Config{}
+		for _, ns := range namespaces {
+			opts.DefaultNamespaces[ns] = cache.Config{}
+		}
+	}
+	c, err := cache.New(cfg, opts)
+	if err != nil {
+		return nil, fmt.Errorf("creating the HealingRequest cache: %w", err)
+	}
+	return c, nil
+}
+
+// Start watches HealingRequests through informers (the manager's cache, or one from
+// NewInformerCache) and publishes their progress to the hub. It does not block; healing
+// becomes available once the informer has synced.
+func (h *Healer) Start(ctx context.Context, informers cache.Informers) error {
+	inf, err := informers.GetInformer(ctx, &v1alpha1.HealingRequest{}, cache.BlockUntilSynced(false))
+	if err != nil {
+		return fmt.Errorf("getting the HealingRequest informer: %w", err)
+	}
+	log := ctrl.LoggerFrom(ctx).WithName("healing-watch")
+	reg, err := inf.AddEventHandler(toolscache.ResourceEventHandlerDetailedFuncs{
+		AddFunc: func(obj any, initial bool) {
+			if hr, ok := obj.(*v1alpha1.HealingRequest); ok {
+				h.observe(hr, initial)
+			}
+		},
+		UpdateFunc: func(_, obj any) {
+			if hr, ok := obj.(*v1alpha1.HealingRequest); ok {
+				h.observe(hr, false)
+			}
+		},
+		DeleteFunc: func(obj any) {
+			if tomb, ok := obj.(toolscache.DeletedFinalStateUnknown); ok {
+				obj = tomb.Obj
+			}
+			if hr, ok := obj.(*v1alpha1.HealingRequest); ok {
+				h.forget(hr)
+			}
+		},
+	})
+	if err != nil {
+		return fmt.Errorf("watching HealingRequests: %w", err)
+	}
+	h.mu.Lock()
+	h.synced = reg.HasSynced
+	h.mu.Unlock()
+	log.V(1).Info("Watching HealingRequests")
+	return nil
+}
+
+func stateKey(namespace, name string) string { return namespace + "/" + name }
+
+// observe publishes what is new in hr since this process last saw it.
+func (h *Healer) observe(hr *v1alpha1.HealingRequest, initial bool) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	key := stateKey(hr.Namespace, hr.Name)
+	st := h.states[key]
+	targetKey := hr.Namespace + "/" + hr.Spec.Target.Service
+	if st == nil {
+		st = &requestState{service: hr.Spec.Target.Service}
+		h.states[key] = st
+		if initial && hr.Status.Phase.IsTerminal() {
+			// History from before this process started: remember, do not replay.
+			st.started = true
+			st.seen = len(hr.Status.Progress)
+			if n := len(hr.Status.Progress); n > 0 {
+				st.last = &hr.Status.Progress[n-1]
+			}
+			ev := h.terminalEvent(hr)
+			st.terminal = &ev
+			return
+		}
+	}
+	if st.terminal != nil {
+		return
+	}
+	base := Event{
+		Request:   hr.Name,
+		Namespace: hr.Namespace,
+		Service:   hr.Spec.Target.Service,
+		Upstream:  hr.Spec.Trigger.Upstream,
+	}
+	if !st.started {
+		st.started = true
+		ev := base
+		ev.Type = EventHealingStart
+		ev.Phase = string(orPending(hr.Status.Phase))
+		ev.Message = fmt.Sprintf("Healing %s/%s after %s", hr.Namespace, hr.Spec.Target.Service, hr.Spec.Trigger.FailureClass)
+		if !hr.CreationTimestamp.IsZero() {
+			ev.Time = hr.CreationTimestamp.Time
+		}
+		h.hub.Publish(ev)
+	}
+	if !hr.Status.Phase.IsTerminal() && hr.Status.DuplicateOf == "" {
+		if _, ok := h.active[targetKey]; !ok {
+			h.active[targetKey] = hr.Name
+		}
+	}
+	for _, p := range newProgress(st, hr.Status.Progress) {
+		ev := base
+		ev.Type = EventHealingProgress
+		ev.Phase = string(p.Phase)
+		ev.Message = p.Message
+		ev.Time = p.Time.Time
+		ev.Attempt = int(hr.Status.Attempts)
+		h.hub.Publish(ev)
+	}
+	if hr.Status.DuplicateOf != "" && st.duplicateOf != hr.Status.DuplicateOf {
+		st.duplicateOf = hr.Status.DuplicateOf
+		ev := base
+		ev.Type = EventHealingProgress
+		ev.Phase = string(hr.Status.Phase)
+		ev.DuplicateOf = hr.Status.DuplicateOf
+		ev.Message = fmt.Sprintf("Another healing of %s is active: following %s", hr.Spec.Target.Service, hr.Status.DuplicateOf)
+		h.hub.Publish(ev)
+	}
+	if hr.Status.Phase.IsTerminal() {
+		if h.active[targetKey] == hr.Name {
+			delete(h.active, targetKey)
+		}
+		if st.duplicateOf != "" {
+			// A duplicate ends by deferring; its outcome is the other request's.
+			ev := h.terminalEvent(hr)
+			st.terminal = &ev
+			return
+		}
+		ev := h.hub.Publish(h.terminalEvent(hr))
+		st.terminal = &ev
+	}
+}
+
+func orPending(p v1alpha1.HealingPhase) v1alpha1.HealingPhase {
+	if p == "" {
+		return v1alpha1.PhasePending
+	}
+	return p
+}
+
+// newProgress returns the entries after the last one published. The log is bounded
+// and trimmed from the front, so the last published entry is found by value.
+func newProgress(st *requestState, entries []v1alpha1.ProgressEntry) []v1alpha1.ProgressEntry {
+	if len(entries) == 0 {
+		return nil
+	}
+	var fresh []v1alpha1.ProgressEntry
+	if st.last == nil {
+		fresh = entries
+	} else {
+		found := -1
+		for i := len(entries) - 1; i >= 0; i-- {
+			if sameEntry(&entries[i], st.last) {
+				found = i
+				break
+			}
+		}
+		if found >= 0 {
+			fresh = entries[found+1:]
+		} else {
+			// Trimmed past the last one we saw: everything not older is new.
+			for i := range entries {
+				if !entries[i].Time.Before(&st.last.Time) {
+					fresh = append(fresh, entries[i])
+				}
+			}
+		}
+	}
+	if len(fresh) > 0 {
+		last := fresh[len(fresh)-1]
+		st.last = &last
+		st.seen += len(fresh)
+	}
+	return fresh
+}
+
+func sameEntry(a, b *v1alpha1.ProgressEntry) bool {
+	return a.Time.Equal(&b.Time) && a.Phase == b.Phase && a.Message == b.Message
+}
+
+// terminalEvent describes how hr ended, with the diagnosis when it did not heal.
+func (h *Healer) terminalEvent(hr *v1alpha1.HealingRequest) Event {
+	ev := Event{
+		Request:     hr.Name,
+		Namespace:   hr.Namespace,
+		Service:     hr.Spec.Target.Service,
+		Upstream:    hr.Spec.Trigger.Upstream,
+		Phase:       string(hr.Status.Phase),
+		Issue:       string(hr.Status.Issue),
+		DuplicateOf: hr.Status.DuplicateOf,
+		Attempt:     int(hr.Status.Attempts),
+	}
+	if hr.Status.CompletionTime != nil {
+		ev.Time = hr.Status.CompletionTime.Time
+	}
+	ready := meta.FindStatusCondition(hr.Status.Conditions, v1alpha1.ConditionReady)
+	if ready != nil {
+		ev.Reason = ready.Reason
+	}
+	if hr.Status.Phase == v1alpha1.PhaseHealed {
+		ev.Type = EventHealingComplete
+		ev.Message = fmt.Sprintf("%s is healed", hr.Spec.Target.Service)
+		if ready != nil && ready.Message != "" {
+			ev.Message = ready.Message
+		}
+		return ev
+	}
+	ev.Type = EventHealingFailed
+	for _, f := range hr.Status.Findings {
+		if f.Result == v1alpha1.ResultFail || f.Result == v1alpha1.ResultWarn {
+			ev.Findings = append(ev.Findings, FindingSummary{Check: string(f.Check), Result: string(f.Result), Message: f.Message})
+		}
+	}
+	parts := []string{fmt.Sprintf("Healing of %s ended %s", hr.Spec.Target.Service, hr.Status.Phase)}
+	if hr.Status.Issue != "" {
+		parts = append(parts, "issue "+string(hr.Status.Issue))
+	}
+	if ready != nil && ready.Message != "" {
+		parts = append(parts, ready.Message)
+	}
+	ev.Message = strings.Join(parts, ": ")
+	return ev
+}
+
+// forget drops the state of a deleted request; one deleted before it ended fails its
+// waiters.
+func (h *Healer) forget(hr *v1alpha1.HealingRequest) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	key := stateKey(hr.Namespace, hr.Name)
+	st := h.states[key]
+	delete(h.states, key)
+	targetKey := hr.Namespace + "/" + hr.Spec.Target.Service
+	if h.active[targetKey] == hr.Name {
+		delete(h.active, targetKey)
+	}
+	if st != nil && st.terminal == nil {
+		h.hub.Publish(Event{
+			Type:      EventHealingFailed,
+			Request:   hr.Name,
+			Namespace: hr.Namespace,
+			Service:   hr.Spec.Target.Service,
+			Upstream:  hr.Spec.Trigger.Upstream,
+			Phase:     string(hr.Status.Phase),
+			Message:   fmt.Sprintf("HealingRequest %s was deleted before it finished", hr.Name),
+		})
+	}
+}
+
+// Wait follows one healing: it delivers its events from now on and closes after the
+// terminal one (following status.duplicateOf to the request it defers to), or when ctx
+// ends. A healing that already ended yields its terminal event at once.
+func (h *Healer) Wait(ctx context.Context, namespace, request string) <-chan Event {
+	return h.Follow(ctx, namespace, request, false)
+}
+
+// Follow is Wait that, with replay, first delivers the request's events still kept by
+// the hub, so a late follower sees the healing from its start.
+func (h *Healer) Follow(ctx context.Context, namespace, request string, replay bool) <-chan Event {
+	out := make(chan Event, 8)
+	go h.follow(ctx, out, namespace, request, replay)
+	return out
+}
+
+func (h *Healer) follow(ctx context.Context, out chan<- Event, namespace, request string, replay bool) {
+	defer close(out)
+	f := &follower{ctx: ctx, out: out, current: request}
+	var lastID uint64
+	resume := replay
+	first := true
+	for {
+		sub, backlog, _ := h.hub.Subscribe(Filter{Namespace: namespace}, lastID, resume)
+		for _, ev := range backlog {
+			lastID = ev.ID
+			if done, ok := f.offer(ev); done || !ok {
+				sub.Close()
+				return
+			}
+		}
+		if first {
+			first = false
+			// The healing may have ended before the subscription: deliver what the
+			// channel already holds before that end, then the end.
+			snap, dup := h.snapshot(namespace, f.current)
+			for dup != "" && snap == nil {
+				f.current = dup
+				snap, dup = h.snapshot(namespace, f.current)
+			}
+			if snap != nil && (snap.ID == 0 || snap.ID > lastID) {
+			drain:
+				for {
+					select {
+					case ev, ok := <-sub.Events():
+						if !ok || (snap.ID != 0 && ev.ID >= snap.ID) {
+							break drain
+						}
+						if done, ok := f.offer(ev); done || !ok {
+							sub.Close()
+							return
+						}
+					default:
+						break drain
+					}
+				}
+				sub.Close()
+				f.send(*snap)
+				return
+			}
+		}
+		for {
+			var ev *Event
+			var ok bool
+			select {
+			case ev, ok = <-sub.Events():
+			case <-ctx.Done():
+				sub.Close()
+				return
+			}
+			if !ok {
+				break
+			}
+			lastID = ev.ID
+			if done, sent := f.offer(ev); done || !sent {
+				sub.Close()
+				return
+			}
+			if f.followed != "" {
+				// Switched to the request this one defers to: it may have ended.
+				next := f.followed
+				f.followed = ""
+				if snap, _ := h.snapshot(namespace, next); snap != nil {
+					sub.Close()
+					f.send(*snap)
+					return
+				}
+			}
+		}
+		if sub.Err() == ErrHubClosed {
+			f.send(Event{Type: EventHealingFailed, Request: f.current, Namespace: namespace, Message: "gateway shutting down"})
+			return
+		}
+		resume = true // dropped while the caller was slow: resume from the ring
+	}
+}
+
+// follower forwards the events of one request, switching to the request it defers to.
+type follower struct {
+	ctx      context.Context
+	out      chan<- Event
+	current  string
+	followed string // set when offer switched current
+}
+
+func (f *follower) send(ev Event) bool {
+	select {
+	case f.out <- ev:
+		return true
+	case <-f.ctx.Done():
+		return false
+	}
+}
+
+// offer delivers ev when it belongs to the followed request; done is true after the
+// terminal event, ok false when the caller went away.
+func (f *follower) offer(ev *Event) (done, ok bool) {
+	if ev.Request != f.current {
+		return false, true
+	}
+	if !f.send(*ev) {
+		return false, false
+	}
+	if ev.DuplicateOf != "" && !ev.Terminal() {
+		f.current = ev.DuplicateOf
+		f.followed = ev.DuplicateOf
+		return false, true
+	}
+	return ev.Terminal(), true
+}
+
+// snapshot returns the terminal event of a request this process has seen end, or the
+// request it defers to.
+func (h *Healer) snapshot(namespace, name string) (*Event, string) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	st := h.states[stateKey(namespace, name)]
+	if st == nil {
+		return nil, ""
+	}
+	if st.duplicateOf != "" {
+		return nil, st.duplicateOf
+	}
+	if st.terminal != nil {
+		ev := *st.terminal
+		return &ev, ""
+	}
+	return nil, ""
+}

@@ -1,0 +1,470 @@
+package mcp
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"mime"
+	"net/http"
+	"time"
+
+	"github.com/go-logr/logr"
+	ctrl "sigs.k8s.io/controller-runtime"
+
+	"github.com/selfheal-dev/selfheal/api/v1alpha1"
+	"github.com/selfheal-dev/selfheal/internal/gateway/healing"
+)
+
+// heldCall is a client call kept open while its upstream is healed.
+type heldCall struct {
+	w        http.ResponseWriter
+	rc       *http.ResponseController
+	sse      bool // the client's response is an open event stream
+	id       json.RawMessage
+	token    json.RawMessage
+	progress int
+}
+
+// notify relays one healing step to the client as MCP progress or a log message.
+func (h *heldCall) notify(level, text string, ev *healing.Event) {
+	if !h.sse {
+		return
+	}
+	var n []byte
+	if h.token != nil {
+		h.progress++
+		n = notification("notifications/progress", map[string]any{
+			"progressToken": h.token,
+			"progress":      h.progress,
+			"message":       text,
+		})
+	} else {
+		data := map[string]any{"message": text}
+		if ev != nil {
+			data["healingRequest"] = ev.Request
+			data["namespace"] = ev.Namespace
+			data["service"] = ev.Service
+			data["phase"] = ev.Phase
+			data["event"] = ev.Type
+		}
+		n = notification("notifications/message", map[string]any{
+			"level":  level,
+			"logger": "selfheal-gateway",
+			"data":   data,
+		})
+	}
+	_ = writeSSE(h.w, n)
+	_ = h.rc.Flush()
+}
+
+// finish sends the final JSON-RPC message of the call.
+func (h *heldCall) finish(msg []byte) {
+	if h.sse {
+		_ = writeSSE(h.w, msg)
+		_ = h.rc.Flush()
+		return
+	}
+	h.w.Header().Set("Content-Type", "application/json")
+	h.w.WriteHeader(http.StatusOK)
+	_, _ = h.w.Write(msg)
+}
+
+func (h *heldCall) fail(code int, msg string, data any) {
+	h.finish(errorResponse(h.id, code, msg, data))
+}
+
+// healOutcome is how one healing ended for a held call.
+type healOutcome struct {
+	healed      bool
+	unavailable bool
+	event       *healing.Event // the terminal event
+	err         string
+}
+
+// hold heals the upstream, relays the steps, and replays the call.
+func (p *Proxy) hold(w http.ResponseWriter, r *http.Request, up *upstream, msg *message, body []byte, sess *session, fail *failure) {
+	ctx := r.Context()
+	log := ctrl.LoggerFrom(ctx).WithValues("upstream", up.Name, "namespace", up.Namespace, "service", up.Service, "method", msg.Method)
+	h := &heldCall{w: w, rc: http.NewResponseController(w), sse: acceptsSSE(r), id: msg.ID, token: msg.progressToken()}
+	clientSID := r.Header.Get(headerSessionID)
+	if msg.Method == "initialize" && h.sse {
+		// The session id must go out with the response headers, which go out now:
+		// mint the id the client keeps, mapped to the upstream's once it answers.
+		clientSID = newSessionID()
+		w.Header().Set(headerSessionID, clientSID)
+	}
+	if h.sse {
+		w.Header().Set("Content-Type", "text/event-stream")
+		w.Header().Set("Cache-Control", "no-cache")
+		w.Header().Set("X-Accel-Buffering", "no")
+		w.WriteHeader(http.StatusOK)
+		_ = h.rc.Flush()
+	}
+	log.Info("Holding MCP call: upstream failed", "failureClass", fail.class, "detail", fail.detail)
+
+	replays := 0
+	for {
+		out := p.heal(ctx, up, h, fail)
+		if ctx.Err() != nil {
+			return
+		}
+		sessionLost := fail.class == v1alpha1.FailureMCPSessionLost && sess != nil
+		switch {
+		case out.healed:
+		case sessionLost && (out.unavailable || (out.event != nil && out.event.Phase == string(v1alpha1.PhaseSkipped))):
+			// The upstream answered 404, so it runs: a new session is all it needs.
+			log.Info("Recovering the lost MCP session without a healing", "reason", out.err)
+		case out.unavailable:
+			h.fail(codeHealingUnavailable,
+				fmt.Sprintf("upstream %s failed (%s) and healing is unavailable: %s", up.Name, fail.class, out.err),
+				map[string]any{"upstream": up.Name, "failureClass": fail.class, "detail": fail.detail, "healing": "unavailable"})
+			return
+		default:
+			h.fail(codeUpstreamUnavailable, diagnosisMessage(up, out), diagnosisData(up, fail, out))
+			return
+		}
+
+		// Healed (or the session only needs re-creating): replay if allowed.
+		switch {
+		case up.Replay == ReplayNever:
+			h.fail(codeUpstreamUnavailable, fmt.Sprintf("upstream %s was healed; the call was not replayed (replay mode never): retry it", up.Name),
+				diagnosisData(up, fail, out))
+			return
+		case up.Replay == ReplayUnsent && !fail.unsent:
+			h.fail(codeUpstreamUnavailable, fmt.Sprintf("upstream %s was healed, but the failed call may have reached it (%s), so it was not replayed (replay mode unsent): retry it if it is safe", up.Name, fail.class),
+				diagnosisData(up, fail, out))
+			return
+		case replays >= p.opts.MaxReplays:
+			h.fail(codeUpstreamUnavailable, fmt.Sprintf("upstream %s still fails after %d replays: %s", up.Name, replays, fail.detail),
+				diagnosisData(up, fail, out))
+			return
+		}
+		replays++
+		resp, next, err := p.replay(ctx, up, r, body, sess, fail, log)
+		if err != nil {
+			if ctx.Err() == nil {
+				h.fail(codeUpstreamUnavailable, "replaying the call failed: "+err.Error(), nil)
+			}
+			return
+		}
+		if next != nil {
+			fail = next
+			log.Info("Replayed MCP call failed again", "failureClass", fail.class, "replay", replays)
+			continue
+		}
+		h.notify("info", fmt.Sprintf("Upstream %s is back: replayed the call", up.Name), nil)
+		if msg.Method == "initialize" {
+			p.rememberSession(up, resp, body, clientSID)
+		}
+		p.deliver(h, resp, clientSID)
+		return
+	}
+}
+
+// replay sends the call again, re-creating the upstream session first when it was
+// lost (or is lost on the way: a healing restarts the upstream's pods).
+func (p *Proxy) replay(ctx context.Context, up *upstream, r *http.Request, body []byte, sess *session, fail *failure, log logr.Logger) (*http.Response, *failure, error) {
+	if sess != nil && fail.class == v1alpha1.FailureMCPSessionLost {
+		if f, err := p.recoverSession(ctx, up, sess, fail.sessionID); err != nil || f != nil {
+			return nil, f, err
+		}
+	}
+	for range 2 {
+		resp, f, err := p.forward(ctx, up, http.MethodPost, r.URL.RawQuery, r.Header, body, sess.current(), sess != nil)
+		if err != nil || f == nil {
+			return resp, nil, err
+		}
+		if sess == nil || f.class != v1alpha1.FailureMCPSessionLost {
+			return nil, f, nil
+		}
+		log.Info("Upstream lost the MCP session during the healing: re-initializing")
+		if f2, err := p.recoverSession(ctx, up, sess, f.sessionID); err != nil || f2 != nil {
+			return nil, f2, err
+		}
+	}
+	return nil, &failure{class: v1alpha1.FailureMCPSessionLost, unsent: true, detail: "upstream keeps losing the MCP session"}, nil
+}
+
+// heal creates or joins the healing of up's Service and relays its steps until it ends.
+func (p *Proxy) heal(ctx context.Context, up *upstream, h *heldCall, fail *failure) healOutcome {
+	if p.opts.Healer == nil {
+		return healOutcome{unavailable: true, err: "no cluster configured"}
+	}
+	status := 0
+	if fail.class == v1alpha1.FailureHTTP5xx {
+		status = fail.status
+	}
+	name, err := p.opts.Healer.Trigger(ctx, healing.Failure{
+		Namespace: up.Namespace, Service: up.Service, Upstream: up.Name,
+		Class: fail.class, HTTPStatus: status, Message: fail.detail,
+	})
+	if err != nil {
+		if !errors.Is(err, healing.ErrHealingUnavailable) {
+			ctrl.LoggerFrom(ctx).Error(err, "Triggering a healing")
+		}
+		return healOutcome{unavailable: true, err: err.Error()}
+	}
+	h.notify("warning", fmt.Sprintf("Upstream %s failed (%s): healing %s/%s (HealingRequest %s); holding the call",
+		up.Name, fail.class, up.Namespace, up.Service, name),
+		&healing.Event{Type: healing.EventHealingStart, Request: name, Namespace: up.Namespace, Service: up.Service})
+	wctx, cancel := context.WithTimeout(ctx, p.opts.HoldTimeout)
+	defer cancel()
+	for ev := range p.opts.Healer.Wait(wctx, up.Namespace, name) {
+		level := "info"
+		if ev.Type == healing.EventHealingFailed {
+			level = "warning"
+		}
+		text := ev.Message
+		if ev.Phase != "" && !ev.Terminal() {
+			text = fmt.Sprintf("[%s] %s", ev.Phase, ev.Message)
+		}
+		h.notify(level, text, &ev)
+		if ev.Terminal() {
+			e := ev
+			return healOutcome{healed: ev.Type == healing.EventHealingComplete, event: &e}
+		}
+	}
+	return healOutcome{err: fmt.Sprintf("healing %s did not finish within %s", name, p.opts.HoldTimeout),
+		event: &healing.Event{Request: name, Namespace: up.Namespace, Service: up.Service}}
+}
+
+func diagnosisMessage(up *upstream, out healOutcome) string {
+	if out.event == nil || out.event.Type == "" {
+		return fmt.Sprintf("upstream %s is unavailable and was not healed: %s", up.Name, out.err)
+	}
+	return fmt.Sprintf("upstream %s is unavailable and was not healed: %s", up.Name, out.event.Message)
+}
+
+func diagnosisData(up *upstream, fail *failure, out healOutcome) map[string]any {
+	data := map[string]any{
+		"upstream":     up.Name,
+		"namespace":    up.Namespace,
+		"service":      up.Service,
+		"failureClass": fail.class,
+		"detail":       fail.detail,
+	}
+	if out.err != "" {
+		data["error"] = out.err
+	}
+	if ev := out.event; ev != nil {
+		data["healingRequest"] = ev.Request
+		if ev.Phase != "" {
+			data["phase"] = ev.Phase
+		}
+		if ev.Issue != "" {
+			data["issue"] = ev.Issue
+		}
+		if ev.Reason != "" {
+			data["reason"] = ev.Reason
+		}
+		if ev.Message != "" {
+			data["message"] = ev.Message
+		}
+		if len(ev.Findings) > 0 {
+			data["findings"] = ev.Findings
+		}
+	}
+	return data
+}
+
+// deliver sends the replayed call's response on the held stream (or as the response).
+func (p *Proxy) deliver(h *heldCall, resp *http.Response, clientSID string) {
+	if !h.sse {
+		_ = relay(h.w, resp, clientSID)
+		return
+	}
+	defer resp.Body.Close()
+	mt, _, _ := mime.ParseMediaType(resp.Header.Get("Content-Type"))
+	switch {
+	case mt == "text/event-stream":
+		// Event ids are the upstream's stream's; they mean nothing on this stream.
+		_ = readSSE(resp.Body, func(ev sseEvent) bool {
+			if writeSSE(h.w, ev.data) != nil {
+				return false
+			}
+			return h.rc.Flush() == nil
+		})
+	default:
+		b, err := io.ReadAll(io.LimitReader(resp.Body, p.opts.MaxBodyBytes))
+		var m message
+		if err != nil || json.Unmarshal(b, &m) != nil || !m.isResponse() {
+			h.fail(codeUpstreamUnavailable, fmt.Sprintf("upstream answered the replayed call with %d %s", resp.StatusCode, http.StatusText(resp.StatusCode)), nil)
+			return
+		}
+		_ = writeSSE(h.w, b)
+		_ = h.rc.Flush()
+	}
+}
+
+// recoverSession creates a new upstream session for the client's session by replaying
+// its initialize and notifications/initialized. It does nothing when the session was
+// already recovered from lost by someone else.
+func (p *Proxy) recoverSession(ctx context.Context, up *upstream, sess *session, lost string) (*failure, error) {
+	sess.mu.Lock()
+	defer sess.mu.Unlock()
+	if sess.upstreamID != lost {
+		return nil, nil
+	}
+	hdr := http.Header{}
+	hdr.Set("Content-Type", "application/json")
+	hdr.Set("Accept", "application/json, text/event-stream")
+	resp, f, err := p.forward(ctx, up, http.MethodPost, up.url.RawQuery, hdr, sess.initialize, "", false)
+	if err != nil || f != nil {
+		return f, err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return &failure{class: v1alpha1.FailureMCPSessionLost, unsent: true,
+			detail: fmt.Sprintf("re-initializing the upstream session: %d %s", resp.StatusCode, http.StatusText(resp.StatusCode))}, nil
+	}
+	result, err := readResponse(resp, p.opts.MaxBodyBytes)
+	if err != nil {
+		return &failure{class: v1alpha1.FailureMCPSessionLost, unsent: true, detail: "re-initializing the upstream session: " + err.Error()}, nil
+	}
+	var init struct {
+		Result struct {
+			ProtocolVersion string `json:"protocolVersion"`
+		} `json:"result"`
+	}
+	_ = json.Unmarshal(result, &init)
+	newID := resp.Header.Get(headerSessionID)
+	hdr = http.Header{}
+	hdr.Set("Content-Type", "application/json")
+	hdr.Set("Accept", "application/json, text/event-stream")
+	if init.Result.ProtocolVersion != "" {
+		hdr.Set(headerProtocolVersion, init.Result.ProtocolVersion)
+	}
+	initialized := notification("notifications/initialized", map[string]any{})
+	resp2, f, err := p.forward(ctx, up, http.MethodPost, up.url.RawQuery, hdr, initialized, newID, true)
+	if err != nil || f != nil {
+		return f, err
+	}
+	_, _ = io.Copy(io.Discard, resp2.Body)
+	resp2.Body.Close()
+	sess.upstreamID = newID
+	ctrl.LoggerFrom(ctx).Info("Re-created the upstream MCP session", "upstream", up.Name)
+	return nil, nil
+}
+
+// readResponse returns the JSON-RPC response carried by resp, JSON or SSE.
+func readResponse(resp *http.Response, limit int64) ([]byte, error) {
+	mt, _, _ := mime.ParseMediaType(resp.Header.Get("Content-Type"))
+	if mt == "text/event-stream" {
+		var out []byte
+		err := readSSE(resp.Body, func(ev sseEvent) bool {
+			var m message
+			if json.Unmarshal(ev.data, &m) == nil && m.isResponse() {
+				out = ev.data
+				return false
+			}
+			return true
+		})
+		if out == nil {
+			if err == nil {
+				err = errors.New("stream ended without a response")
+			}
+			return nil, err
+		}
+		return checkResult(out)
+	}
+	b, err := io.ReadAll(io.LimitReader(resp.Body, limit))
+	if err != nil {
+		return nil, err
+	}
+	return checkResult(b)
+}
+
+func checkResult(b []byte) ([]byte, error) {
+	var m message
+	if err := json.Unmarshal(b, &m); err != nil {
+		return nil, fmt.Errorf("decoding response: %w", err)
+	}
+	if len(m.Error) > 0 && string(m.Error) != "null" {
+		return nil, fmt.Errorf("upstream error: %s", trimForLog(string(m.Error)))
+	}
+	return b, nil
+}
+
+// serveGET proxies the standalone SSE stream. When the upstream is down or lost the
+// session, the client's stream is kept open while the proxy reconnects (re-creating
+// the session), so a restart upstream does not end the client's session.
+func (p *Proxy) serveGET(w http.ResponseWriter, r *http.Request, up *upstream) {
+	ctx := r.Context()
+	clientSID := r.Header.Get(headerSessionID)
+	sess := up.session(clientSID)
+	resp, fail, err := p.forward(ctx, up, http.MethodGet, r.URL.RawQuery, r.Header, nil, sess.current(), sess != nil)
+	if err != nil {
+		if ctx.Err() == nil {
+			writeHTTPError(w, http.StatusBadGateway, nil, codeUpstreamUnavailable, "forwarding to upstream failed")
+		}
+		return
+	}
+	if fail == nil {
+		_ = relay(w, resp, clientSID)
+		return
+	}
+	if sess == nil || !acceptsSSE(r) {
+		status := http.StatusBadGateway
+		if fail.class == v1alpha1.FailureMCPSessionLost {
+			status = http.StatusNotFound
+		} else if fail.status != 0 {
+			status = fail.status
+		}
+		writeHTTPError(w, status, nil, codeUpstreamUnavailable, "upstream failed: "+fail.detail)
+		return
+	}
+	rc := http.NewResponseController(w)
+	w.Header().Set("Content-Type", "text/event-stream")
+	w.Header().Set("Cache-Control", "no-cache")
+	w.Header().Set("X-Accel-Buffering", "no")
+	w.WriteHeader(http.StatusOK)
+	_ = rc.Flush()
+	hdr := r.Header.Clone()
+	hdr.Del(headerLastEventID) // a new upstream session has no history to resume
+	deadline := time.NewTimer(p.opts.HoldTimeout)
+	defer deadline.Stop()
+	for {
+		if fail.class == v1alpha1.FailureMCPSessionLost {
+			if f, err := p.recoverSession(ctx, up, sess, fail.sessionID); err == nil && f == nil {
+				fail = nil
+			}
+		}
+		if fail != nil {
+			select {
+			case <-ctx.Done():
+				return
+			case <-deadline.C:
+				return // the client reconnects
+			case <-time.After(p.opts.RetryInterval):
+			}
+		}
+		resp, fail, err = p.forward(ctx, up, http.MethodGet, r.URL.RawQuery, hdr, nil, sess.current(), true)
+		if err != nil {
+			return
+		}
+		if fail != nil {
+			continue
+		}
+		defer resp.Body.Close()
+		if resp.StatusCode != http.StatusOK {
+			return
+		}
+		buf := make([]byte, 32<<10)
+		for {
+			n, err := resp.Body.Read(buf)
+			if n > 0 {
+				if _, werr := w.Write(buf[:n]); werr != nil {
+					return
+				}
+				if rc.Flush() != nil {
+					return
+				}
+			}
+			if err != nil {
+				return
+			}
+		}
+	}
+}

@@ -1,0 +1,526 @@
+// Package mcp proxies MCP Streamable HTTP (the 2025-11-25 session revision and the
+// 2026-07-28 stateless one) to in-cluster upstreams. When an upstream fails in a way
+// the cluster can fix, it creates or joins a HealingRequest, holds the call while
+// relaying the healing's steps to the client, then replays the call.
+package mcp
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptrace"
+	"net/url"
+	"slices"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/go-logr/logr"
+	ctrl "sigs.k8s.io/controller-runtime"
+
+	"github.com/selfheal-dev/selfheal/api/v1alpha1"
+	"github.com/selfheal-dev/selfheal/internal/gateway/healing"
+)
+
+// ReplayMode says when a call that failed may be sent again after a healing.
+type ReplayMode string
+
+const (
+	// ReplayUnsent replays only calls the upstream provably never received
+	// (connection refused, dial errors, or an unknown-session 404).
+	ReplayUnsent ReplayMode = "unsent"
+	// ReplayAlways replays every held call (for idempotent tools).
+	ReplayAlways ReplayMode = "always"
+	// ReplayNever never replays: after healing the client gets an error and retries.
+	ReplayNever ReplayMode = "never"
+)
+
+// Header names of the Streamable HTTP transport.
+const (
+	headerSessionID       = "Mcp-Session-Id"
+	headerProtocolVersion = "Mcp-Protocol-Version"
+	headerLastEventID     = "Last-Event-ID"
+)
+
+// Upstream is one MCP server the gateway fronts at /mcp/{Name}.
+type Upstream struct {
+	Name string
+	URL  string
+	// Namespace and Service are the Kubernetes Service the upstream runs as: the
+	// target of the HealingRequest when it fails.
+	Namespace string
+	Service   string
+	// CallTimeout bounds the wait for the upstream to start answering. Default 30s.
+	CallTimeout time.Duration
+	// Replay defaults to ReplayUnsent.
+	Replay ReplayMode
+}
+
+// Healer is what the proxy needs from the healing package.
+type Healer interface {
+	Trigger(ctx context.Context, f healing.Failure) (string, error)
+	Wait(ctx context.Context, namespace, request string) <-chan healing.Event
+}
+
+// Options configures the proxy.
+type Options struct {
+	Upstreams []Upstream
+	// Healer heals failed upstreams; nil means healing is unavailable.
+	Healer Healer
+	// AllowedOrigins lists the browser origins allowed to call (exact match, or "*").
+	// Requests without an Origin header are always allowed.
+	AllowedOrigins []string
+	// MaxBodyBytes limits request bodies. Default 4 MiB.
+	MaxBodyBytes int64
+	// HoldTimeout bounds how long a call is held for one healing. Default 3m.
+	HoldTimeout time.Duration
+	// MaxReplays is how often one call is replayed after healings. Default 2.
+	MaxReplays int
+	// Transport reaches the upstreams. Default: a clone of http.DefaultTransport.
+	Transport http.RoundTripper
+	// RetryInterval paces the reconnection of held standalone GET streams. Default 500ms.
+	RetryInterval time.Duration
+}
+
+// Proxy is the http.Handler for /mcp/{name}.
+type Proxy struct {
+	opts      Options
+	upstreams map[string]*upstream
+	client    *http.Client
+	log       logr.Logger
+}
+
+type upstream struct {
+	Upstream
+	url *url.URL
+
+	mu       sync.Mutex
+	sessions map[string]*session // client session id -> session
+}
+
+// session maps the session id the client holds to the upstream's current one, and
+// remembers the client's initialize so the session can be re-created upstream.
+type session struct {
+	clientID string
+
+	mu              sync.Mutex
+	upstreamID      string
+	initialize      []byte // the client's initialize request, verbatim
+	protocolVersion string
+}
+
+func (s *session) current() string {
+	if s == nil {
+		return ""
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.upstreamID
+}
+
+// NewProxy validates the upstreams and returns the proxy.
+func NewProxy(opts Options) (*Proxy, error) {
+	if opts.MaxBodyBytes <= 0 {
+		opts.MaxBodyBytes = 4 << 20
+	}
+	if opts.HoldTimeout <= 0 {
+		opts.HoldTimeout = 3 * time.Minute
+	}
+	if opts.MaxReplays <= 0 {
+		opts.MaxReplays = 2
+	}
+	if opts.RetryInterval <= 0 {
+		opts.RetryInterval = 500 * time.Millisecond
+	}
+	if opts.Transport == nil {
+		t := http.DefaultTransport.(*http.Transport).Clone()
+		t.MaxIdleConnsPerHost = 64
+		opts.Transport = t
+	}
+	p := &Proxy{
+		opts:      opts,
+		upstreams: map[string]*upstream{},
+		client:    &http.Client{Transport: opts.Transport, CheckRedirect: noRedirects},
+		log:       ctrl.Log.WithName("mcp-proxy"),
+	}
+	for i, u := range opts.Upstreams {
+		if u.Name == "" {
+			return nil, fmt.Errorf("upstreams[%d].name: required", i)
+		}
+		if _, dup := p.upstreams[u.Name]; dup {
+			return nil, fmt.Errorf("upstreams[%d].name: duplicate %q", i, u.Name)
+		}
+		parsed, err := url.Parse(u.URL)
+		if err != nil || (parsed.Scheme != "http" && parsed.Scheme != "https") || parsed.Host == "" {
+			return nil, fmt.Errorf("upstreams[%d].url: %q is not an http(s) URL", i, u.URL)
+		}
+		switch u.Replay {
+		case "":
+			u.Replay = ReplayUnsent
+		case ReplayUnsent, ReplayAlways, ReplayNever:
+		default:
+			return nil, fmt.Errorf("upstreams[%d].replay: %q is not one of unsent, always, never", i, u.Replay)
+		}
+		if u.CallTimeout <= 0 {
+			u.CallTimeout = 30 * time.Second
+		}
+		p.upstreams[u.Name] = &upstream{Upstream: u, url: parsed, sessions: map[string]*session{}}
+	}
+	return p, nil
+}
+
+func noRedirects(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
+
+func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if origin := r.Header.Get("Origin"); origin != "" && !p.originAllowed(origin) {
+		writeHTTPError(w, http.StatusForbidden, nil, codeInvalidRequest, fmt.Sprintf("origin %q is not allowed", origin))
+		return
+	}
+	name := r.PathValue("name")
+	up := p.upstreams[name]
+	if up == nil {
+		writeHTTPError(w, http.StatusNotFound, nil, codeInvalidRequest, fmt.Sprintf("unknown MCP upstream %q", name))
+		return
+	}
+	switch r.Method {
+	case http.MethodPost:
+		p.servePOST(w, r, up)
+	case http.MethodGet:
+		p.serveGET(w, r, up)
+	case http.MethodDelete:
+		p.serveDELETE(w, r, up)
+	default:
+		w.Header().Set("Allow", "GET, POST, DELETE")
+		writeHTTPError(w, http.StatusMethodNotAllowed, nil, codeInvalidRequest, "method not allowed")
+	}
+}
+
+func (p *Proxy) originAllowed(origin string) bool {
+	return slices.Contains(p.opts.AllowedOrigins, "*") || slices.Contains(p.opts.AllowedOrigins, origin)
+}
+
+func (u *upstream) session(clientID string) *session {
+	if clientID == "" {
+		return nil
+	}
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	return u.sessions[clientID]
+}
+
+// failure is an upstream outcome the cluster may be able to fix.
+type failure struct {
+	class  v1alpha1.FailureClass
+	status int
+	// unsent is true when the upstream provably never received the request.
+	unsent bool
+	detail string
+	// sessionID is the upstream session the failed request addressed.
+	sessionID string
+}
+
+// forward sends one request upstream. It returns the response, or a failure when the
+// outcome is one that healing may fix; other errors are returned as err.
+//
+// upstreamSID is the upstream session to address ("" for none); known says the
+// client's session is one this proxy tracks, so a 404 means the session was lost.
+func (p *Proxy) forward(ctx context.Context, up *upstream, method, rawQuery string, hdr http.Header, body []byte, upstreamSID string, known bool) (*http.Response, *failure, error) {
+	target := *up.url
+	target.RawQuery = rawQuery
+	var reader io.Reader
+	if body != nil {
+		reader = bytes.NewReader(body)
+	}
+	// The call timeout covers the wait for response headers only: a streamed answer
+	// may legitimately take longer.
+	callCtx, cancel := context.WithCancel(ctx)
+	timer := time.AfterFunc(up.CallTimeout, cancel)
+	gotConn, staleConn := false, false
+	callCtx = httptrace.WithClientTrace(callCtx, &httptrace.ClientTrace{
+		GotConn: func(info httptrace.GotConnInfo) {
+			gotConn = true
+			staleConn = info.Reused && info.WasIdle
+		},
+	})
+	req, err := http.NewRequestWithContext(callCtx, method, target.String(), reader)
+	if err != nil {
+		timer.Stop()
+		cancel()
+		return nil, nil, fmt.Errorf("building upstream request: %w", err)
+	}
+	copyRequestHeaders(req.Header, hdr)
+	if known {
+		if upstreamSID != "" {
+			req.Header.Set(headerSessionID, upstreamSID)
+		} else {
+			req.Header.Del(headerSessionID)
+		}
+	}
+	resp, err := p.client.Do(req)
+	timedOut := !timer.Stop()
+	if err != nil {
+		cancel()
+		if ctx.Err() != nil {
+			return nil, nil, ctx.Err()
+		}
+		f := classifyError(err, timedOut, gotConn)
+		f.sessionID = upstreamSID
+		if staleConn && f.class == v1alpha1.FailureConnectionReset && up.Replay != ReplayNever && ctx.Value(freshConnKey{}) == nil {
+			// A pooled idle connection the upstream had closed (it restarted): the
+			// reset answers bytes it never read. Retry once on a new connection, as
+			// net/http itself does for a connection closed while idle.
+			if t, ok := p.opts.Transport.(interface{ CloseIdleConnections() }); ok {
+				t.CloseIdleConnections()
+			}
+			return p.forward(context.WithValue(ctx, freshConnKey{}, true), up, method, rawQuery, hdr, body, upstreamSID, known)
+		}
+		return nil, f, nil
+	}
+	resp.Body = &cancelOnClose{ReadCloser: resp.Body, cancel: cancel}
+	switch resp.StatusCode {
+	case http.StatusBadGateway, http.StatusServiceUnavailable, http.StatusGatewayTimeout:
+		resp.Body.Close()
+		return nil, &failure{class: v1alpha1.FailureHTTP5xx, status: resp.StatusCode,
+			detail: fmt.Sprintf("upstream answered %d %s", resp.StatusCode, http.StatusText(resp.StatusCode))}, nil
+	case http.StatusNotFound:
+		if known {
+			// The upstream no longer knows the session: it restarted or lost state.
+			// A request for an unknown session is rejected before it is processed.
+			resp.Body.Close()
+			return nil, &failure{class: v1alpha1.FailureMCPSessionLost, status: resp.StatusCode, unsent: true,
+				sessionID: upstreamSID, detail: "upstream lost the MCP session (404 for a known Mcp-Session-Id)"}, nil
+		}
+	}
+	return resp, nil, nil
+}
+
+type freshConnKey struct{}
+
+type cancelOnClose struct {
+	io.ReadCloser
+	cancel context.CancelFunc
+}
+
+func (c *cancelOnClose) Close() error {
+	err := c.ReadCloser.Close()
+	c.cancel()
+	return err
+}
+
+func classifyError(err error, timedOut, gotConn bool) *failure {
+	f := &failure{detail: healing.Redact(err.Error(), 512)}
+	var opErr *net.OpError
+	switch {
+	case timedOut:
+		f.class, f.detail = v1alpha1.FailureTimeout, "upstream did not answer within the call timeout"
+	case errors.Is(err, syscall.ECONNREFUSED):
+		f.class, f.unsent = v1alpha1.FailureConnectionRefused, true
+	case errors.As(err, &opErr) && opErr.Op == "dial":
+		f.class, f.unsent = v1alpha1.FailureConnectionRefused, true
+	case errors.Is(err, syscall.ECONNRESET), errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF):
+		f.class = v1alpha1.FailureConnectionReset
+	case isTimeout(err):
+		f.class = v1alpha1.FailureTimeout
+	default:
+		f.class = v1alpha1.FailureOther
+	}
+	if !gotConn {
+		// No connection was ever obtained: nothing was sent.
+		f.unsent = true
+	}
+	return f
+}
+
+func isTimeout(err error) bool {
+	var ne net.Error
+	return errors.As(err, &ne) && ne.Timeout()
+}
+
+// hopHeaders are not forwarded; neither are the gateway's own credentials.
+var hopHeaders = map[string]bool{
+	"Connection": true, "Keep-Alive": true, "Proxy-Connection": true, "Proxy-Authenticate": true,
+	"Proxy-Authorization": true, "Te": true, "Trailer": true, "Transfer-Encoding": true, "Upgrade": true,
+	"Host": true, "Content-Length": true, "Authorization": true, "Cookie": true, "X-Api-Key": true,
+	// Origin was checked here; the upstream sees the gateway as its caller.
+	"Origin": true, "Sec-Fetch-Site": true, "Sec-Fetch-Mode": true, "Sec-Fetch-Dest": true,
+	// Compressed SSE could not be flushed event by event.
+	"Accept-Encoding": true,
+}
+
+func copyRequestHeaders(dst, src http.Header) {
+	for k, vs := range src {
+		if hopHeaders[http.CanonicalHeaderKey(k)] {
+			continue
+		}
+		dst[k] = slices.Clone(vs)
+	}
+}
+
+func copyResponseHeaders(dst, src http.Header, clientSessionID string) {
+	for k, vs := range src {
+		ck := http.CanonicalHeaderKey(k)
+		if hopHeaders[ck] && ck != "Content-Length" {
+			continue
+		}
+		if ck == "Content-Length" {
+			continue // the body is streamed
+		}
+		dst[k] = slices.Clone(vs)
+	}
+	if clientSessionID != "" && dst.Get(headerSessionID) != "" {
+		dst.Set(headerSessionID, clientSessionID)
+	}
+}
+
+// relay copies an upstream response to the client, flushing as bytes arrive.
+func relay(w http.ResponseWriter, resp *http.Response, clientSessionID string) error {
+	defer resp.Body.Close()
+	copyResponseHeaders(w.Header(), resp.Header, clientSessionID)
+	w.WriteHeader(resp.StatusCode)
+	rc := http.NewResponseController(w)
+	_ = rc.Flush()
+	buf := make([]byte, 32<<10)
+	for {
+		n, err := resp.Body.Read(buf)
+		if n > 0 {
+			if _, werr := w.Write(buf[:n]); werr != nil {
+				return werr
+			}
+			if ferr := rc.Flush(); ferr != nil {
+				return ferr
+			}
+		}
+		if err == io.EOF {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+	}
+}
+
+func (p *Proxy) servePOST(w http.ResponseWriter, r *http.Request, up *upstream) {
+	log := ctrl.LoggerFrom(r.Context()).WithValues("upstream", up.Name)
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, p.opts.MaxBodyBytes))
+	if err != nil {
+		var mbe *http.MaxBytesError
+		if errors.As(err, &mbe) {
+			writeHTTPError(w, http.StatusRequestEntityTooLarge, nil, codeInvalidRequest, fmt.Sprintf("request body exceeds %d bytes", mbe.Limit))
+			return
+		}
+		writeHTTPError(w, http.StatusBadRequest, nil, codeParseError, "reading request body: "+err.Error())
+		return
+	}
+	trimmed := bytes.TrimSpace(body)
+	if !json.Valid(trimmed) {
+		writeHTTPError(w, http.StatusBadRequest, nil, codeParseError, "parse error: request body is not valid JSON")
+		return
+	}
+	var msg message
+	batch := len(trimmed) > 0 && trimmed[0] == '['
+	if !batch {
+		if err := json.Unmarshal(trimmed, &msg); err != nil || (msg.Method == "" && !msg.isResponse()) {
+			writeHTTPError(w, http.StatusBadRequest, nil, codeInvalidRequest, "invalid request: not a JSON-RPC message")
+			return
+		}
+	}
+	clientSID := r.Header.Get(headerSessionID)
+	sess := up.session(clientSID)
+
+	resp, fail, err := p.forward(r.Context(), up, http.MethodPost, r.URL.RawQuery, r.Header, body, sess.current(), sess != nil)
+	if err != nil {
+		if r.Context().Err() == nil {
+			log.Error(err, "Forwarding MCP request")
+			writeHTTPError(w, http.StatusBadGateway, msg.ID, codeUpstreamUnavailable, "forwarding to upstream failed")
+		}
+		return
+	}
+	if fail == nil {
+		if msg.Method == "initialize" {
+			p.rememberSession(up, resp, body, "")
+		}
+		_ = relay(w, resp, clientSID)
+		return
+	}
+	if batch || !msg.isCall() {
+		// Notifications, responses and batches are not held: report the failure.
+		status := http.StatusBadGateway
+		if fail.status != 0 {
+			status = fail.status
+		}
+		if fail.class == v1alpha1.FailureMCPSessionLost {
+			status = http.StatusNotFound
+		}
+		writeHTTPError(w, status, msg.ID, codeUpstreamUnavailable, "upstream failed: "+fail.detail)
+		return
+	}
+	p.hold(w, r, up, &msg, body, sess, fail)
+}
+
+// rememberSession records the session an initialize created, keyed by the id the
+// client will hold (the upstream's own, unless the proxy minted one).
+func (p *Proxy) rememberSession(up *upstream, resp *http.Response, initialize []byte, clientID string) {
+	upstreamID := resp.Header.Get(headerSessionID)
+	if clientID == "" {
+		clientID = upstreamID
+	}
+	if clientID == "" {
+		return // a sessionless upstream
+	}
+	var init struct {
+		Params struct {
+			ProtocolVersion string `json:"protocolVersion"`
+		} `json:"params"`
+	}
+	_ = json.Unmarshal(initialize, &init)
+	up.mu.Lock()
+	defer up.mu.Unlock()
+	up.sessions[clientID] = &session{
+		clientID:        clientID,
+		upstreamID:      upstreamID,
+		initialize:      bytes.Clone(initialize),
+		protocolVersion: init.Params.ProtocolVersion,
+	}
+}
+
+func (p *Proxy) serveDELETE(w http.ResponseWriter, r *http.Request, up *upstream) {
+	clientSID := r.Header.Get(headerSessionID)
+	sess := up.session(clientSID)
+	resp, fail, err := p.forward(r.Context(), up, http.MethodDelete, r.URL.RawQuery, r.Header, nil, sess.current(), sess != nil)
+	if clientSID != "" {
+		up.mu.Lock()
+		delete(up.sessions, clientSID)
+		up.mu.Unlock()
+	}
+	switch {
+	case err != nil:
+		writeHTTPError(w, http.StatusBadGateway, nil, codeUpstreamUnavailable, "forwarding to upstream failed")
+	case fail != nil && fail.class == v1alpha1.FailureMCPSessionLost:
+		w.WriteHeader(http.StatusNoContent) // already gone upstream: the end the client wanted
+	case fail != nil:
+		writeHTTPError(w, http.StatusBadGateway, nil, codeUpstreamUnavailable, "upstream failed: "+fail.detail)
+	default:
+		_ = relay(w, resp, clientSID)
+	}
+}
+
+func newSessionID() string {
+	b := make([]byte, 16)
+	_, _ = rand.Read(b)
+	return hex.EncodeToString(b)
+}
+
+func trimForLog(s string) string {
+	if len(s) > 200 {
+		return s[:200]
+	}
+	return strings.TrimSpace(s)
+}

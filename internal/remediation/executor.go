@@ -1,0 +1,282 @@
+package remediation
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"sort"
+	"strings"
+	"time"
+
+	appsv1 "k8s.io/api/apps/v1"
+	autoscalingv1 "k8s.io/api/autoscaling/v1"
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/utils/clock"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	selfhealv1alpha1 "github.com/selfheal-dev/selfheal/api/v1alpha1"
+	"github.com/selfheal-dev/selfheal/internal/diagnostics"
+)
+
+// RestartedAtAnnotation is the pod-template annotation kubectl rollout restart sets.
+const RestartedAtAnnotation = "kubectl.kubernetes.io/restartedAt"
+
+// Permanent errors: retrying the same step cannot succeed. Any other error from
+// Execute is transient (API unavailable, conflict) and the step may be retried.
+var (
+	// ErrWorkloadGone: the workload does not exist (or was replaced by another object
+	// of the same name since the diagnosis).
+	ErrWorkloadGone = errors.New("workload not found")
+	// ErrDeploymentPaused: the live Deployment is paused; selfheal never touches it.
+	ErrDeploymentPaused = errors.New("deployment is paused")
+	// ErrInvalidStep: the step names an action or a target the executor does not handle.
+	ErrInvalidStep = errors.New("invalid step")
+)
+
+// IsPermanent reports whether err from Execute will not go away by retrying.
+func IsPermanent(err error) bool {
+	return errors.Is(err, ErrWorkloadGone) || errors.Is(err, ErrDeploymentPaused) || errors.Is(err, ErrInvalidStep)
+}
+
+// Executor performs one planned step. It never edits images, resources or network
+// policies, and acts only in the namespace it is given.
+type Executor struct {
+	// Client writes; its scheme must know apps/v1, core/v1 and autoscaling/v1.
+	Client client.Client
+	// APIReader reads uncached, right before acting, where a stale cache would cause a
+	// wrong action (a paused Deployment restarted, a scaled-up workload scaled again).
+	APIReader client.Reader
+	// Clock stamps the restartedAt annotation.
+	Clock clock.PassiveClock
+}
+
+// Execute performs step on its target in namespace and says what it did. snap, when
+// given, is the diagnosis the step was planned from: a workload whose UID differs from
+// the one diagnosed is treated as gone.
+func (e *Executor) Execute(ctx context.Context, namespace string, step Step, snap *diagnostics.Snapshot) (string, error) {
+	kind, name, err := parseTarget(step.Target)
+	if err != nil {
+		return "", err
+	}
+	if namespace == "" {
+		return "", fmt.Errorf("%w: empty namespace", ErrInvalidStep)
+	}
+	if snap != nil && snap.Target.Namespace != "" && snap.Target.Namespace != namespace {
+		return "", fmt.Errorf("%w: snapshot of namespace %q used in namespace %q", ErrInvalidStep, snap.Target.Namespace, namespace)
+	}
+	log := ctrl.LoggerFrom(ctx).WithValues("action", step.Type, "target", step.Target, "namespace", namespace)
+
+	obj, err := e.liveWorkload(ctx, namespace, kind, name, snap)
+	if err != nil {
+		return "", err
+	}
+
+	switch step.Type {
+	case selfhealv1alpha1.ActionRolloutRestart:
+		log.Info("Restarting workload")
+		return e.rolloutRestart(ctx, obj, step)
+	case selfhealv1alpha1.ActionScaleFromZero:
+		log.Info("Scaling workload from zero")
+		return e.scaleFromZero(ctx, obj, step.Target)
+	case selfhealv1alpha1.ActionDeleteFailedPods:
+		log.Info("Deleting failed pods of workload")
+		return e.deleteFailedPods(ctx, obj, step.Target)
+	}
+	return "", fmt.Errorf("%w: unknown action %q", ErrInvalidStep, step.Type)
+}
+
+// parseTarget splits "deployment/name" or "statefulset/name".
+func parseTarget(target string) (selfhealv1alpha1.WorkloadKind, string, error) {
+	kind, name, ok := strings.Cut(target, "/")
+	if !ok || name == "" || strings.Contains(name, "/") {
+		return "", "", fmt.Errorf("%w: target %q is not kind/name", ErrInvalidStep, target)
+	}
+	switch kind {
+	case "deployment":
+		return selfhealv1alpha1.WorkloadDeployment, name, nil
+	case "statefulset":
+		return selfhealv1alpha1.WorkloadStatefulSet, name, nil
+	}
+	return "", "", fmt.Errorf("%w: target kind %q is neither deployment nor statefulset", ErrInvalidStep, kind)
+}
+
+// liveWorkload reads the workload uncached and checks it is the one diagnosed.
+func (e *Executor) liveWorkload(ctx context.Context, namespace string, kind selfhealv1alpha1.WorkloadKind,
+	name string, snap *diagnostics.Snapshot) (client.Object, error) {
+	var obj client.Object
+	var diagnosed types.UID
+	switch kind {
+	case selfhealv1alpha1.WorkloadDeployment:
+		obj = &appsv1.Deployment{}
+		if snap != nil && snap.Deployment != nil && snap.Deployment.Name == name {
+			diagnosed = snap.Deployment.UID
+		}
+	default:
+		obj = &appsv1.StatefulSet{}
+		if snap != nil && snap.StatefulSet != nil && snap.StatefulSet.Name == name {
+			diagnosed = snap.StatefulSet.UID
+		}
+	}
+	target := strings.ToLower(string(kind)) + "/" + name
+	if err := e.APIReader.Get(ctx, client.ObjectKey{Namespace: namespace, Name: name}, obj); err != nil {
+		if apierrors.IsNotFound(err) {
+			return nil, fmt.Errorf("%w: %s in namespace %q", ErrWorkloadGone, target, namespace)
+		}
+		return nil, fmt.Errorf("reading %s: %w", target, err)
+	}
+	if diagnosed != "" && obj.GetUID() != diagnosed {
+		return nil, fmt.Errorf("%w: %s was replaced since the diagnosis (uid %s, diagnosed %s)",
+			ErrWorkloadGone, target, obj.GetUID(), diagnosed)
+	}
+	if obj.GetDeletionTimestamp() != nil {
+		return nil, fmt.Errorf("%w: %s is being deleted", ErrWorkloadGone, target)
+	}
+	return obj, nil
+}
+
+// rolloutRestart makes the change kubectl rollout restart makes: it stamps the pod
+// template with the restart time, so the workload controller rolls every pod. The
+// patch carries the resourceVersion that was read, so a Deployment paused (or changed)
+// in between makes it fail with a conflict instead of restarting a paused Deployment.
+func (e *Executor) rolloutRestart(ctx context.Context, obj client.Object, step Step) (string, error) {
+	target := step.Target
+	if d, ok := obj.(*appsv1.Deployment); ok && d.Spec.Paused {
+		return "", fmt.Errorf("%w: %s; resume it (kubectl rollout resume %s) or heal it by hand", ErrDeploymentPaused, target, target)
+	}
+	at := step.At
+	if at.IsZero() {
+		at = e.Clock.Now()
+	}
+	now := at.UTC().Format(time.RFC3339)
+	if current := podTemplateAnnotations(obj)[RestartedAtAnnotation]; current == now {
+		return fmt.Sprintf("%s was already restarted for this intent (%s=%s)", target, RestartedAtAnnotation, now), nil
+	}
+	patch := map[string]any{
+		"metadata": map[string]any{"resourceVersion": obj.GetResourceVersion()},
+		"spec": map[string]any{"template": map[string]any{"metadata": map[string]any{
+			"annotations": map[string]string{RestartedAtAnnotation: now},
+		}}},
+	}
+	data, err := json.Marshal(patch)
+	if err != nil {
+		return "", fmt.Errorf("encoding restart patch: %w", err)
+	}
+	if err := e.Client.Patch(ctx, obj, client.RawPatch(types.StrategicMergePatchType, data)); err != nil {
+		if apierrors.IsNotFound(err) {
+			return "", fmt.Errorf("%w: %s", ErrWorkloadGone, target)
+		}
+		return "", fmt.Errorf("restarting %s: %w", target, err)
+	}
+	return fmt.Sprintf("Restarted %s (%s=%s)", target, RestartedAtAnnotation, now), nil
+}
+
+// scaleFromZero sets replicas to 1 through the scale subresource, only when the live
+// workload has 0 replicas. The scale carries the resourceVersion that was read, so a
+// concurrent scale makes it fail with a conflict instead of overriding it.
+func (e *Executor) scaleFromZero(ctx context.Context, obj client.Object, target string) (string, error) {
+	var replicas *int32
+	switch w := obj.(type) {
+	case *appsv1.Deployment:
+		replicas = w.Spec.Replicas
+	case *appsv1.StatefulSet:
+		replicas = w.Spec.Replicas
+	}
+	if replicas == nil || *replicas != 0 {
+		current := int32(1)
+		if replicas != nil {
+			current = *replicas
+		}
+		return fmt.Sprintf("%s already wants %d replicas: not scaled", target, current), nil
+	}
+	scale := &autoscalingv1.Scale{
+		ObjectMeta: metav1.ObjectMeta{
+			Name:            obj.GetName(),
+			Namespace:       obj.GetNamespace(),
+			ResourceVersion: obj.GetResourceVersion(),
+		},
+		Spec: autoscalingv1.ScaleSpec{Replicas: 1},
+	}
+	if err := e.Client.SubResource("scale").Update(ctx, obj, client.WithSubResourceBody(scale)); err != nil {
+		if apierrors.IsNotFound(err) {
+			return "", fmt.Errorf("%w: %s", ErrWorkloadGone, target)
+		}
+		return "", fmt.Errorf("scaling %s: %w", target, err)
+	}
+	return fmt.Sprintf("Scaled %s from 0 to 1 replica", target), nil
+}
+
+// deleteFailedPods deletes the pods in phase Failed that the workload owns (through a
+// ReplicaSet for a Deployment). Each delete carries the pod's UID as a precondition, so
+// a pod that was replaced under the same name (a StatefulSet's) is never deleted.
+func (e *Executor) deleteFailedPods(ctx context.Context, obj client.Object, target string) (string, error) {
+	owners := map[types.UID]bool{}
+	var selector *metav1.LabelSelector
+	switch w := obj.(type) {
+	case *appsv1.StatefulSet:
+		owners[w.UID] = true
+		selector = w.Spec.Selector
+	case *appsv1.Deployment:
+		selector = w.Spec.Selector
+		var rsList appsv1.ReplicaSetList
+		if err := e.APIReader.List(ctx, &rsList, client.InNamespace(w.Namespace)); err != nil {
+			return "", fmt.Errorf("listing replicasets of %s: %w", target, err)
+		}
+		for i := range rsList.Items {
+			if ref := metav1.GetControllerOf(&rsList.Items[i]); ref != nil && ref.UID == w.UID {
+				owners[rsList.Items[i].UID] = true
+			}
+		}
+	}
+	if selector == nil {
+		return "", fmt.Errorf("%w: %s has no selector", ErrInvalidStep, target)
+	}
+	sel, err := metav1.LabelSelectorAsSelector(selector)
+	if err != nil {
+		return "", fmt.Errorf("%w: selector of %s: %v", ErrInvalidStep, target, err)
+	}
+
+	var pods corev1.PodList
+	if err := e.APIReader.List(ctx, &pods, client.InNamespace(obj.GetNamespace()),
+		client.MatchingLabelsSelector{Selector: sel}); err != nil {
+		return "", fmt.Errorf("listing pods of %s: %w", target, err)
+	}
+	var deleted []string
+	for i := range pods.Items {
+		pod := &pods.Items[i]
+		ref := metav1.GetControllerOf(pod)
+		if pod.Status.Phase != corev1.PodFailed || pod.DeletionTimestamp != nil || ref == nil || !owners[ref.UID] {
+			continue
+		}
+		uid := pod.UID
+		err := e.Client.Delete(ctx, pod, client.Preconditions{UID: &uid})
+		switch {
+		case err == nil:
+			deleted = append(deleted, pod.Name)
+		case apierrors.IsNotFound(err), apierrors.IsConflict(err):
+			// Gone already, or replaced by a new pod of the same name: not ours to delete.
+		default:
+			return "", fmt.Errorf("deleting failed pod %s of %s (after deleting %d): %w", pod.Name, target, len(deleted), err)
+		}
+	}
+	sort.Strings(deleted)
+	if len(deleted) == 0 {
+		return fmt.Sprintf("No failed pods of %s to delete", target), nil
+	}
+	return fmt.Sprintf("Deleted %s of %s: %s", countPods(len(deleted), "failed"), target, nameList(deleted)), nil
+}
+
+// podTemplateAnnotations are the pod-template annotations of a Deployment or StatefulSet.
+func podTemplateAnnotations(obj client.Object) map[string]string {
+	switch w := obj.(type) {
+	case *appsv1.Deployment:
+		return w.Spec.Template.Annotations
+	case *appsv1.StatefulSet:
+		return w.Spec.Template.Annotations
+	}
+	return nil
+}

@@ -1,0 +1,460 @@
+package remediation
+
+import (
+	"fmt"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	networkingv1 "k8s.io/api/networking/v1"
+	testingclock "k8s.io/utils/clock/testing"
+	"k8s.io/utils/ptr"
+
+	hv1 "github.com/selfheal-dev/selfheal/api/v1alpha1"
+	"github.com/selfheal-dev/selfheal/internal/diagnostics"
+)
+
+var fakeClock = testingclock.NewFakeClock(time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC))
+
+// record is an executed action on target, started ago before now.
+func record(target string, a hv1.ActionType, outcome hv1.ActionOutcome, ago time.Duration) ActionRecord {
+	now := fakeClock.Now()
+	return ActionRecord{Target: target, Type: a, Outcome: outcome, StartedAt: now.Add(-ago), FinishedAt: now.Add(-ago + 20*time.Second)}
+}
+
+// breakerFull is the circuit breaker's limit (3) of restarts on the target.
+func breakerFull() []ActionRecord {
+	return []ActionRecord{
+		record(testService, hv1.ActionRolloutRestart, hv1.OutcomeSucceeded, 50*time.Minute),
+		record(testService, hv1.ActionRolloutRestart, hv1.OutcomeFailed, 30*time.Minute),
+		record(testService, hv1.ActionScaleFromZero, hv1.OutcomeIntended, 10*time.Minute),
+	}
+}
+
+// stormFull is the storm limit (5) of restarts across other targets.
+func stormFull() []ActionRecord {
+	var out []ActionRecord
+	for _, svc := range []string{"mcp-git", "mcp-search", "mcp-db", "mcp-mail", "mcp-calendar"} {
+		out = append(out, record(svc, hv1.ActionRolloutRestart, hv1.OutcomeSucceeded, 20*time.Minute))
+	}
+	return out
+}
+
+func pausedDeployment() *appsv1.Deployment {
+	d := testDeployment(2)
+	d.Spec.Paused = true
+	return d
+}
+
+func dryRunPolicy() *hv1.HealingPolicy {
+	p := testPolicy()
+	p.Spec.DryRun = true
+	return p
+}
+
+func pausedPolicy() *hv1.HealingPolicy {
+	p := testPolicy()
+	p.Spec.PauseRequests = []string{"alice: investigating INC-4211"}
+	return p
+}
+
+func withNetworkPolicy(s *diagnostics.Snapshot) *diagnostics.Snapshot {
+	s.NetworkPolicies = []networkingv1.NetworkPolicy{blockingPolicy()}
+	return s
+}
+
+type planWant struct {
+	// refusal is the refusal's reason, empty when the decision has steps or nothing.
+	refusal     string
+	phase       hv1.HealingPhase
+	steps       []hv1.ActionType
+	target      string
+	dryRun      bool
+	after       string // After.Reason
+	wouldRefuse string // WouldRefuse.Reason
+	reason      string // Decision.Reason
+	contains    []string
+}
+
+func TestPlan(t *testing.T) {
+	now := fakeClock.Now()
+	crashing := func() *diagnostics.Snapshot {
+		return deploymentSnapshot(testDeployment(2), crashLoopPod("mcp-files-6f7b9c-a1"), crashLoopPod("mcp-files-6f7b9c-b2"))
+	}
+	restart := []hv1.ActionType{hv1.ActionRolloutRestart}
+	cleanup := []hv1.ActionType{hv1.ActionDeleteFailedPods}
+	manual := hv1.PhaseManualInterventionRequired
+
+	tests := []struct {
+		name string
+		in   Input
+		want planWant
+	}{
+		// Gate 1: no policy wins over everything, even a cause that needs a person.
+		{"no policy", Input{Issue: hv1.IssueCrashLoopBackOff, Snapshot: crashing()},
+			planWant{refusal: hv1.ReasonNoPolicy, phase: hv1.PhaseSkipped, contains: []string{`"mcp-files"`, "CrashLoopBackOff"}}},
+		{"no policy beats not healable, cause still reported",
+			Input{Issue: hv1.IssueImagePullBackOff, Snapshot: deploymentSnapshot(testDeployment(1), imagePullPod("mcp-files-6f7b9c-a1"))},
+			planWant{refusal: hv1.ReasonNoPolicy, phase: hv1.PhaseSkipped, contains: []string{"ghcr.io/example/mcp-files:9.9.9"}}},
+
+		// Gate 2: paused policy.
+		{"policy paused beats not healable",
+			Input{Issue: hv1.IssueImagePullBackOff, Policy: pausedPolicy(), Snapshot: deploymentSnapshot(testDeployment(1), imagePullPod("p"))},
+			planWant{refusal: hv1.ReasonPaused, phase: hv1.PhaseSkipped, contains: []string{"INC-4211"}}},
+		{"policy paused beats a healable issue",
+			Input{Issue: hv1.IssueCrashLoopBackOff, Policy: pausedPolicy(), Snapshot: crashing()},
+			planWant{refusal: hv1.ReasonPaused, phase: hv1.PhaseSkipped}},
+
+		// Gate 3: not healable by restart, each with its precise cause; wins over dry
+		// run, cooldown and breaker.
+		{"image pull back-off",
+			Input{Issue: hv1.IssueImagePullBackOff, Policy: testPolicy(), DryRun: true, Now: now,
+				LastHealingEnded: now.Add(-10 * time.Second), History: breakerFull(),
+				Snapshot: deploymentSnapshot(testDeployment(1), imagePullPod("mcp-files-6f7b9c-a1"))},
+			planWant{refusal: hv1.ReasonNotHealable, phase: manual,
+				contains: []string{`"server"`, `"mcp-files-6f7b9c-a1"`, "ghcr.io/example/mcp-files:9.9.9", "ImagePullBackOff"}}},
+		{"config error",
+			Input{Issue: hv1.IssueConfigError, Policy: testPolicy(), Snapshot: deploymentSnapshot(testDeployment(1), configErrorPod("mcp-files-6f7b9c-a1"))},
+			planWant{refusal: hv1.ReasonNotHealable, phase: manual, contains: []string{`secret "mcp-files-token" not found`}}},
+		{"unschedulable",
+			Input{Issue: hv1.IssueUnschedulable, Policy: testPolicy(), Snapshot: deploymentSnapshot(testDeployment(1), unschedulablePod("mcp-files-6f7b9c-a1"))},
+			planWant{refusal: hv1.ReasonNotHealable, phase: manual, contains: []string{"Insufficient memory"}}},
+		{"network policy blocks",
+			Input{Issue: hv1.IssueNetworkPolicyBlocked, Policy: testPolicy(),
+				Snapshot: withNetworkPolicy(deploymentSnapshot(testDeployment(1), testPod("mcp-files-6f7b9c-a1", corev1.PodRunning, true)))},
+			planWant{refusal: hv1.ReasonNotHealable, phase: manual, contains: []string{"deny-all-ingress"}}},
+		{"target not found fails",
+			Input{Issue: hv1.IssueTargetNotFound, Policy: testPolicy(),
+				Snapshot: &diagnostics.Snapshot{Target: diagnostics.Target{Namespace: testNS, Service: "mcp-gone"}}},
+			planWant{refusal: hv1.ReasonTargetNotFound, phase: hv1.PhaseFailed, contains: []string{`"mcp-gone"`, "does not exist"}}},
+		{"deployment paused issue",
+			Input{Issue: hv1.IssueDeploymentPaused, Policy: testPolicy(), Snapshot: deploymentSnapshot(pausedDeployment())},
+			planWant{refusal: hv1.ReasonDeploymentPaused, phase: manual, contains: []string{"rollout resume"}}},
+		{"healable issue without a workload",
+			Input{Issue: hv1.IssueCrashLoopBackOff, Policy: testPolicy(),
+				Snapshot: &diagnostics.Snapshot{Target: diagnostics.Target{Namespace: testNS, Service: testService}, Service: serviceFixture()}},
+			planWant{refusal: hv1.ReasonNotHealable, phase: manual, contains: []string{"spec.target.workload"}}},
+		{"workload named but missing",
+			Input{Issue: hv1.IssueNoReadyPods, Policy: testPolicy(), Snapshot: func() *diagnostics.Snapshot {
+				s := deploymentSnapshot(testDeployment(1))
+				s.Deployment = nil
+				return s
+			}()},
+			planWant{refusal: hv1.ReasonTargetNotFound, phase: hv1.PhaseFailed}},
+		{"no pods although replicas > 0",
+			Input{Issue: hv1.IssueNoPods, Policy: testPolicy(), Snapshot: deploymentSnapshot(testDeployment(2))},
+			planWant{refusal: hv1.ReasonNotHealable, phase: manual, contains: []string{"wants 2 replicas"}}},
+		{"statefulset with OnDelete cannot be restarted",
+			Input{Issue: hv1.IssueCrashLoopBackOff, Policy: testPolicy(), Snapshot: func() *diagnostics.Snapshot {
+				sts := testStatefulSet(1)
+				sts.Spec.UpdateStrategy.Type = appsv1.OnDeleteStatefulSetStrategyType
+				return statefulSetSnapshot(sts, crashLoopPod("mcp-files-0"))
+			}()},
+			planWant{refusal: hv1.ReasonNotHealable, phase: manual, contains: []string{"OnDelete"}}},
+
+		// Gate 4: OOMKilled: cleanup, then manual; not subject to cooldown or breaker.
+		{"oom with failed pods: cleanup then manual, despite cooldown and breaker",
+			Input{Issue: hv1.IssueOOMKilled, Policy: testPolicy(), Now: now,
+				LastHealingEnded: now.Add(-10 * time.Second), History: breakerFull(),
+				Snapshot: deploymentSnapshot(testDeployment(2), oomPod("mcp-files-6f7b9c-a1"), failedPod("mcp-files-6f7b9c-zz"))},
+			planWant{steps: cleanup, target: "deployment/mcp-files", after: hv1.ReasonManualIntervention, reason: hv1.ReasonAllowed,
+				contains: []string{`Memory limit of container "server" (limit 128Mi) needs a change`}}},
+		{"oom without failed pods: manual at once",
+			Input{Issue: hv1.IssueOOMKilled, Policy: testPolicy(), Snapshot: deploymentSnapshot(testDeployment(2), oomPod("mcp-files-6f7b9c-a1"))},
+			planWant{refusal: hv1.ReasonManualIntervention, phase: manual, contains: []string{"limit 128Mi"}}},
+		{"oom, cleanup not allowed: manual at once",
+			Input{Issue: hv1.IssueOOMKilled, Policy: testPolicy(hv1.ActionRolloutRestart),
+				Snapshot: deploymentSnapshot(testDeployment(2), oomPod("a"), failedPod("b"))},
+			planWant{refusal: hv1.ReasonManualIntervention, phase: manual}},
+		{"oom on a paused deployment: no cleanup",
+			Input{Issue: hv1.IssueOOMKilled, Policy: testPolicy(), Snapshot: deploymentSnapshot(pausedDeployment(), oomPod("a"), failedPod("b"))},
+			planWant{refusal: hv1.ReasonManualIntervention, phase: manual}},
+		{"oom in dry run: cleanup planned only",
+			Input{Issue: hv1.IssueOOMKilled, Policy: testPolicy(), DryRun: true,
+				Snapshot: deploymentSnapshot(testDeployment(2), oomPod("a"), failedPod("b"))},
+			planWant{steps: cleanup, dryRun: true, after: hv1.ReasonManualIntervention, reason: hv1.ReasonDryRun}},
+
+		// Gate 5: healthy, before dry run and cooldown.
+		{"healthy: nothing to do",
+			Input{Issue: hv1.IssueHealthy, Policy: dryRunPolicy(), Now: now, LastHealingEnded: now.Add(-5 * time.Second),
+				Snapshot: deploymentSnapshot(testDeployment(1), testPod("a", corev1.PodRunning, true))},
+			planWant{reason: hv1.ReasonAlreadyHealthy}},
+
+		// Gate 6: dry run plans; later gates only annotate.
+		{"request dry run",
+			Input{Issue: hv1.IssueCrashLoopBackOff, Policy: testPolicy(), DryRun: true, Now: now, Snapshot: crashing()},
+			planWant{steps: restart, target: "deployment/mcp-files", dryRun: true, reason: hv1.ReasonDryRun, contains: []string{"Dry run"}}},
+		{"policy dry run beats cooldown, which is reported",
+			Input{Issue: hv1.IssueCrashLoopBackOff, Policy: dryRunPolicy(), Now: now, LastHealingEnded: now.Add(-30 * time.Second), Snapshot: crashing()},
+			planWant{steps: restart, dryRun: true, reason: hv1.ReasonDryRun, wouldRefuse: hv1.ReasonCooldown, contains: []string{"a real run would be refused"}}},
+		{"dry run reports a forbidden action",
+			Input{Issue: hv1.IssueCrashLoopBackOff, Policy: testPolicy(hv1.ActionDeleteFailedPods), DryRun: true, Now: now, Snapshot: crashing()},
+			planWant{steps: restart, dryRun: true, reason: hv1.ReasonDryRun, wouldRefuse: hv1.ReasonActionNotAllowed}},
+
+		// Gate 7: cooldown, before the breaker.
+		{"cooldown beats breaker",
+			Input{Issue: hv1.IssueCrashLoopBackOff, Policy: testPolicy(), Now: now,
+				LastHealingEnded: now.Add(-30 * time.Second), History: breakerFull(), Snapshot: crashing()},
+			planWant{refusal: hv1.ReasonCooldown, phase: hv1.PhaseSkipped, contains: []string{"1m30s remaining"}}},
+		{"cooldown over",
+			Input{Issue: hv1.IssueCrashLoopBackOff, Policy: testPolicy(), Now: now,
+				LastHealingEnded: now.Add(-2*time.Minute - time.Second), Snapshot: crashing()},
+			planWant{steps: restart, reason: hv1.ReasonAllowed}},
+		{"cooldown also holds back a cleanup",
+			Input{Issue: hv1.IssueFailedPods, Policy: testPolicy(), Now: now, LastHealingEnded: now.Add(-time.Minute),
+				Snapshot: deploymentSnapshot(testDeployment(2), failedPod("x"))},
+			planWant{refusal: hv1.ReasonCooldown, phase: hv1.PhaseSkipped}},
+
+		// Gate 8: circuit breaker, before the storm limit.
+		{"breaker open beats storm",
+			Input{Issue: hv1.IssueNoReadyPods, Policy: testPolicy(), Now: now,
+				History: append(breakerFull(), stormFull()...), Snapshot: crashing()},
+			planWant{refusal: hv1.ReasonCircuitOpen, phase: hv1.PhaseSkipped, contains: []string{"3 disruptive actions", "closes in 10m0s"}}},
+		{"breaker over its limit closes when enough actions leave the window",
+			Input{Issue: hv1.IssueNoReadyPods, Policy: testPolicy(), Now: now, Snapshot: crashing(),
+				History: append(breakerFull(), record(testService, hv1.ActionRolloutRestart, hv1.OutcomeSucceeded, 55*time.Minute))},
+			planWant{refusal: hv1.ReasonCircuitOpen, phase: hv1.PhaseSkipped, contains: []string{"4 disruptive actions", "closes in 10m0s"}}},
+		{"breaker ignores old, dry-run and non-disruptive actions",
+			Input{Issue: hv1.IssueNoReadyPods, Policy: testPolicy(), Now: now, Snapshot: crashing(), History: []ActionRecord{
+				record(testService, hv1.ActionRolloutRestart, hv1.OutcomeSucceeded, 61*time.Minute),
+				record(testService, hv1.ActionRolloutRestart, hv1.OutcomeDryRun, 5*time.Minute),
+				record(testService, hv1.ActionDeleteFailedPods, hv1.OutcomeSucceeded, 5*time.Minute),
+				record(testService, hv1.ActionRolloutRestart, hv1.OutcomeSucceeded, 5*time.Minute),
+				record(testService, hv1.ActionRolloutRestart, hv1.OutcomeSucceeded, 4*time.Minute),
+			}},
+			planWant{steps: restart, reason: hv1.ReasonAllowed}},
+		{"breaker does not hold back a cleanup",
+			Input{Issue: hv1.IssueFailedPods, Policy: testPolicy(), Now: now, History: append(breakerFull(), stormFull()...),
+				Snapshot: deploymentSnapshot(testDeployment(2), failedPod("x"))},
+			planWant{steps: cleanup, reason: hv1.ReasonAllowed}},
+
+		// Gate 9: storm limit, before the paused Deployment.
+		{"storm limit beats paused deployment",
+			Input{Issue: hv1.IssueEndpointsMissing, Policy: testPolicy(), Now: now, History: stormFull(),
+				Snapshot: deploymentSnapshot(pausedDeployment(), crashLoopPod("a"))},
+			planWant{refusal: hv1.ReasonStormLimit, phase: hv1.PhaseSkipped, contains: []string{`namespace "tools"`, "5 disruptive actions"}}},
+
+		// Gate 10: paused Deployment, before allowed actions.
+		{"paused deployment beats action not allowed",
+			Input{Issue: hv1.IssueCrashLoopBackOff, Policy: testPolicy(hv1.ActionScaleFromZero), Now: now,
+				Snapshot: deploymentSnapshot(pausedDeployment(), crashLoopPod("a"))},
+			planWant{refusal: hv1.ReasonDeploymentPaused, phase: manual}},
+		{"paused deployment: no cleanup either",
+			Input{Issue: hv1.IssueFailedPods, Policy: testPolicy(), Now: now, Snapshot: deploymentSnapshot(pausedDeployment(), failedPod("x"))},
+			planWant{refusal: hv1.ReasonDeploymentPaused, phase: manual}},
+
+		// Gate 11: action not allowed, naming it.
+		{"restart not allowed",
+			Input{Issue: hv1.IssueCrashLoopBackOff, Policy: testPolicy(hv1.ActionDeleteFailedPods, hv1.ActionScaleFromZero), Now: now, Snapshot: crashing()},
+			planWant{refusal: hv1.ReasonActionNotAllowed, phase: manual, contains: []string{"RolloutRestart", `"tools-healing"`, "DeleteFailedPods, ScaleFromZero"}}},
+		{"scale not allowed",
+			Input{Issue: hv1.IssueNoPods, Policy: testPolicy(hv1.ActionRolloutRestart), Now: now, Snapshot: deploymentSnapshot(testDeployment(0))},
+			planWant{refusal: hv1.ReasonActionNotAllowed, phase: manual, contains: []string{"ScaleFromZero"}}},
+
+		// Issue -> steps.
+		{"crashloop: restart", Input{Issue: hv1.IssueCrashLoopBackOff, Policy: testPolicy(), Now: now, Snapshot: crashing()},
+			planWant{steps: restart, target: "deployment/mcp-files", reason: hv1.ReasonAllowed, contains: []string{"Planned RolloutRestart deployment/mcp-files"}}},
+		{"no ready pods: restart", Input{Issue: hv1.IssueNoReadyPods, Policy: testPolicy(), Now: now, Snapshot: crashing()},
+			planWant{steps: restart, reason: hv1.ReasonAllowed}},
+		{"endpoints missing: restart", Input{Issue: hv1.IssueEndpointsMissing, Policy: testPolicy(), Now: now,
+			Snapshot: deploymentSnapshot(testDeployment(1), testPod("a", corev1.PodRunning, true))},
+			planWant{steps: restart, reason: hv1.ReasonAllowed}},
+		{"crashloop with failed pods: cleanup first",
+			Input{Issue: hv1.IssueCrashLoopBackOff, Policy: testPolicy(), Now: now,
+				Snapshot: deploymentSnapshot(testDeployment(2), crashLoopPod("a"), failedPod("mcp-files-6f7b9c-zz"))},
+			planWant{steps: []hv1.ActionType{hv1.ActionDeleteFailedPods, hv1.ActionRolloutRestart}, reason: hv1.ReasonAllowed,
+				contains: []string{"DeleteFailedPods deployment/mcp-files, then RolloutRestart"}}},
+		{"crashloop with failed pods, cleanup not allowed: restart only",
+			Input{Issue: hv1.IssueCrashLoopBackOff, Policy: testPolicy(hv1.ActionRolloutRestart), Now: now,
+				Snapshot: deploymentSnapshot(testDeployment(2), crashLoopPod("a"), failedPod("b"))},
+			planWant{steps: restart, reason: hv1.ReasonAllowed}},
+		{"no pods at zero replicas: scale, no restart",
+			Input{Issue: hv1.IssueNoPods, Policy: testPolicy(), Now: now, Snapshot: deploymentSnapshot(testDeployment(0))},
+			planWant{steps: []hv1.ActionType{hv1.ActionScaleFromZero}, target: "deployment/mcp-files", reason: hv1.ReasonAllowed}},
+		{"failed pods: cleanup",
+			Input{Issue: hv1.IssueFailedPods, Policy: testPolicy(), Now: now,
+				Snapshot: deploymentSnapshot(testDeployment(2), testPod("a", corev1.PodRunning, true), failedPod("mcp-files-6f7b9c-zz"))},
+			planWant{steps: cleanup, reason: hv1.ReasonAllowed}},
+		{"statefulset crashloop: restart the statefulset",
+			Input{Issue: hv1.IssueCrashLoopBackOff, Policy: testPolicy(), Now: now, Snapshot: statefulSetSnapshot(testStatefulSet(1), crashLoopPod("mcp-files-0"))},
+			planWant{steps: restart, target: "statefulset/mcp-files", reason: hv1.ReasonAllowed}},
+		{"unknown issue is not healable",
+			Input{Issue: hv1.IssueType("Mystery"), Policy: testPolicy(), Snapshot: crashing()},
+			planWant{refusal: hv1.ReasonNotHealable, phase: manual}},
+	}
+
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			got := Plan(tc.in)
+			checkDecision(t, got, tc.want)
+		})
+	}
+}
+
+func checkDecision(t *testing.T, got Decision, want planWant) {
+	t.Helper()
+	if want.refusal != "" {
+		if got.Refusal == nil {
+			t.Fatalf("want refusal %s, got steps %v (reason %s: %s)", want.refusal, stepTypes(got.Steps), got.Reason, got.Message)
+		}
+		if got.Refusal.Reason != want.refusal || got.Refusal.Phase != want.phase {
+			t.Fatalf("refusal = %s/%s (%s), want %s/%s", got.Refusal.Reason, got.Refusal.Phase, got.Refusal.Message, want.refusal, want.phase)
+		}
+		if len(got.Steps) != 0 || got.Reason != want.refusal || got.Message != got.Refusal.Message {
+			t.Errorf("refused decision must carry no steps and the refusal's reason: %+v", got)
+		}
+		if !got.Refusal.Phase.IsTerminal() {
+			t.Errorf("refusal phase %s is not terminal", got.Refusal.Phase)
+		}
+	} else if got.Refusal != nil {
+		t.Fatalf("unexpected refusal %s: %s", got.Refusal.Reason, got.Refusal.Message)
+	}
+	if !slices.Equal(stepTypes(got.Steps), want.steps) {
+		t.Errorf("steps = %v, want %v", stepTypes(got.Steps), want.steps)
+	}
+	if want.target != "" {
+		for _, s := range got.Steps {
+			if s.Target != want.target {
+				t.Errorf("step %s target = %q, want %q", s.Type, s.Target, want.target)
+			}
+		}
+	}
+	for _, s := range got.Steps {
+		if s.Reason == "" {
+			t.Errorf("step %s has no reason", s.Type)
+		}
+	}
+	if got.DryRun != want.dryRun {
+		t.Errorf("dryRun = %v, want %v", got.DryRun, want.dryRun)
+	}
+	if reason := reasonOf(got.After); reason != want.after {
+		t.Errorf("after = %q, want %q", reason, want.after)
+	}
+	if got.After != nil && got.After.Phase != hv1.PhaseManualInterventionRequired {
+		t.Errorf("after phase = %s", got.After.Phase)
+	}
+	if reason := reasonOf(got.WouldRefuse); reason != want.wouldRefuse {
+		t.Errorf("wouldRefuse = %q, want %q", reason, want.wouldRefuse)
+	}
+	if want.reason != "" && got.Reason != want.reason {
+		t.Errorf("reason = %q, want %q", got.Reason, want.reason)
+	}
+	if got.Message == "" {
+		t.Errorf("decision has no message")
+	}
+	for _, s := range want.contains {
+		if !strings.Contains(got.Message, s) {
+			t.Errorf("message %q does not contain %q", got.Message, s)
+		}
+	}
+}
+
+func reasonOf(r *Refusal) string {
+	if r == nil {
+		return ""
+	}
+	return r.Reason
+}
+
+func stepTypes(steps []Step) []hv1.ActionType {
+	var out []hv1.ActionType
+	for _, s := range steps {
+		out = append(out, s.Type)
+	}
+	return out
+}
+
+func TestPlanNilSnapshot(t *testing.T) {
+	got := Plan(Input{Issue: hv1.IssueCrashLoopBackOff, Policy: testPolicy()})
+	if got.Refusal == nil || got.Refusal.Phase != hv1.PhaseManualInterventionRequired {
+		t.Fatalf("nil snapshot: want a manual refusal, got %+v", got)
+	}
+	got = Plan(Input{Issue: hv1.IssueTargetNotFound, Policy: testPolicy()})
+	if got.Refusal == nil || got.Refusal.Reason != hv1.ReasonTargetNotFound {
+		t.Fatalf("nil snapshot, target not found: got %+v", got)
+	}
+}
+
+func TestPlanListsFailedPodsBounded(t *testing.T) {
+	var pods []corev1.Pod
+	for _, n := range []string{"f1", "f2", "f3", "f4", "f5", "f6", "f7"} {
+		pods = append(pods, failedPod(n))
+	}
+	got := Plan(Input{Issue: hv1.IssueFailedPods, Policy: testPolicy(), Now: fakeClock.Now(),
+		Snapshot: deploymentSnapshot(testDeployment(1), pods...)})
+	if len(got.Steps) != 1 {
+		t.Fatalf("steps = %v", stepTypes(got.Steps))
+	}
+	if r := got.Steps[0].Reason; !strings.Contains(r, "7 failed pods") || !strings.Contains(r, "and 2 more") || strings.Contains(r, "f7") {
+		t.Errorf("reason = %q", r)
+	}
+}
+
+func TestLastHealingEnded(t *testing.T) {
+	now := fakeClock.Now()
+	history := []ActionRecord{
+		{Target: testService, Type: hv1.ActionRolloutRestart, Outcome: hv1.OutcomeSucceeded, StartedAt: now.Add(-10 * time.Minute), FinishedAt: now.Add(-9 * time.Minute)},
+		{Target: testService, Type: hv1.ActionRolloutRestart, Outcome: hv1.OutcomeFailed, StartedAt: now.Add(-5 * time.Minute), FinishedAt: now.Add(-4 * time.Minute)},
+		// A dry run, a still running healing and another target do not count.
+		{Target: testService, Type: hv1.ActionRolloutRestart, Outcome: hv1.OutcomeDryRun, StartedAt: now.Add(-2 * time.Minute), FinishedAt: now.Add(-time.Minute)},
+		{Target: testService, Type: hv1.ActionRolloutRestart, Outcome: hv1.OutcomeIntended, StartedAt: now.Add(-30 * time.Second)},
+		{Target: "mcp-git", Type: hv1.ActionRolloutRestart, Outcome: hv1.OutcomeSucceeded, StartedAt: now.Add(-time.Minute), FinishedAt: now.Add(-10 * time.Second)},
+	}
+	if got, want := LastHealingEnded(history, testService), now.Add(-4*time.Minute); !got.Equal(want) {
+		t.Errorf("LastHealingEnded = %v, want %v", got, want)
+	}
+	if got := LastHealingEnded(history, "mcp-other"); !got.IsZero() {
+		t.Errorf("no healing: got %v", got)
+	}
+}
+
+func TestIsHealable(t *testing.T) {
+	healable := map[hv1.IssueType]bool{
+		hv1.IssueCrashLoopBackOff: true, hv1.IssueNoReadyPods: true, hv1.IssueEndpointsMissing: true,
+		hv1.IssueNoPods: true, hv1.IssueFailedPods: true, hv1.IssueOOMKilled: true,
+		hv1.IssueHealthy: false, hv1.IssueTargetNotFound: false, hv1.IssueImagePullBackOff: false,
+		hv1.IssueConfigError: false, hv1.IssueUnschedulable: false, hv1.IssueNetworkPolicyBlocked: false,
+		hv1.IssueDeploymentPaused: false,
+	}
+	for issue, want := range healable {
+		if got := IsHealable(issue); got != want {
+			t.Errorf("IsHealable(%s) = %v, want %v", issue, got, want)
+		}
+	}
+}
+
+func TestManualReasonOOMWithoutLimit(t *testing.T) {
+	p := oomPod("mcp-files-6f7b9c-a1")
+	p.Spec.Containers[0].Resources.Limits = nil
+	got := ManualReason(hv1.IssueOOMKilled, deploymentSnapshot(testDeployment(1), p))
+	if !strings.Contains(got, "no memory limit") || !strings.Contains(got, `"server"`) {
+		t.Errorf("ManualReason = %q", got)
+	}
+}
+
+// BenchmarkPlan plans a restart for a 10-pod Deployment against a namespace history of
+// 200 actions (the breaker and storm gates scan it all).
+func BenchmarkPlan(b *testing.B) {
+	now := fakeClock.Now()
+	var pods []corev1.Pod
+	for i := range 10 {
+		pods = append(pods, crashLoopPod(fmt.Sprintf("mcp-files-6f7b9c-%02d", i)))
+	}
+	var history []ActionRecord
+	for i := range 200 {
+		history = append(history, record(fmt.Sprintf("mcp-%d", i%40), hv1.ActionRolloutRestart, hv1.OutcomeSucceeded, time.Duration(i)*20*time.Second))
+	}
+	policy := testPolicy()
+	policy.Spec.CircuitBreaker.NamespaceMaxActions = ptr.To(int32(1000))
+	in := Input{Issue: hv1.IssueCrashLoopBackOff, Policy: policy, Now: now, History: history,
+		Snapshot: deploymentSnapshot(testDeployment(10), pods...)}
+	b.ReportAllocs()
+	for b.Loop() {
+		if d := Plan(in); len(d.Steps) != 1 {
+			b.Fatalf("unexpected decision %+v", d)
+		}
+	}
+}

@@ -145,7 +145,7 @@ func (p HealingPhase) IsTerminal() bool {
 }
 
 // IssueType is the one classified problem that decides the remediation.
-// +kubebuilder:validation:Enum=Healthy;TargetNotFound;NoPods;CrashLoopBackOff;NoReadyPods;EndpointsMissing;ImagePullBackOff;ConfigError;Unschedulable;OOMKilled;NetworkPolicyBlocked;FailedPods;DeploymentPaused
+// +kubebuilder:validation:Enum=Healthy;TargetNotFound;NoPods;CrashLoopBackOff;NoReadyPods;EndpointsMissing;ImagePullBackOff;ConfigError;Unschedulable;OOMKilled;NetworkPolicyBlocked;FailedPods;DeploymentPaused;Unresponsive
 type IssueType string
 
 const (
@@ -162,6 +162,9 @@ const (
 	IssueNetworkPolicyBlocked IssueType = "NetworkPolicyBlocked"
 	IssueFailedPods           IssueType = "FailedPods"
 	IssueDeploymentPaused     IssueType = "DeploymentPaused"
+	// IssueUnresponsive: pods are ready and endpoints published, yet the caller's calls
+	// time out or fail with 5xx.
+	IssueUnresponsive IssueType = "Unresponsive"
 )
 
 // CheckName names one diagnostic check.

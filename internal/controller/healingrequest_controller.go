@@ -306,7 +306,8 @@ func (r *HealingRequestReconciler) checkDeadline(_ context.Context, s *scope) er
 // fresh diagnosis.
 func (r *HealingRequestReconciler) diagnose(ctx context.Context, s *scope) error {
 	hr := s.hr
-	target := diagnostics.Target{Namespace: hr.Namespace, Service: hr.Spec.Target.Service, Workload: hr.Spec.Target.Workload}
+	target := diagnostics.Target{Namespace: hr.Namespace, Service: hr.Spec.Target.Service,
+		Workload: hr.Spec.Target.Workload, FailureClass: hr.Spec.Trigger.FailureClass}
 	report, err := r.Diagnoser.Diagnose(ctx, target, r.Caller)
 	if err != nil {
 		return fmt.Errorf("diagnosing: %w", err)

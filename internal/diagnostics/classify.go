@@ -115,6 +115,12 @@ func classify(s *Snapshot) (selfhealv1alpha1.IssueType, string, selfhealv1alpha1
 			fmt.Sprintf("Service %s serves, but %d pods in phase Failed linger.", svc, len(facts.failed)),
 			selfhealv1alpha1.CheckFailedPods
 	}
+	if c := s.Target.FailureClass; c == selfhealv1alpha1.FailureTimeout || c == selfhealv1alpha1.FailureHTTP5xx {
+		// Kubernetes sees ready pods, yet calls time out or fail: the process is alive to
+		// its probes but not serving (a hang, a deadlock, a broken dependency).
+		return selfhealv1alpha1.IssueUnresponsive,
+			fmt.Sprintf("Service %s has ready pods and endpoints, but calls to it fail with %s: the pods are not serving.", svc, c), ""
+	}
 	return selfhealv1alpha1.IssueHealthy, fmt.Sprintf("Service %s is healthy: its pods are ready and it has ready endpoints.", svc), ""
 }
 

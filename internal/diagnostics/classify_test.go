@@ -23,6 +23,12 @@ func TestClassify(t *testing.T) {
 		{"nil snapshot", nil, selfhealv1alpha1.IssueTargetNotFound, "does not exist"},
 		{"service missing", notFoundSnapshot(), selfhealv1alpha1.IssueTargetNotFound, "Service shop/web does not exist"},
 		{"healthy", snapshot(healthyPods()), selfhealv1alpha1.IssueHealthy, "healthy"},
+		{"ready but the caller timed out", snapshot(healthyPods(), func(s *Snapshot) { s.Target.FailureClass = selfhealv1alpha1.FailureTimeout }),
+			selfhealv1alpha1.IssueUnresponsive, "fail with Timeout"},
+		{"ready but the caller got 5xx", snapshot(healthyPods(), func(s *Snapshot) { s.Target.FailureClass = selfhealv1alpha1.FailureHTTP5xx }),
+			selfhealv1alpha1.IssueUnresponsive, "the pods are not serving"},
+		{"ready and the connection was refused", snapshot(healthyPods(), func(s *Snapshot) { s.Target.FailureClass = selfhealv1alpha1.FailureConnectionRefused }),
+			selfhealv1alpha1.IssueHealthy, "healthy"},
 		{"healthy with allowing policies", snapshot(healthyPods(), func(s *Snapshot) {
 			s.NetworkPolicies = []networkingv1.NetworkPolicy{defaultDeny(), allowFrom("allow-gateway", gatewayPeer(), intstr.FromString("http"))}
 		}), selfhealv1alpha1.IssueHealthy, ""},

@@ -119,7 +119,9 @@ func analyzePods(s *Snapshot) *podFacts {
 					detail: oomDetail(p, st.Name), restarts: st.RestartCount})
 			}
 		}
-		if isTerminal(p) {
+		// A terminating pod is on its way out (scale-down, rollout): it serves nothing
+		// that can be relied on, and its problems are not the workload's.
+		if isTerminal(p) || p.DeletionTimestamp != nil {
 			continue
 		}
 		f.active++

@@ -22,6 +22,9 @@ type Target struct {
 	Service   string
 	// Workload, when set, is used instead of resolving it from the Service's pods.
 	Workload *selfhealv1alpha1.WorkloadReference
+	// FailureClass is what the caller saw. A target that looks healthy to Kubernetes
+	// but times out or answers 5xx is Unresponsive, not Healthy.
+	FailureClass selfhealv1alpha1.FailureClass
 }
 
 // Caller identifies who calls the target (the gateway), so network policies can be

@@ -41,7 +41,8 @@
 //
 // # Issue to action
 //
-//	CrashLoopBackOff, NoReadyPods, EndpointsMissing  -> [DeleteFailedPods,] RolloutRestart
+//	CrashLoopBackOff, NoReadyPods, EndpointsMissing,
+//	Unresponsive (ready, yet calls time out or 5xx)  -> [DeleteFailedPods,] RolloutRestart
 //	NoPods with spec.replicas 0                      -> ScaleFromZero
 //	FailedPods                                       -> DeleteFailedPods
 //	OOMKilled                                        -> [DeleteFailedPods,] then ManualInterventionRequired
@@ -182,7 +183,7 @@ func refuse(phase selfhealv1alpha1.HealingPhase, reason, format string, args ...
 func IsHealable(issue selfhealv1alpha1.IssueType) bool {
 	switch issue {
 	case selfhealv1alpha1.IssueCrashLoopBackOff, selfhealv1alpha1.IssueNoReadyPods,
-		selfhealv1alpha1.IssueEndpointsMissing, selfhealv1alpha1.IssueNoPods,
+		selfhealv1alpha1.IssueEndpointsMissing, selfhealv1alpha1.IssueUnresponsive, selfhealv1alpha1.IssueNoPods,
 		selfhealv1alpha1.IssueFailedPods, selfhealv1alpha1.IssueOOMKilled:
 		return true
 	}
@@ -193,7 +194,7 @@ func IsHealable(issue selfhealv1alpha1.IssueType) bool {
 func needsRestart(issue selfhealv1alpha1.IssueType) bool {
 	switch issue {
 	case selfhealv1alpha1.IssueCrashLoopBackOff, selfhealv1alpha1.IssueNoReadyPods,
-		selfhealv1alpha1.IssueEndpointsMissing:
+		selfhealv1alpha1.IssueEndpointsMissing, selfhealv1alpha1.IssueUnresponsive:
 		return true
 	}
 	return false

@@ -259,6 +259,9 @@ func TestPlan(t *testing.T) {
 			planWant{steps: restart, target: "deployment/mcp-files", reason: hv1.ReasonAllowed, contains: []string{"Planned RolloutRestart deployment/mcp-files"}}},
 		{"no ready pods: restart", Input{Issue: hv1.IssueNoReadyPods, Policy: testPolicy(), Now: now, Snapshot: crashing()},
 			planWant{steps: restart, reason: hv1.ReasonAllowed}},
+		{"unresponsive: restart", Input{Issue: hv1.IssueUnresponsive, Policy: testPolicy(), Now: now,
+			Snapshot: deploymentSnapshot(testDeployment(1), testPod("a", corev1.PodRunning, true))},
+			planWant{steps: restart, reason: hv1.ReasonAllowed}},
 		{"endpoints missing: restart", Input{Issue: hv1.IssueEndpointsMissing, Policy: testPolicy(), Now: now,
 			Snapshot: deploymentSnapshot(testDeployment(1), testPod("a", corev1.PodRunning, true))},
 			planWant{steps: restart, reason: hv1.ReasonAllowed}},
@@ -417,7 +420,7 @@ func TestIsHealable(t *testing.T) {
 		hv1.IssueNoPods: true, hv1.IssueFailedPods: true, hv1.IssueOOMKilled: true,
 		hv1.IssueHealthy: false, hv1.IssueTargetNotFound: false, hv1.IssueImagePullBackOff: false,
 		hv1.IssueConfigError: false, hv1.IssueUnschedulable: false, hv1.IssueNetworkPolicyBlocked: false,
-		hv1.IssueDeploymentPaused: false,
+		hv1.IssueDeploymentPaused: false, hv1.IssueUnresponsive: true,
 	}
 	for issue, want := range healable {
 		if got := IsHealable(issue); got != want {

@@ -338,6 +338,12 @@ func (r *HealingRequestReconciler) verify(_ context.Context, s *scope) error {
 	if hr.Status.Phase != v1.PhaseVerifying {
 		return nil
 	}
+	// The cache may not show our own action yet; judging the old state would heal
+	// (or fail) an attempt before it has started. The workload's watch brings it.
+	if pending := unobservedAction(hr, s.report.Snapshot); pending != "" {
+		setCondition(hr, v1.ConditionVerified, metav1.ConditionFalse, v1.ReasonWaitingForRollout, pending)
+		return errStop
+	}
 	v := remediation.Verify(s.report.Snapshot)
 	if v.Done {
 		setCondition(hr, v1.ConditionVerified, metav1.ConditionTrue, v1.ReasonServiceAvailable, v.Message)
@@ -375,6 +381,38 @@ func attemptFailed(report *diagnostics.Report) bool {
 		return false
 	}
 	return true
+}
+
+// unobservedAction says which of the attempt's executed actions the snapshot does not
+// reflect yet; empty when it reflects them all.
+func unobservedAction(hr *v1.HealingRequest, snap *diagnostics.Snapshot) string {
+	for _, a := range hr.Status.Actions {
+		if a.Attempt != hr.Status.Attempts || a.Outcome != v1.OutcomeSucceeded {
+			continue
+		}
+		switch a.Type {
+		case v1.ActionRolloutRestart:
+			want := a.StartedAt.UTC().Format(time.RFC3339)
+			if templateAnnotations(snap)[remediation.RestartedAtAnnotation] != want {
+				return "Waiting to observe the restart of " + a.Target
+			}
+		case v1.ActionScaleFromZero:
+			if specReplicas(snap) == 0 {
+				return "Waiting to observe the scale-up of " + a.Target
+			}
+		}
+	}
+	return ""
+}
+
+func templateAnnotations(snap *diagnostics.Snapshot) map[string]string {
+	switch {
+	case snap.Deployment != nil:
+		return snap.Deployment.Spec.Template.Annotations
+	case snap.StatefulSet != nil:
+		return snap.StatefulSet.Spec.Template.Annotations
+	}
+	return nil
 }
 
 func specReplicas(snap *diagnostics.Snapshot) int32 {

@@ -38,22 +38,20 @@ func (r *HealingRequestReconciler) retain(ctx context.Context, s *scope) (ctrl.R
 		client.MatchingFields{indexTargetService: hr.Spec.Target.Service}); err != nil {
 		return ctrl.Result{}, err
 	}
-	var done []*v1.HealingRequest
+	// The request being reconciled counts as the newest: timestamps have second
+	// resolution, and the request that just finished must stay visible. The oldest of
+	// the others go first.
+	var others []*v1.HealingRequest
 	for i := range list.Items {
-		if list.Items[i].Status.Phase.IsTerminal() {
-			done = append(done, &list.Items[i])
+		if o := &list.Items[i]; o.UID != hr.UID && o.Status.Phase.IsTerminal() {
+			others = append(others, o)
 		}
 	}
-	// Any finished request of the target trims the history, so the oldest go as soon
-	// as a newer one finishes.
-	if max := int(spec.GetMaxHistoryPerTarget()); len(done) > max {
-		sort.Slice(done, func(i, j int) bool { return olderThan(done[j], done[i]) }) // newest first
-		for _, o := range done[max:] {
+	if keep := int(spec.GetMaxHistoryPerTarget()) - 1; len(others) > keep {
+		sort.Slice(others, func(i, j int) bool { return finishedBefore(others[j], others[i]) }) // newest first
+		for _, o := range others[keep:] {
 			if err := r.expire(ctx, o, "the history of its target is full"); err != nil {
 				return ctrl.Result{}, err
-			}
-			if o.UID == hr.UID {
-				return ctrl.Result{}, nil
 			}
 		}
 	}
@@ -63,4 +61,16 @@ func (r *HealingRequestReconciler) retain(ctx context.Context, s *scope) (ctrl.R
 func (r *HealingRequestReconciler) expire(ctx context.Context, hr *v1.HealingRequest, why string) error {
 	ctrl.LoggerFrom(ctx).Info("Deleting finished HealingRequest", "healingRequest", klogRef(hr), "reason", why)
 	return client.IgnoreNotFound(r.Client.Delete(ctx, hr, client.Preconditions{UID: &hr.UID}))
+}
+
+// finishedBefore orders finished requests by completion, then creation, then name.
+func finishedBefore(a, b *v1.HealingRequest) bool {
+	ta, tb := a.CreationTimestamp, b.CreationTimestamp
+	if a.Status.CompletionTime != nil && b.Status.CompletionTime != nil && !a.Status.CompletionTime.Equal(b.Status.CompletionTime) {
+		return a.Status.CompletionTime.Before(b.Status.CompletionTime)
+	}
+	if !ta.Equal(&tb) {
+		return ta.Before(&tb)
+	}
+	return a.Name < b.Name
 }

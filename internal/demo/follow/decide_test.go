@@ -23,12 +23,12 @@ func TestDecide(t *testing.T) {
 		{"first sync with no pods stops", []step{{nil, actStop}, {nil, actNone}}},
 		{"first sync with pods starts", []step{{[]string{"a"}, actStart}, {[]string{"a"}, actNone}}},
 		{"scaled to zero and back", []step{{[]string{"a"}, actStart}, {nil, actStop}, {[]string{"b"}, actStart}}},
-		{"rollout restart of one replica overlaps old and new, then restarts", []step{
-			{[]string{"a"}, actStart}, {[]string{"a", "b"}, actNone}, {[]string{"b"}, actRestart}, {[]string{"b"}, actNone},
+		{"rollout restart of one replica restarts when the new pod is ready", []step{
+			{[]string{"a"}, actStart}, {[]string{"a", "b"}, actRestart}, {[]string{"b"}, actNone}, {[]string{"b"}, actNone},
 		}},
-		{"rollout restart of two replicas restarts once, when the last old pod goes", []step{
-			{[]string{"a", "b"}, actStart}, {[]string{"a", "b", "c"}, actNone}, {[]string{"b", "c"}, actNone},
-			{[]string{"b", "c", "d"}, actNone}, {[]string{"c", "d"}, actRestart}, {[]string{"c", "d", "e"}, actNone},
+		{"rollout restart of two replicas restarts for each new pod", []step{
+			{[]string{"a", "b"}, actStart}, {[]string{"a", "b", "c"}, actRestart}, {[]string{"b", "c"}, actNone},
+			{[]string{"b", "c", "d"}, actRestart}, {[]string{"c", "d"}, actNone}, {[]string{"c", "d"}, actNone},
 		}},
 		{"losing one of two pods is not a restart", []step{{[]string{"a", "b"}, actStart}, {[]string{"b"}, actNone}}},
 		{"a pod replaced while no endpoint is ready is a stop and a start", []step{

@@ -3,8 +3,8 @@
 // demo's MCP server runs as a local process, and Follow links the two by watching
 // the Service's EndpointSlices. While the Service has no ready endpoint the process
 // stops serving (its port refuses connections); when endpoints are ready again it
-// serves; and when every pod it was serving for has been replaced (a rollout
-// restart, a crashed pod recreated), the process is restarted with fresh sessions.
+// serves; and when a pod it has not seen becomes ready (a rollout restart, a crashed
+// pod recreated), the process is restarted with fresh sessions.
 package follow
 
 import (
@@ -39,8 +39,8 @@ type State struct {
 	ReadyPods []string
 	// Serving is whether the process now serves.
 	Serving bool
-	// Restarted is set when this change restarted the process, because none of the
-	// pods it was serving for is ready any more.
+	// Restarted is set when this change restarted the process, because a pod it had
+	// not seen became ready.
 	Restarted bool
 }
 
@@ -192,7 +192,7 @@ const (
 )
 
 // decision is the follower's memory: whether it serves, the ready pods seen last,
-// and members, the ready pods that have been there since the process (re)started.
+// and members, the ready pods the running process stands for.
 type decision struct {
 	serving bool
 	ready   []string
@@ -200,10 +200,11 @@ type decision struct {
 }
 
 // decide is the pure rule. No ready pod: stop. Ready pods while stopped: start.
-// While serving, the process stands for the pods that were ready when it started;
-// once none of those is ready any more, every pod has been replaced and the process
-// restarts. Comparing only consecutive states would miss a rollout, which overlaps
-// old and new pods at every step.
+// While serving, the one local process stands for the pods it has seen ready; a pod it
+// has not seen becoming ready is a new process (a rollout's first new pod, a
+// replacement), so the process restarts at once: in a cluster, new connections reach
+// a new pod as soon as it is ready, before the old pods are gone. A pod that leaves is
+// not a restart.
 func decide(prev decision, synced bool, ready []string) (decision, action) {
 	next := decision{serving: len(ready) > 0, ready: ready}
 	switch {
@@ -216,15 +217,11 @@ func decide(prev decision, synced bool, ready []string) (decision, action) {
 		next.members = setOf(ready)
 		return next, actStart
 	}
-	next.members = map[string]bool{}
+	next.members = setOf(ready)
 	for _, p := range ready {
-		if prev.members[p] {
-			next.members[p] = true
+		if !prev.members[p] {
+			return next, actRestart
 		}
-	}
-	if len(next.members) == 0 {
-		next.members = setOf(ready)
-		return next, actRestart
 	}
 	return next, actNone
 }

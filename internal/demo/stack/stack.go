@@ -1,0 +1,496 @@
+// Package stack starts the whole selfheal story on one machine, for the demo and the
+// e2e suite: the local control plane (kwok plays the kubelet), the manager binary
+// authenticated as its ServiceAccount with the RBAC from config/rbac, the example MCP
+// server deployed as sandfly-mcp-server in cortex-system (a local process that follows
+// the Deployment), and a fake Anthropic upstream (or the real API).
+package stack
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"time"
+
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/resource"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/util/intstr"
+	"k8s.io/apimachinery/pkg/util/wait"
+	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
+	"k8s.io/utils/ptr"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	v1 "github.com/selfheal-dev/selfheal/api/v1alpha1"
+	"github.com/selfheal-dev/selfheal/internal/controlplane"
+	"github.com/selfheal-dev/selfheal/internal/demo/alerts"
+	"github.com/selfheal-dev/selfheal/internal/demo/fakeclaude"
+	"github.com/selfheal-dev/selfheal/internal/demo/follow"
+)
+
+// The cast's names, as in the seed's story.
+const (
+	Namespace        = "cortex-system"
+	Service          = "sandfly-mcp-server"
+	Upstream         = "sandfly"
+	ManagerNamespace = "selfheal-system"
+	ManagerSA        = "selfheal-manager"
+)
+
+// Options configure Start.
+type Options struct {
+	// Dir holds kubeconfigs, logs and the gateway config; a temporary one when empty.
+	Dir string
+	// Progress receives what happens, in plain words; nil discards it.
+	Progress io.Writer
+	// ManagerBinary defaults to bin/manager (make build).
+	ManagerBinary string
+	// AnthropicAPIKey, when set, makes the gateway use the real Claude API instead of
+	// the fake upstream.
+	AnthropicAPIKey string
+	// CallTimeout is the gateway's per-call timeout for the MCP upstream (default 3s).
+	CallTimeout time.Duration
+}
+
+// Stack is the running story.
+type Stack struct {
+	Cluster *controlplane.ControlPlane
+	Client  client.Client
+	Alerts  *alerts.Server
+	// Claude is the fake Anthropic upstream; nil when the real API is used.
+	Claude *fakeclaude.Server
+	// GatewayURL, ProbeURL and MetricsURL are the manager's endpoints.
+	GatewayURL, ProbeURL, MetricsURL string
+	// Token is a client token the gateway accepts.
+	Token string
+	// Kubeconfig is an administrator kubeconfig for kubectl.
+	Kubeconfig string
+	// Kubectl is the kubectl binary built with the control plane.
+	Kubectl string
+	Dir     string
+
+	progress    io.Writer
+	manager     *exec.Cmd
+	managerDone chan struct{}
+	cancel      context.CancelFunc
+	followDone  chan struct{}
+}
+
+// Start brings everything up; on error what was started is stopped.
+func Start(ctx context.Context, o Options) (s *Stack, err error) {
+	root, err := controlplane.RepoRoot()
+	if err != nil {
+		return nil, err
+	}
+	if o.Progress == nil {
+		o.Progress = io.Discard
+	}
+	if o.ManagerBinary == "" {
+		o.ManagerBinary = filepath.Join(root, "bin", "manager")
+	}
+	if o.CallTimeout == 0 {
+		o.CallTimeout = 3 * time.Second
+	}
+	if _, err := os.Stat(o.ManagerBinary); err != nil {
+		return nil, fmt.Errorf("manager binary %s: %w (run make build)", o.ManagerBinary, err)
+	}
+	if o.Dir == "" {
+		if o.Dir, err = os.MkdirTemp("", "selfheal-demo-"); err != nil {
+			return nil, err
+		}
+	}
+	s = &Stack{Dir: o.Dir, progress: o.Progress}
+	defer func() {
+		if err != nil {
+			s.Stop()
+			s = nil
+		}
+	}()
+
+	s.say("Starting the local Kubernetes control plane (kwok plays the kubelet: pods are simulated, everything else is real)")
+	if s.Cluster, err = controlplane.Start(ctx, controlplane.Options{Cluster: true, Dir: filepath.Join(o.Dir, "cluster"), Progress: o.Progress}); err != nil {
+		return nil, err
+	}
+	s.Client, s.Kubeconfig = s.Cluster.Client, s.Cluster.Kubeconfig
+	assets, err := controlplane.AssetsDir(nil)
+	if err != nil {
+		return nil, err
+	}
+	s.Kubectl = filepath.Join(assets, "kubectl")
+
+	if err := s.applyRBAC(ctx, root); err != nil {
+		return nil, fmt.Errorf("applying config/rbac: %w", err)
+	}
+	s.say("Deploying the MCP server %s in namespace %s", Service, Namespace)
+	if err := s.deployMCPServer(ctx); err != nil {
+		return nil, err
+	}
+	if s.Alerts, err = alerts.Start(alerts.Options{}); err != nil {
+		return nil, err
+	}
+	followCtx, cancel := context.WithCancel(context.Background())
+	s.cancel = cancel
+	watcher, err := client.NewWithWatch(s.Cluster.Config, client.Options{Scheme: controlplane.Scheme()})
+	if err != nil {
+		return nil, err
+	}
+	s.followDone = make(chan struct{})
+	go func() {
+		defer close(s.followDone)
+		if err := follow.Follow(followCtx, watcher, Namespace, Service, s.Alerts); err != nil {
+			fmt.Fprintf(o.Progress, "follow: %v\n", err)
+		}
+	}()
+	if err := s.WaitServing(ctx, true); err != nil {
+		return nil, err
+	}
+
+	apiKey, baseURL := o.AnthropicAPIKey, ""
+	if apiKey == "" {
+		apiKey = "sk-ant-demo-" + randomHex(12)
+		if s.Claude, err = fakeclaude.Start(fakeclaude.Options{APIKey: apiKey}); err != nil {
+			return nil, err
+		}
+		baseURL = s.Claude.URL()
+	}
+	s.Token = "demo-" + randomHex(16)
+	if err := s.startManager(ctx, root, o, apiKey, baseURL); err != nil {
+		return nil, err
+	}
+	return s, nil
+}
+
+// Stop ends everything Start started, the manager first.
+func (s *Stack) Stop() {
+	if s.manager != nil && s.manager.Process != nil {
+		_ = s.manager.Process.Signal(syscall.SIGTERM)
+		select {
+		case <-s.managerDone:
+		case <-time.After(15 * time.Second):
+			_ = s.manager.Process.Kill()
+			<-s.managerDone
+		}
+	}
+	if s.cancel != nil {
+		s.cancel()
+		<-s.followDone
+	}
+	if s.Alerts != nil {
+		_ = s.Alerts.Close()
+	}
+	if s.Claude != nil {
+		_ = s.Claude.Close()
+	}
+	if s.Cluster != nil {
+		_ = s.Cluster.Stop()
+	}
+}
+
+func (s *Stack) say(format string, args ...any) {
+	fmt.Fprintf(s.progress, "==> "+format+"\n", args...)
+}
+
+// applyRBAC creates the manager's namespace and applies config/rbac as it is shipped.
+func (s *Stack) applyRBAC(ctx context.Context, root string) error {
+	if err := s.create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ManagerNamespace}}); err != nil {
+		return err
+	}
+	for _, f := range []string{"service_account.yaml", "role.yaml", "role_binding.yaml", "leader_election_role.yaml"} {
+		if err := s.ApplyFile(ctx, filepath.Join(root, "config", "rbac", f)); err != nil {
+			return fmt.Errorf("%s: %w", f, err)
+		}
+	}
+	return nil
+}
+
+// ApplyFile creates every object of a (multi-document) YAML file.
+func (s *Stack) ApplyFile(ctx context.Context, path string) error {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return err
+	}
+	dec := utilyaml.NewYAMLOrJSONDecoder(bytes.NewReader(data), 4096)
+	for {
+		obj := &unstructured.Unstructured{}
+		if err := dec.Decode(&obj.Object); err != nil {
+			if errors.Is(err, io.EOF) {
+				return nil
+			}
+			return err
+		}
+		if len(obj.Object) == 0 {
+			continue
+		}
+		if err := s.create(ctx, obj); err != nil {
+			return err
+		}
+	}
+}
+
+func (s *Stack) create(ctx context.Context, obj client.Object) error {
+	if err := s.Client.Create(ctx, obj); err != nil && !apierrors.IsAlreadyExists(err) {
+		return err
+	}
+	return nil
+}
+
+func (s *Stack) deployMCPServer(ctx context.Context) error {
+	labels := map[string]string{"app": Service}
+	if err := s.create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: Namespace}}); err != nil {
+		return err
+	}
+	dep := &appsv1.Deployment{
+		ObjectMeta: metav1.ObjectMeta{Namespace: Namespace, Name: Service},
+		Spec: appsv1.DeploymentSpec{
+			Replicas: ptr.To[int32](1),
+			Selector: &metav1.LabelSelector{MatchLabels: labels},
+			Template: corev1.PodTemplateSpec{
+				ObjectMeta: metav1.ObjectMeta{Labels: map[string]string{"app": Service}},
+				Spec: corev1.PodSpec{Containers: []corev1.Container{{
+					Name: "server", Image: "ghcr.io/sandfly/security-alerts-mcp:2.4.1",
+					Ports: []corev1.ContainerPort{{Name: "mcp", ContainerPort: 8080}},
+					Resources: corev1.ResourceRequirements{Limits: corev1.ResourceList{
+						corev1.ResourceMemory: resource.MustParse("256Mi"), corev1.ResourceCPU: resource.MustParse("500m"),
+					}},
+				}}},
+			},
+		},
+	}
+	svc := &corev1.Service{
+		ObjectMeta: metav1.ObjectMeta{Namespace: Namespace, Name: Service, Labels: map[string]string{"selfheal.dev/heal": "true"}},
+		Spec: corev1.ServiceSpec{
+			Selector: labels,
+			Ports:    []corev1.ServicePort{{Name: "mcp", Port: 80, TargetPort: intstr.FromString("mcp")}},
+		},
+	}
+	if err := s.create(ctx, dep); err != nil {
+		return err
+	}
+	return s.create(ctx, svc)
+}
+
+// WaitServing waits until the local MCP server follows the Deployment into the given
+// state.
+func (s *Stack) WaitServing(ctx context.Context, serving bool) error {
+	return wait.PollUntilContextTimeout(ctx, 50*time.Millisecond, 60*time.Second, true, func(context.Context) (bool, error) {
+		return s.Alerts.Serving() == serving, nil
+	})
+}
+
+func (s *Stack) startManager(ctx context.Context, root string, o Options, apiKey, baseURL string) error {
+	user := controlplane.ServiceAccountUser(ManagerNamespace, ManagerSA)
+	kubeconfig, err := s.Cluster.WriteKubeconfig(user, controlplane.ServiceAccountGroups(ManagerNamespace))
+	if err != nil {
+		return err
+	}
+	ports, err := freePorts(3)
+	if err != nil {
+		return err
+	}
+	gw, probe, metrics := ports[0], ports[1], ports[2]
+	// The gateway watches the tokens file's directory: alone in its own, so that writes
+	// to manager.log (in Dir) do not make it reload and log, in a loop.
+	tokens := filepath.Join(s.Dir, "gateway", "tokens")
+	if err := os.MkdirAll(filepath.Dir(tokens), 0o700); err != nil {
+		return err
+	}
+	if err := os.WriteFile(tokens, []byte("# demo client\nchat:"+s.Token+"\n"), 0o600); err != nil {
+		return err
+	}
+	anthropic := "  apiKey:\n    env: SELFHEAL_ANTHROPIC_API_KEY\n"
+	if baseURL != "" {
+		anthropic = "  baseURL: " + baseURL + "\n" + anthropic
+	}
+	// replay: always — get_security_alerts only reads, so a call the upstream may have
+	// received (a timeout) is safe to replay after healing.
+	cfg := fmt.Sprintf(`anthropic:
+%s  maxRetries: 2
+auth:
+  tokensFile: %s
+upstreams:
+- name: %s
+  url: %s
+  namespace: %s
+  service: %s
+  callTimeout: %s
+  replay: always
+caller:
+  namespace: %s
+  labels:
+    app.kubernetes.io/name: selfheal
+healing:
+  namespace: %s
+`, anthropic, tokens, Upstream, s.Alerts.URL(), Namespace, Service, o.CallTimeout, ManagerNamespace, Namespace)
+	cfgPath := filepath.Join(s.Dir, "gateway.yaml")
+	if err := os.WriteFile(cfgPath, []byte(cfg), 0o600); err != nil {
+		return err
+	}
+	logPath := filepath.Join(s.Dir, "manager.log")
+	logFile, err := os.Create(logPath)
+	if err != nil {
+		return err
+	}
+	s.say("Starting selfheal (controllers and gateway) as ServiceAccount %s/%s, with the RBAC from config/rbac", ManagerNamespace, ManagerSA)
+	cmd := exec.Command(o.ManagerBinary, //nolint:gosec // our own binary
+		"--metrics-bind-address="+metrics, "--health-probe-bind-address="+probe,
+		"--gateway-config="+cfgPath, "--gateway-bind-address="+gw,
+		"--caller-namespace="+ManagerNamespace, "--zap-log-level=info",
+	)
+	cmd.Env = append(os.Environ(), "KUBECONFIG="+kubeconfig, "SELFHEAL_ANTHROPIC_API_KEY="+apiKey)
+	cmd.Stdout, cmd.Stderr = logFile, logFile
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	if err := cmd.Start(); err != nil {
+		_ = logFile.Close()
+		return err
+	}
+	s.manager, s.managerDone = cmd, make(chan struct{})
+	go func() {
+		_ = cmd.Wait()
+		_ = logFile.Close()
+		close(s.managerDone)
+	}()
+	s.GatewayURL, s.ProbeURL, s.MetricsURL = "http://"+gw, "http://"+probe, "http://"+metrics
+	err = wait.PollUntilContextTimeout(ctx, 100*time.Millisecond, 60*time.Second, true, func(context.Context) (bool, error) {
+		select {
+		case <-s.managerDone:
+			return false, fmt.Errorf("the manager exited; see %s", logPath)
+		default:
+		}
+		return httpOK(s.ProbeURL+"/readyz") && httpOK(s.GatewayURL+"/readyz"), nil
+	})
+	if err != nil {
+		return fmt.Errorf("waiting for the manager: %w (log: %s)", err, logPath)
+	}
+	return nil
+}
+
+// ManagerLog is the manager's output so far.
+func (s *Stack) ManagerLog() string {
+	b, _ := os.ReadFile(filepath.Join(s.Dir, "manager.log"))
+	return string(b)
+}
+
+// Kubectl runs kubectl with the administrator kubeconfig and returns its output.
+func (s *Stack) KubectlRun(ctx context.Context, args ...string) (string, error) {
+	cmd := exec.CommandContext(ctx, s.Kubectl, append([]string{"--kubeconfig", s.Kubeconfig}, args...)...) //nolint:gosec
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		return string(out), fmt.Errorf("kubectl %s: %w: %s", strings.Join(args, " "), err, out)
+	}
+	return string(out), nil
+}
+
+// ApplyPolicy creates (or replaces) a HealingPolicy.
+func (s *Stack) ApplyPolicy(ctx context.Context, p *v1.HealingPolicy) error {
+	existing := &v1.HealingPolicy{}
+	if err := s.Client.Get(ctx, client.ObjectKeyFromObject(p), existing); err == nil {
+		if err := s.Client.Delete(ctx, existing); err != nil && !apierrors.IsNotFound(err) {
+			return err
+		}
+	}
+	return s.Client.Create(ctx, p)
+}
+
+func httpOK(url string) bool {
+	resp, err := http.Get(url) //nolint:gosec,noctx // loopback probe
+	if err != nil {
+		return false
+	}
+	_ = resp.Body.Close()
+	return resp.StatusCode == http.StatusOK
+}
+
+func freePorts(n int) ([]string, error) {
+	var addrs []string
+	var ls []net.Listener
+	defer func() {
+		for _, l := range ls {
+			_ = l.Close()
+		}
+	}()
+	for range n {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			return nil, err
+		}
+		ls = append(ls, l)
+		addrs = append(addrs, l.Addr().String())
+	}
+	return addrs, nil
+}
+
+func randomHex(n int) string {
+	b := make([]byte, n)
+	_, _ = rand.Read(b)
+	return hex.EncodeToString(b)
+}
+
+// Scale sets the MCP server Deployment's replicas, as kubectl scale would.
+func (s *Stack) Scale(ctx context.Context, replicas int32) error {
+	dep := &appsv1.Deployment{}
+	if err := s.Client.Get(ctx, client.ObjectKey{Namespace: Namespace, Name: Service}, dep); err != nil {
+		return err
+	}
+	patch := client.MergeFrom(dep.DeepCopy())
+	dep.Spec.Replicas = ptr.To(replicas)
+	return s.Client.Patch(ctx, dep, patch)
+}
+
+// Deployment reads the MCP server Deployment.
+func (s *Stack) Deployment(ctx context.Context) (*appsv1.Deployment, error) {
+	dep := &appsv1.Deployment{}
+	return dep, s.Client.Get(ctx, client.ObjectKey{Namespace: Namespace, Name: Service}, dep)
+}
+
+// WaitHealthy waits until the Deployment's rollout is complete with every replica
+// available and the local MCP server serves.
+func (s *Stack) WaitHealthy(ctx context.Context) error {
+	err := wait.PollUntilContextTimeout(ctx, 50*time.Millisecond, 60*time.Second, true, func(ctx context.Context) (bool, error) {
+		dep, err := s.Deployment(ctx)
+		if err != nil {
+			return false, nil //nolint:nilerr // keep waiting through transient errors
+		}
+		want := ptr.Deref(dep.Spec.Replicas, 1)
+		return want > 0 && dep.Status.ObservedGeneration >= dep.Generation && dep.Status.UpdatedReplicas == want &&
+			dep.Status.AvailableReplicas == want && dep.Status.Replicas == want, nil
+	})
+	if err != nil {
+		return fmt.Errorf("waiting for %s to be healthy: %w", Service, err)
+	}
+	return s.WaitServing(ctx, true)
+}
+
+// Pods lists the MCP server's pods that are not terminating.
+func (s *Stack) Pods(ctx context.Context) ([]corev1.Pod, error) {
+	var list corev1.PodList
+	if err := s.Client.List(ctx, &list, client.InNamespace(Namespace), client.MatchingLabels{"app": Service}); err != nil {
+		return nil, err
+	}
+	var out []corev1.Pod
+	for _, p := range list.Items {
+		if p.DeletionTimestamp == nil {
+			out = append(out, p)
+		}
+	}
+	return out, nil
+}
+
+// Requests lists the HealingRequests in the MCP server's namespace.
+func (s *Stack) Requests(ctx context.Context) ([]v1.HealingRequest, error) {
+	var list v1.HealingRequestList
+	err := s.Client.List(ctx, &list, client.InNamespace(Namespace))
+	return list.Items, err
+}

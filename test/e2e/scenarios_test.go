@@ -1,0 +1,451 @@
+package e2e
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	. "github.com/onsi/ginkgo/v2"
+	. "github.com/onsi/gomega"
+	appsv1 "k8s.io/api/apps/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/utils/ptr"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	v1 "github.com/selfheal-dev/selfheal/api/v1alpha1"
+	"github.com/selfheal-dev/selfheal/internal/controlplane"
+	"github.com/selfheal-dev/selfheal/internal/demo/chat"
+	"github.com/selfheal-dev/selfheal/internal/demo/fakeclaude"
+	"github.com/selfheal-dev/selfheal/internal/demo/stack"
+)
+
+const question = "What security alerts do we have?"
+
+// e2ePolicy allows every action with no cooldown and a breaker wide enough for the
+// suite's scenarios, which heal the same service several times in a few minutes.
+func e2ePolicy() *v1.HealingPolicy {
+	return &v1.HealingPolicy{
+		ObjectMeta: metav1.ObjectMeta{Namespace: stack.Namespace, Name: "mcp-servers"},
+		Spec: v1.HealingPolicySpec{
+			ServiceSelector: &metav1.LabelSelector{MatchLabels: map[string]string{"selfheal.dev/heal": "true"}},
+			AllowedActions:  []v1.ActionType{v1.ActionRolloutRestart, v1.ActionScaleFromZero, v1.ActionDeleteFailedPods},
+			Cooldown:        &metav1.Duration{},
+			CircuitBreaker:  &v1.CircuitBreaker{MaxActionsPerTarget: ptr.To[int32](50), NamespaceMaxActions: ptr.To[int32](100)},
+		},
+	}
+}
+
+// eventLog collects the healing events of the stream it was opened on.
+type eventLog struct {
+	mu     sync.Mutex
+	events []chat.Event
+}
+
+func (l *eventLog) all() []chat.Event {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return slices.Clone(l.events)
+}
+
+// forRequest returns the types of the events of one HealingRequest, in order.
+func (l *eventLog) forRequest(name string) []string {
+	var types []string
+	for _, e := range l.all() {
+		if e.Request == name {
+			types = append(types, e.Type)
+		}
+	}
+	return types
+}
+
+func (l *eventLog) types() []string {
+	var types []string
+	for _, e := range l.all() {
+		types = append(types, e.Type)
+	}
+	return types
+}
+
+func subscribe(ctx context.Context, c *chat.Client, f chat.Filter) *eventLog {
+	ch, err := c.Events(ctx, f)
+	Expect(err).NotTo(HaveOccurred())
+	l := &eventLog{}
+	go func() {
+		for e := range ch {
+			l.mu.Lock()
+			l.events = append(l.events, e)
+			l.mu.Unlock()
+		}
+	}()
+	return l
+}
+
+func newClient() *chat.Client {
+	c := &chat.Client{
+		GatewayURL: env.GatewayURL, Token: env.Token, Upstream: stack.Upstream,
+		OnNotice: func(s string) { fmt.Fprintf(GinkgoWriter, "  mcp notice: %s\n", s) },
+		OnStep:   func(s string) { fmt.Fprintf(GinkgoWriter, "  chat: %s\n", s) },
+	}
+	DeferCleanup(c.Close)
+	return c
+}
+
+// requestsSince returns the HealingRequests created since the names in before.
+func requestsSince(ctx context.Context, before map[string]bool) []v1.HealingRequest {
+	all, err := env.Requests(ctx)
+	Expect(err).NotTo(HaveOccurred())
+	var out []v1.HealingRequest
+	for _, r := range all {
+		if !before[r.Name] {
+			out = append(out, r)
+		}
+	}
+	return out
+}
+
+func existingRequests(ctx context.Context) map[string]bool {
+	all, err := env.Requests(ctx)
+	Expect(err).NotTo(HaveOccurred())
+	names := map[string]bool{}
+	for _, r := range all {
+		names[r.Name] = true
+	}
+	return names
+}
+
+// oneRequest waits until exactly one new HealingRequest exists and is terminal.
+func oneRequest(ctx context.Context, before map[string]bool) v1.HealingRequest {
+	var hr v1.HealingRequest
+	Eventually(func(g Gomega) {
+		news := requestsSince(ctx, before)
+		g.Expect(news).To(HaveLen(1))
+		hr = news[0]
+		g.Expect(hr.Status.Phase.IsTerminal()).To(BeTrue())
+	}).WithContext(ctx).WithTimeout(60 * time.Second).WithPolling(100 * time.Millisecond).Should(Succeed())
+	return hr
+}
+
+func executedActions(hr v1.HealingRequest) []v1.ActionType {
+	var out []v1.ActionType
+	for _, a := range hr.Status.Actions {
+		if a.Outcome == v1.OutcomeSucceeded || a.Outcome == v1.OutcomeFailed {
+			out = append(out, a.Type)
+		}
+	}
+	return out
+}
+
+func readyMessage(hr v1.HealingRequest) string {
+	for _, c := range hr.Status.Conditions {
+		if c.Type == v1.ConditionReady {
+			return c.Message
+		}
+	}
+	return ""
+}
+
+// inOrder asserts that start comes first, at least one progress event follows, and the
+// given terminal event ends the sequence.
+func expectInOrder(types []string, terminal string) {
+	Expect(types).NotTo(BeEmpty())
+	Expect(types[0]).To(Equal(chat.EventHealingStart), "events: %v", types)
+	Expect(types[len(types)-1]).To(Equal(terminal), "events: %v", types)
+	Expect(types[1 : len(types)-1]).NotTo(BeEmpty(), "progress between start and end: %v", types)
+	for _, t := range types[1 : len(types)-1] {
+		Expect(t).To(Equal(chat.EventHealingProgress), "events: %v", types)
+	}
+}
+
+func crashLoopAll(ctx context.Context, details map[string]string) {
+	pods, err := env.Pods(ctx)
+	Expect(err).NotTo(HaveOccurred())
+	Expect(pods).NotTo(BeEmpty())
+	for i := range pods {
+		Expect(controlplane.SetPodState(ctx, env.Client, &pods[i], controlplane.StateCrashLoop, details)).To(Succeed())
+	}
+	Expect(env.WaitServing(ctx, false)).To(Succeed())
+}
+
+func patchDeployment(ctx context.Context, mutate func(*appsv1.Deployment)) {
+	dep, err := env.Deployment(ctx)
+	Expect(err).NotTo(HaveOccurred())
+	patch := client.MergeFrom(dep.DeepCopy())
+	mutate(dep)
+	Expect(env.Client.Patch(ctx, dep, patch)).To(Succeed())
+}
+
+func restartedAt(ctx context.Context) string {
+	dep, err := env.Deployment(ctx)
+	Expect(err).NotTo(HaveOccurred())
+	return dep.Spec.Template.Annotations["kubectl.kubernetes.io/restartedAt"]
+}
+
+var _ = Describe("selfheal", Ordered, func() {
+	BeforeAll(func(ctx SpecContext) {
+		Expect(env.ApplyPolicy(ctx, e2ePolicy())).To(Succeed())
+	})
+
+	// Every scenario leaves the service healthy and serving, and the policy in place,
+	// even when it failed half-way.
+	AfterEach(func(ctx SpecContext) {
+		Expect(env.ApplyPolicy(ctx, e2ePolicy())).To(Succeed())
+		env.Alerts.SetHang(false)
+		patchDeployment(ctx, func(d *appsv1.Deployment) {
+			if ptr.Deref(d.Spec.Replicas, 0) == 0 {
+				d.Spec.Replicas = ptr.To[int32](1)
+			}
+			delete(d.Spec.Template.Labels, controlplane.StateLabel)
+			d.Spec.Strategy = appsv1.DeploymentStrategy{Type: appsv1.RollingUpdateDeploymentStrategyType}
+		})
+		Expect(env.WaitHealthy(ctx)).To(Succeed())
+	})
+
+	It("1. heals a service scaled to zero while the question waits, streaming each step", func(ctx SpecContext) {
+		c := newClient()
+		Expect(c.Connect(ctx)).To(Succeed())
+		events := subscribe(ctx, c, chat.Filter{Service: stack.Service})
+		before := existingRequests(ctx)
+
+		Expect(env.Scale(ctx, 0)).To(Succeed())
+		Expect(env.WaitServing(ctx, false)).To(Succeed())
+		start := time.Now()
+		answer, err := c.Ask(ctx, question)
+		Expect(err).NotTo(HaveOccurred())
+		recovered("scaled to zero", time.Since(start))
+		Expect(answer).To(ContainSubstring("security alert"))
+
+		hr := oneRequest(ctx, before)
+		Expect(hr.Status.Phase).To(Equal(v1.PhaseHealed))
+		Expect(hr.Status.Issue).To(Equal(v1.IssueNoPods))
+		Expect(executedActions(hr)).To(Equal([]v1.ActionType{v1.ActionScaleFromZero}))
+		Eventually(func() []string { return events.forRequest(hr.Name) }).
+			Should(ContainElement(chat.EventHealingComplete))
+		expectInOrder(events.forRequest(hr.Name), chat.EventHealingComplete)
+	})
+
+	It("2. restarts crashlooping pods and answers", func(ctx SpecContext) {
+		c := newClient()
+		Expect(c.Connect(ctx)).To(Succeed())
+		before := existingRequests(ctx)
+		restarted := restartedAt(ctx)
+
+		crashLoopAll(ctx, nil)
+		start := time.Now()
+		answer, err := c.Ask(ctx, question)
+		Expect(err).NotTo(HaveOccurred())
+		recovered("crashloop", time.Since(start))
+		Expect(answer).To(ContainSubstring("security alert"))
+
+		hr := oneRequest(ctx, before)
+		Expect(hr.Status.Phase).To(Equal(v1.PhaseHealed))
+		Expect(hr.Status.Issue).To(Equal(v1.IssueCrashLoopBackOff))
+		Expect(executedActions(hr)).To(Equal([]v1.ActionType{v1.ActionRolloutRestart}))
+		Expect(restartedAt(ctx)).NotTo(Equal(restarted))
+	})
+
+	It("3. diagnoses and heals a HealingRequest created with kubectl, watched with kubectl get hr", func(ctx SpecContext) {
+		Expect(env.Scale(ctx, 0)).To(Succeed())
+		Expect(env.WaitServing(ctx, false)).To(Succeed())
+		manifest := filepath.Join(env.Dir, "manual-hr.yaml")
+		Expect(os.WriteFile(manifest, []byte(`apiVersion: selfheal.dev/v1alpha1
+kind: HealingRequest
+metadata:
+  name: sandfly-manual-check
+  namespace: cortex-system
+spec:
+  target:
+    service: sandfly-mcp-server
+  trigger:
+    source: manual
+    failureClass: ConnectionRefused
+    message: reported by the on-call engineer
+`), 0o600)).To(Succeed())
+		start := time.Now()
+		_, err := env.KubectlRun(ctx, "create", "-f", manifest)
+		Expect(err).NotTo(HaveOccurred())
+		_, err = env.KubectlRun(ctx, "wait", "-n", stack.Namespace, "hr/sandfly-manual-check",
+			"--for=jsonpath={.status.phase}=Healed", "--timeout=60s")
+		Expect(err).NotTo(HaveOccurred())
+		recovered("kubectl-created request", time.Since(start))
+
+		out, err := env.KubectlRun(ctx, "get", "hr", "-n", stack.Namespace, "sandfly-manual-check")
+		Expect(err).NotTo(HaveOccurred())
+		fmt.Fprintln(GinkgoWriter, out)
+		header := strings.Fields(strings.SplitN(out, "\n", 2)[0])
+		Expect(header).To(Equal([]string{"NAME", "TARGET", "PHASE", "ISSUE", "ACTION", "AGE"}))
+		Expect(out).To(MatchRegexp(`sandfly-manual-check\s+sandfly-mcp-server\s+Healed\s+NoPods\s+ScaleFromZero\s+\d+s`))
+
+		hr := &v1.HealingRequest{}
+		Expect(env.Client.Get(ctx, client.ObjectKey{Namespace: stack.Namespace, Name: "sandfly-manual-check"}, hr)).To(Succeed())
+		Expect(hr.Status.Findings).To(HaveLen(8), "one finding per check")
+		Expect(hr.Status.Actions).To(HaveLen(1))
+		Expect(hr.Status.Actions[0].Outcome).To(Equal(v1.OutcomeSucceeded))
+		Expect(hr.Status.Progress).NotTo(BeEmpty())
+	})
+
+	It("4. serves health, readiness and metrics", func(ctx SpecContext) {
+		for _, url := range []string{env.ProbeURL + "/healthz", env.ProbeURL + "/readyz", env.GatewayURL + "/healthz", env.GatewayURL + "/readyz"} {
+			resp, err := http.Get(url) //nolint:noctx
+			Expect(err).NotTo(HaveOccurred())
+			_ = resp.Body.Close()
+			Expect(resp.StatusCode).To(Equal(http.StatusOK), url)
+		}
+		resp, err := http.Get(env.MetricsURL + "/metrics") //nolint:noctx
+		Expect(err).NotTo(HaveOccurred())
+		body, err := io.ReadAll(resp.Body)
+		_ = resp.Body.Close()
+		Expect(err).NotTo(HaveOccurred())
+		Expect(string(body)).To(And(
+			ContainSubstring(`selfheal_healings_total{issue="NoPods",outcome="Healed"}`),
+			ContainSubstring(`selfheal_actions_total{outcome="Succeeded",type="ScaleFromZero"}`),
+			ContainSubstring("selfheal_time_to_heal_seconds_bucket"),
+			ContainSubstring("selfheal_gateway_upstream_requests_total"),
+			ContainSubstring("controller_runtime_reconcile_total"),
+		))
+	})
+
+	It("5. restarts a server whose calls time out and replays the call", func(ctx SpecContext) {
+		c := newClient()
+		Expect(c.Connect(ctx)).To(Succeed())
+		before := existingRequests(ctx)
+		env.Alerts.SetHang(true)
+		start := time.Now()
+		answer, err := c.Ask(ctx, question)
+		Expect(err).NotTo(HaveOccurred())
+		recovered("timeout", time.Since(start))
+		Expect(answer).To(ContainSubstring("security alert"))
+		hr := oneRequest(ctx, before)
+		Expect(hr.Spec.Trigger.FailureClass).To(Equal(v1.FailureTimeout))
+		Expect(hr.Status.Issue).To(Equal(v1.IssueUnresponsive))
+		Expect(hr.Status.Phase).To(Equal(v1.PhaseHealed))
+		Expect(executedActions(hr)).To(Equal([]v1.ActionType{v1.ActionRolloutRestart}))
+	})
+
+	It("6. fails fast with the cause when the image cannot be pulled, without restarting", func(ctx SpecContext) {
+		c := newClient()
+		Expect(c.Connect(ctx)).To(Succeed())
+		events := subscribe(ctx, c, chat.Filter{Service: stack.Service})
+		before := existingRequests(ctx)
+		patchDeployment(ctx, func(d *appsv1.Deployment) {
+			d.Spec.Strategy = appsv1.DeploymentStrategy{Type: appsv1.RecreateDeploymentStrategyType}
+			d.Spec.Template.Labels[controlplane.StateLabel] = string(controlplane.StateImagePull)
+		})
+		Expect(env.WaitServing(ctx, false)).To(Succeed())
+		restarted := restartedAt(ctx)
+		start := time.Now()
+		_, err := c.Ask(ctx, question)
+		took := time.Since(start)
+		Expect(err).To(MatchError(ContainSubstring("ImagePullBackOff")))
+		fmt.Fprintf(os.Stderr, "time to diagnosis [image pull]: %s\n", took.Round(time.Millisecond))
+		Expect(took).To(BeNumerically("<", 30*time.Second), "fails fast, long before the 2m deadline")
+
+		hr := oneRequest(ctx, before)
+		Expect(hr.Status.Phase).To(Equal(v1.PhaseManualInterventionRequired))
+		Expect(hr.Status.Issue).To(Equal(v1.IssueImagePullBackOff))
+		Expect(readyMessage(hr)).To(ContainSubstring("ghcr.io/sandfly/security-alerts-mcp:2.4.1"))
+		Expect(hr.Status.Actions).To(BeEmpty())
+		Expect(restartedAt(ctx)).To(Equal(restarted), "no restart attempted")
+		Eventually(func() []string { return events.forRequest(hr.Name) }).Should(ContainElement(chat.EventHealingFailed))
+
+		patchDeployment(ctx, func(d *appsv1.Deployment) {
+			delete(d.Spec.Template.Labels, controlplane.StateLabel)
+			d.Spec.Strategy = appsv1.DeploymentStrategy{Type: appsv1.RollingUpdateDeploymentStrategyType}
+		})
+	})
+
+	It("7. reports OOMKilled as needing a person, with the reason", func(ctx SpecContext) {
+		c := newClient()
+		Expect(c.Connect(ctx)).To(Succeed())
+		before := existingRequests(ctx)
+		restarted := restartedAt(ctx)
+		crashLoopAll(ctx, map[string]string{controlplane.ReasonAnnotation: "OOMKilled"})
+		_, err := c.Ask(ctx, question)
+		Expect(err).To(MatchError(ContainSubstring("OOMKilled")))
+		hr := oneRequest(ctx, before)
+		Expect(hr.Status.Phase).To(Equal(v1.PhaseManualInterventionRequired))
+		Expect(hr.Status.Issue).To(Equal(v1.IssueOOMKilled))
+		Expect(readyMessage(hr)).To(ContainSubstring("256Mi"))
+		Expect(restartedAt(ctx)).To(Equal(restarted), "a restart would be OOMKilled again")
+
+		// Put it back as a person would after raising the limit.
+		_, err = env.KubectlRun(ctx, "rollout", "restart", "-n", stack.Namespace, "deployment/"+stack.Service)
+		Expect(err).NotTo(HaveOccurred())
+	})
+
+	It("8. only diagnoses and reports when no HealingPolicy exists", func(ctx SpecContext) {
+		Expect(env.Client.Delete(ctx, e2ePolicy())).To(Succeed())
+		c := newClient()
+		Expect(c.Connect(ctx)).To(Succeed())
+		before := existingRequests(ctx)
+		Expect(env.Scale(ctx, 0)).To(Succeed())
+		Expect(env.WaitServing(ctx, false)).To(Succeed())
+		_, err := c.Ask(ctx, question)
+		Expect(err).To(MatchError(ContainSubstring("No HealingPolicy governs service")))
+		hr := oneRequest(ctx, before)
+		Expect(hr.Status.Phase).To(Equal(v1.PhaseSkipped))
+		Expect(hr.Status.Issue).To(Equal(v1.IssueNoPods))
+		Expect(hr.Status.Findings).NotTo(BeEmpty())
+		Expect(hr.Status.Actions).To(BeEmpty())
+		dep, err := env.Deployment(ctx)
+		Expect(err).NotTo(HaveOccurred())
+		Expect(*dep.Spec.Replicas).To(Equal(int32(0)), "nothing changed")
+
+		Expect(env.Scale(ctx, 1)).To(Succeed())
+	})
+
+	It("9. turns a storm of failing calls into one healing and one restart, and answers them all", func(ctx SpecContext) {
+		c := newClient()
+		Expect(c.Connect(ctx)).To(Succeed())
+		before := existingRequests(ctx)
+		crashLoopAll(ctx, nil)
+		const calls = 50
+		start := time.Now()
+		var wg sync.WaitGroup
+		errs := make(chan error, calls)
+		for range calls {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				answer, err := c.Ask(ctx, question)
+				if err == nil && !strings.Contains(answer, "security alert") {
+					err = fmt.Errorf("unexpected answer %q", answer)
+				}
+				errs <- err
+			}()
+		}
+		wg.Wait()
+		close(errs)
+		recovered(fmt.Sprintf("storm of %d calls", calls), time.Since(start))
+		for err := range errs {
+			Expect(err).NotTo(HaveOccurred())
+		}
+		hr := oneRequest(ctx, before)
+		Expect(hr.Status.Phase).To(Equal(v1.PhaseHealed))
+		Expect(executedActions(hr)).To(Equal([]v1.ActionType{v1.ActionRolloutRestart}))
+	})
+
+	It("10. rides out an overloaded Claude without creating a HealingRequest", func(ctx SpecContext) {
+		if env.Claude == nil {
+			Skip("the real Claude API is in use: overload cannot be injected")
+		}
+		c := newClient()
+		Expect(c.Connect(ctx)).To(Succeed())
+		events := subscribe(ctx, c, chat.Filter{}) // processing delays concern Claude, not a service
+		before := existingRequests(ctx)
+		env.Claude.Inject(fakeclaude.Fault529)
+		start := time.Now()
+		answer, err := c.Ask(ctx, question)
+		Expect(err).NotTo(HaveOccurred())
+		recovered("Claude overloaded (529)", time.Since(start))
+		Expect(answer).To(ContainSubstring("security alert"))
+		Eventually(events.types).Should(ContainElement(chat.EventProcessingDelay))
+		Expect(requestsSince(ctx, before)).To(BeEmpty(), "Claude failures never create HealingRequests")
+	})
+})

@@ -57,4 +57,3 @@ func recovered(name string, d time.Duration) {
 	AddReportEntry("time to recover", line)
 	fmt.Fprintln(os.Stderr, line)
 }
-

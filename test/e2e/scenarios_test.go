@@ -157,7 +157,7 @@ func expectInOrder(types []string, terminal string) {
 	Expect(types).NotTo(BeEmpty())
 	Expect(types[0]).To(Equal(chat.EventHealingStart), "events: %v", types)
 	Expect(types[len(types)-1]).To(Equal(terminal), "events: %v", types)
-	Expect(types[1 : len(types)-1]).NotTo(BeEmpty(), "progress between start and end: %v", types)
+	Expect(types[1:len(types)-1]).NotTo(BeEmpty(), "progress between start and end: %v", types)
 	for _, t := range types[1 : len(types)-1] {
 		Expect(t).To(Equal(chat.EventHealingProgress), "events: %v", types)
 	}

@@ -29,9 +29,10 @@ help: ## Show the targets.
 ##@ Development
 
 .PHONY: manifests
-manifests: ## Generate the CRDs and the RBAC role from the markers in the code.
+manifests: ## Generate the CRDs and the RBAC role (each rule commented with its markers' "// rbac:" reasons).
 	$(CONTROLLER_GEN) rbac:roleName=selfheal-manager crd:allowDangerousTypes=false paths="./..." \
 		output:crd:artifacts:config=config/crd/bases output:rbac:artifacts:config=config/rbac
+	go run ./hack/rbaccomments
 
 .PHONY: generate
 generate: ## Generate the deepcopy code of the API types.
@@ -64,7 +65,7 @@ controlplane: ## Build (or reuse) the local control plane binaries; prints their
 	@hack/controlplane.sh
 
 .PHONY: test
-test: ## Run every test (unit, envtest, e2e) with the race detector on the local control plane.
+test: build ## Run every test (unit, envtest, e2e) with the race detector on the local control plane.
 	KUBEBUILDER_ASSETS="$$(hack/controlplane.sh)" go test -race -count=1 -timeout $(TEST_TIMEOUT) ./...
 
 .PHONY: test-e2e

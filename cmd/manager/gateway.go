@@ -22,8 +22,7 @@ import (
 	"github.com/selfheal-dev/selfheal/internal/gateway/mcp"
 )
 
-// The gateway creates a HealingRequest when an upstream fails and watches requests to
-// stream their progress.
+// rbac: The gateway creates a HealingRequest when an upstream fails and watches it to stream its progress.
 // +kubebuilder:rbac:groups=selfheal.dev,resources=healingrequests,verbs=create;get;list;watch
 
 // gatewayRunnable serves the gateway on every replica (no leader election) and runs

@@ -80,7 +80,7 @@ func (d *demo) run(ctx context.Context) int {
 			d.printf("\nselfheal keeps running. Press Ctrl-C to stop everything.\n")
 			<-ctx.Done()
 		}
-		d.printf("\nStopping selfheal and the local control plane...\n")
+		d.printf("\nStopping selfheal and the local control plane (a few seconds)...\n")
 		d.s.Stop()
 	}
 	switch {
@@ -171,7 +171,7 @@ func (d *demo) play(ctx context.Context) error {
 		return err
 	}
 
-	d.printf("Breaking the MCP server: kubectl scale deployment/%s -n %s --replicas=0\n", stack.Service, stack.Namespace)
+	d.printf("Breaking the MCP server, as kubectl scale deployment/%s -n %s --replicas=0 would.\n", stack.Service, stack.Namespace)
 	if err := d.s.Scale(ctx, 0); err != nil {
 		return fmt.Errorf("scaling %s to zero: %w", stack.Service, err)
 	}
@@ -434,7 +434,7 @@ func (d *demo) lookAround(ctx context.Context) error {
 // fail explains a failure, with the end of the manager's log.
 func (d *demo) fail(err error) {
 	d.printf("\nFAILED: %v\n", err)
-	if d.apiKey != "" {
+	if d.apiKey != "" && strings.Contains(err.Error(), "Claude") {
 		d.printf("(The real Claude API was used: check ANTHROPIC_API_KEY and the network, or unset it.)\n")
 	}
 	data, rerr := os.ReadFile(d.logPath())

@@ -30,28 +30,37 @@ import (
 	"github.com/selfheal-dev/selfheal/internal/remediation"
 )
 
-// The controller's RBAC. Each rule says why it is needed; nothing writes a spec except
-// the restart annotation and the scale subresource.
+// The controller's RBAC. Each marker's "rbac:" line says why it is needed (hack/rbaccomments
+// copies it above the generated rule); nothing writes a spec except the restart annotation
+// and the scale subresource.
 //
-// HealingRequests: the objects reconciled; delete for retention.
+// rbac: HealingRequests are the objects reconciled; delete trims them to the retention limit.
 // +kubebuilder:rbac:groups=selfheal.dev,resources=healingrequests,verbs=get;list;watch;delete
+// rbac: The controller records a HealingRequest's phase, conditions and actions in its status.
 // +kubebuilder:rbac:groups=selfheal.dev,resources=healingrequests/status,verbs=get;patch;update
-// HealingPolicies: read to gate remediation; status for mode and healings in window.
+// rbac: HealingPolicies are read to gate remediation.
 // +kubebuilder:rbac:groups=selfheal.dev,resources=healingpolicies,verbs=get;list;watch
+// rbac: The controller records a HealingPolicy's mode and healings in window in its status.
 // +kubebuilder:rbac:groups=selfheal.dev,resources=healingpolicies/status,verbs=get;patch;update
-// Diagnosis reads: Services, pods and their logs, events, EndpointSlices, policies.
+// rbac: Diagnosis reads a Service, its pods and their events.
 // +kubebuilder:rbac:groups="",resources=services;pods;events,verbs=get;list;watch
+// rbac: Diagnosis reads the recent logs of a Service's pods.
 // +kubebuilder:rbac:groups="",resources=pods/log,verbs=get
+// rbac: Diagnosis reads a Service's EndpointSlices to see which pods it routes to.
 // +kubebuilder:rbac:groups=discovery.k8s.io,resources=endpointslices,verbs=get;list;watch
+// rbac: Diagnosis reads the NetworkPolicies that may block traffic to a Service.
 // +kubebuilder:rbac:groups=networking.k8s.io,resources=networkpolicies,verbs=get;list;watch
+// rbac: Diagnosis compares pod usage from metrics.k8s.io with the limits, when that API is served.
 // +kubebuilder:rbac:groups=metrics.k8s.io,resources=pods,verbs=get;list
-// Remediation: restart = patch of the pod-template annotation; scale from zero through
-// the scale subresource only; delete only failed pods (the only pod write).
+// rbac: Remediation restarts a workload by patching its pod-template annotation (the only spec write).
 // +kubebuilder:rbac:groups=apps,resources=deployments;statefulsets,verbs=get;list;watch;patch
+// rbac: Remediation finds a Deployment's pods through its ReplicaSets.
 // +kubebuilder:rbac:groups=apps,resources=replicasets,verbs=get;list;watch
+// rbac: Remediation scales a workload from zero through the scale subresource only.
 // +kubebuilder:rbac:groups=apps,resources=deployments/scale;statefulsets/scale,verbs=get;update;patch
+// rbac: Remediation deletes only failed pods (the only pod write).
 // +kubebuilder:rbac:groups="",resources=pods,verbs=delete
-// Events (events.k8s.io) on transitions and actions.
+// rbac: The controller emits events (events.k8s.io) on transitions and actions.
 // +kubebuilder:rbac:groups=events.k8s.io,resources=events,verbs=create;patch
 
 // HealingRequestReconciler drives one HealingRequest from Pending to a terminal phase.

@@ -103,7 +103,7 @@ func grantManagerRBAC(ctx context.Context) error {
 
 // startManager runs the controllers as the manager's ServiceAccount until the returned
 // stop is called (which waits for the manager to exit).
-func startManager(t *testing.T) (stop func()) {
+func startManager(t testing.TB) (stop func()) {
 	t.Helper()
 	cfg, err := cluster.AddUser(controlplane.ServiceAccountUser(managerNamespace, managerSA), controlplane.ServiceAccountGroups(managerNamespace))
 	if err != nil {
@@ -141,7 +141,7 @@ func startManager(t *testing.T) (stop func()) {
 }
 
 // newNamespace creates a namespace for one test.
-func newNamespace(t *testing.T) string {
+func newNamespace(t testing.TB) string {
 	t.Helper()
 	ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{GenerateName: "heal-"}}
 	if err := k8s.Create(context.Background(), ns); err != nil {
@@ -151,7 +151,7 @@ func newNamespace(t *testing.T) string {
 }
 
 // app creates a Deployment and a Service named name and waits until it serves.
-func app(t *testing.T, ns, name string, replicas int32, mutate ...func(*appsv1.Deployment)) *appsv1.Deployment {
+func app(t testing.TB, ns, name string, replicas int32, mutate ...func(*appsv1.Deployment)) *appsv1.Deployment {
 	t.Helper()
 	labels := map[string]string{"app": name}
 	dep := &appsv1.Deployment{
@@ -192,7 +192,7 @@ func app(t *testing.T, ns, name string, replicas int32, mutate ...func(*appsv1.D
 }
 
 // policy creates a HealingPolicy that allows every action, with no cooldown.
-func policy(t *testing.T, ns string, mutate ...func(*v1.HealingPolicy)) *v1.HealingPolicy {
+func policy(t testing.TB, ns string, mutate ...func(*v1.HealingPolicy)) *v1.HealingPolicy {
 	t.Helper()
 	p := &v1.HealingPolicy{
 		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "heal"},
@@ -211,7 +211,7 @@ func policy(t *testing.T, ns string, mutate ...func(*v1.HealingPolicy)) *v1.Heal
 }
 
 // request creates a HealingRequest as the gateway would.
-func request(t *testing.T, ns, service string, mutate ...func(*v1.HealingRequest)) *v1.HealingRequest {
+func request(t testing.TB, ns, service string, mutate ...func(*v1.HealingRequest)) *v1.HealingRequest {
 	t.Helper()
 	hr := &v1.HealingRequest{
 		ObjectMeta: metav1.ObjectMeta{Namespace: ns, GenerateName: service + "-"},
@@ -230,7 +230,7 @@ func request(t *testing.T, ns, service string, mutate ...func(*v1.HealingRequest
 }
 
 // terminal waits for the request to reach a terminal phase and returns it.
-func terminal(t *testing.T, hr *v1.HealingRequest) *v1.HealingRequest {
+func terminal(t testing.TB, hr *v1.HealingRequest) *v1.HealingRequest {
 	t.Helper()
 	got := &v1.HealingRequest{}
 	NewWithT(t).Eventually(func(g Gomega) {
@@ -257,7 +257,7 @@ func readyPods(g Gomega, ns, app string) []corev1.Pod {
 	return ready
 }
 
-func waitReady(t *testing.T, ns, name string, n int) []corev1.Pod {
+func waitReady(t testing.TB, ns, name string, n int) []corev1.Pod {
 	t.Helper()
 	var pods []corev1.Pod
 	NewWithT(t).Eventually(func(g Gomega) {
@@ -267,7 +267,7 @@ func waitReady(t *testing.T, ns, name string, n int) []corev1.Pod {
 	return pods
 }
 
-func getDeployment(t *testing.T, ns, name string) *appsv1.Deployment {
+func getDeployment(t testing.TB, ns, name string) *appsv1.Deployment {
 	t.Helper()
 	d := &appsv1.Deployment{}
 	if err := k8s.Get(context.Background(), client.ObjectKey{Namespace: ns, Name: name}, d); err != nil {

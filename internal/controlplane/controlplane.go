@@ -97,10 +97,10 @@ func Start(ctx context.Context, opts Options) (cp *ControlPlane, err error) {
 	} else if err := os.MkdirAll(cp.Dir, 0o750); err != nil {
 		return nil, err
 	}
+	started := cp // the named result is nil by the time a failed return runs the defer
 	defer func() {
 		if err != nil {
-			_ = cp.Stop()
-			cp = nil
+			_ = started.Stop()
 		}
 	}()
 

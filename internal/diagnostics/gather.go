@@ -21,12 +21,19 @@ import (
 	selfhealv1alpha1 "github.com/selfheal-dev/selfheal/api/v1alpha1"
 )
 
-// What the gatherer reads; controller-gen turns these markers into the manager's role.
+// What the gatherer reads; controller-gen turns these markers into the manager's role and
+// hack/rbaccomments copies each "rbac:" line above the rule it produced.
+// rbac: Diagnosis reads a Service, its pods and their events.
 // +kubebuilder:rbac:groups="",resources=services;pods;events,verbs=get;list;watch
+// rbac: Diagnosis reads the recent logs of a Service's pods.
 // +kubebuilder:rbac:groups="",resources=pods/log,verbs=get
+// rbac: Diagnosis reads the workload that owns the pods (ReplicaSet to Deployment, or StatefulSet).
 // +kubebuilder:rbac:groups=apps,resources=deployments;replicasets;statefulsets,verbs=get;list;watch
+// rbac: Diagnosis reads a Service's EndpointSlices to see which pods it routes to.
 // +kubebuilder:rbac:groups=discovery.k8s.io,resources=endpointslices,verbs=get;list;watch
+// rbac: Diagnosis reads the NetworkPolicies that may block traffic to a Service.
 // +kubebuilder:rbac:groups=networking.k8s.io,resources=networkpolicies,verbs=get;list;watch
+// rbac: Diagnosis compares pod usage from metrics.k8s.io with the limits, when that API is served.
 // +kubebuilder:rbac:groups=metrics.k8s.io,resources=pods,verbs=get;list
 
 // EventInvolvedObjectNameField is the field of core/v1 Events the gatherer queries

@@ -156,7 +156,7 @@ func (a *Authenticator) Watch(ctx context.Context) error {
 			if !ok {
 				return nil
 			}
-			if ev.Op&(fsnotify.Write|fsnotify.Create|fsnotify.Rename|fsnotify.Remove) == 0 {
+			if ev.Op&(fsnotify.Write|fsnotify.Create|fsnotify.Rename|fsnotify.Remove) == 0 || !tokensFileEvent(ev.Name, a.path) {
 				continue
 			}
 			if err := a.Reload(); err != nil {
@@ -230,4 +230,12 @@ func bearer(h string) (string, bool) {
 		return strings.TrimSpace(h[len(p):]), true
 	}
 	return "", false
+}
+
+// tokensFileEvent reports whether a change in the watched directory concerns the
+// tokens file: the file itself, or the "..data" symlink swap by which the kubelet
+// updates a mounted Secret. Other files in the directory (a log file, say) are
+// ignored, or every write to them would reload the tokens.
+func tokensFileEvent(name, tokensFile string) bool {
+	return filepath.Clean(name) == filepath.Clean(tokensFile) || strings.HasPrefix(filepath.Base(name), "..")
 }

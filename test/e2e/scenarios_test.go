@@ -125,11 +125,20 @@ func oneRequest(ctx context.Context, before map[string]bool) v1.HealingRequest {
 	var hr v1.HealingRequest
 	Eventually(func(g Gomega) {
 		news := requestsSince(ctx, before)
-		g.Expect(news).To(HaveLen(1))
+		g.Expect(news).To(HaveLen(1), "new HealingRequests: %s", describeRequests(news))
 		hr = news[0]
 		g.Expect(hr.Status.Phase.IsTerminal()).To(BeTrue())
 	}).WithContext(ctx).WithTimeout(60 * time.Second).WithPolling(100 * time.Millisecond).Should(Succeed())
 	return hr
+}
+
+func describeRequests(hrs []v1.HealingRequest) string {
+	var parts []string
+	for _, hr := range hrs {
+		parts = append(parts, fmt.Sprintf("%s (trigger %s %q, phase %s, issue %s, duplicateOf %q)", hr.Name,
+			hr.Spec.Trigger.FailureClass, hr.Spec.Trigger.Message, hr.Status.Phase, hr.Status.Issue, hr.Status.DuplicateOf))
+	}
+	return strings.Join(parts, "; ")
 }
 
 func executedActions(hr v1.HealingRequest) []v1.ActionType {

@@ -404,3 +404,37 @@ func TestReplayModesAfterHealing(t *testing.T) {
 		})
 	}
 }
+
+// A session that died with the pods a healing restarted is re-created without a new
+// incident: it was the healing's doing.
+func TestSessionLostToARecentHealingIsNotANewIncident(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	ns := freshNamespace(t)
+	healer := startHealer(t, ctx, ns)
+	up := newUpstream(t, false)
+	proxy := startProxy(t, Options{
+		Upstreams:     []Upstream{{Name: "tools", URL: up.url(), Namespace: ns, Service: "tools"}},
+		Healer:        healer,
+		RetryInterval: 20 * time.Millisecond,
+	})
+	busy, _ := connectSDK(t, ctx, proxy.URL+"/mcp/tools", "2025-11-25")
+	idle, _ := connectSDK(t, ctx, proxy.URL+"/mcp/tools", "2025-11-25")
+	up.stop()
+
+	done := make(chan int, 1)
+	go func() { done <- callCount(t, ctx, busy, 3, nil) }()
+	name := waitForOneRequest(t, ns)
+	up.start()
+	playController(t, ns, name, end(v1alpha1.PhaseHealed, v1alpha1.IssueCrashLoopBackOff, v1alpha1.ReasonHealed, "tools is serving again"))
+	if sum := <-done; sum != 6 {
+		t.Fatalf("replayed count(3) = %d, want 6", sum)
+	}
+
+	if sum := callCount(t, ctx, idle, 2, nil); sum != 3 {
+		t.Fatalf("count(2) on the idle client's recovered session = %d", sum)
+	}
+	if n := len(requests(t, ns)); n != 1 {
+		t.Fatalf("%d HealingRequests, want 1: a session lost to the healing is not a new incident", n)
+	}
+}

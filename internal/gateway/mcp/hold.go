@@ -106,7 +106,18 @@ func (p *Proxy) hold(w http.ResponseWriter, r *http.Request, up *upstream, msg *
 
 	replays := 0
 	for {
-		out := p.heal(ctx, up, h, fail)
+		var out healOutcome
+		if fail.class == v1alpha1.FailureMCPSessionLost && sess != nil && up.healedWithin(time.Now(), sessionLossGrace) {
+			// The healing that just ended restarted the upstream: its sessions are gone
+			// by design. Re-create the session and replay; no new incident.
+			log.Info("Recovering an MCP session lost to a recent healing")
+			out = healOutcome{healed: true}
+		} else {
+			out = p.heal(ctx, up, h, fail)
+			if out.healed {
+				up.markHealed(time.Now())
+			}
+		}
 		if ctx.Err() != nil {
 			return
 		}

@@ -104,6 +104,24 @@ type upstream struct {
 
 	mu       sync.Mutex
 	sessions map[string]*session // client session id -> session
+	// healedAt is when a healing of this upstream last ended Healed.
+	healedAt time.Time
+}
+
+// sessionLossGrace is how long after a healing a lost MCP session is taken as that
+// healing's doing (it restarted the pods) rather than a new incident.
+const sessionLossGrace = time.Minute
+
+func (u *upstream) markHealed(now time.Time) {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	u.healedAt = now
+}
+
+func (u *upstream) healedWithin(now time.Time, d time.Duration) bool {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	return !u.healedAt.IsZero() && now.Sub(u.healedAt) < d
 }
 
 // session maps the session id the client holds to the upstream's current one, and

@@ -430,3 +430,37 @@ func reserveClosedAddr(t *testing.T) string {
 	srv.Close()
 	return addr
 }
+
+// Finished incidents created in the same second tie on creation time; whichever one
+// "newest" picks, the trigger walks the chain of names to the next free one instead of
+// giving up on a name that a finished incident holds.
+func TestTriggerWalksTheChainWhenTimestampsTie(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	ns := freshNamespace(t)
+	h := startHealer(t, ctx, ns, NewHub(HubOptions{}))
+	// A chain of three finished incidents, each named after its predecessor, created
+	// within one second so their creation timestamps tie.
+	prev := ""
+	for range 3 {
+		hr := h.newRequest(refused(ns), RequestName("tools", prev))
+		if err := cp.Client.Create(ctx, hr); err != nil {
+			t.Fatal(err)
+		}
+		playController(t, ns, hr.Name, finish(v1alpha1.PhaseHealed, v1alpha1.IssueNoReadyPods, v1alpha1.ReasonHealed, "serving again"))
+		prev = hr.Name
+	}
+	waitUntil(t, func() bool { return len(listRequests(t, ns)) == 3 })
+	waitUntil(t, func() bool { _, ok := h.activeFor(ns + "/tools"); return !ok })
+
+	name, err := h.Trigger(ctx, refused(ns))
+	if err != nil {
+		t.Fatalf("Trigger: %v", err)
+	}
+	if want := RequestName("tools", prev); name != want {
+		t.Fatalf("Trigger made %q, want the successor of the last link %q", name, want)
+	}
+	if n := len(listRequests(t, ns)); n != 4 {
+		t.Fatalf("%d HealingRequests, want 4", n)
+	}
+}

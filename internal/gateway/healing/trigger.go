@@ -219,7 +219,12 @@ func (h *Healer) setActive(key, name string) {
 func (h *Healer) createOrJoin(ctx context.Context, f Failure) (string, error) {
 	log := ctrl.LoggerFrom(ctx).WithValues("namespace", f.Namespace, "service", f.Service)
 	key := f.Namespace + "/" + f.Service
-	for range 3 {
+	// walk follows the chain of incident names: when the name computed from the
+	// newest finished request is already taken by a finished one (timestamps have
+	// second resolution, so "newest" can pick an older link), the taken one is the
+	// better predecessor. Every replica walking the same chain reaches the same name.
+	walk := ""
+	for range maxCreateAttempts {
 		var list v1alpha1.HealingRequestList
 		if err := h.reader.List(ctx, &list, client.InNamespace(f.Namespace)); err != nil {
 			return "", fmt.Errorf("%w: listing HealingRequests in %s: %w", ErrHealingUnavailable, f.Namespace, err)
@@ -248,8 +253,8 @@ func (h *Healer) createOrJoin(ctx context.Context, f Failure) (string, error) {
 			log.V(1).Info("Joining active HealingRequest", "healingRequest", active.Name)
 			return active.Name, nil
 		}
-		predecessor := ""
-		if newestDone != nil {
+		predecessor := walk
+		if predecessor == "" && newestDone != nil {
 			predecessor = newestDone.Name
 		}
 		hr := h.newRequest(f, RequestName(f.Service, predecessor))
@@ -276,14 +281,18 @@ func (h *Healer) createOrJoin(ctx context.Context, f Failure) (string, error) {
 				h.setActive(key, existing.Name)
 				return existing.Name, nil
 			}
+			walk = existing.Name
 		case apierrors.IsInvalid(err) || apierrors.IsBadRequest(err):
 			return "", fmt.Errorf("%w: %w", ErrInvalidFailure, err)
 		default:
 			return "", fmt.Errorf("%w: creating HealingRequest %s: %w", ErrHealingUnavailable, hr.Name, err)
 		}
 	}
-	return "", fmt.Errorf("%w: no stable HealingRequest for %s after 3 attempts", ErrHealingUnavailable, key)
+	return "", fmt.Errorf("%w: no stable HealingRequest for %s after %d attempts", ErrHealingUnavailable, key, maxCreateAttempts)
 }
+
+// maxCreateAttempts bounds the list-create rounds of one trigger.
+const maxCreateAttempts = 10
 
 // newer orders requests by creation time, then name.
 func newer(a, b *v1alpha1.HealingRequest) bool {

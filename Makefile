@@ -73,8 +73,11 @@ test-e2e: build ## Run the e2e suite alone.
 	KUBEBUILDER_ASSETS="$$(hack/controlplane.sh)" go test -race -count=1 -timeout $(TEST_TIMEOUT) ./test/e2e/... -v -ginkgo.v
 
 .PHONY: bench
-bench: ## Run the benchmarks (they print their figures).
-	KUBEBUILDER_ASSETS="$$(hack/controlplane.sh)" go test -run '^$$' -bench . -benchtime 1x -timeout $(TEST_TIMEOUT) ./...
+bench: ## Run the benchmarks; each prints its figures (the README lists the latest).
+	KUBEBUILDER_ASSETS="$$(hack/controlplane.sh)" go test -run '^$$' -bench . -benchtime 1x -timeout $(TEST_TIMEOUT) \
+		./internal/controller/ ./internal/gateway/healing/
+	go test -run '^$$' -bench BenchmarkAddedLatency -benchtime 5000x ./internal/gateway/
+	go test -run '^$$' -bench . -benchtime 2s ./internal/diagnostics/ ./internal/remediation/
 
 ##@ Build
 
@@ -88,7 +91,8 @@ run: ## Run the manager against the current kubeconfig.
 
 .PHONY: demo
 demo: build ## The story on a local control plane; DEMO_ONCE=1 plays it once and exits.
-	go run ./hack/demo
+	go build -o $(LOCALBIN)/demo ./hack/demo
+	$(LOCALBIN)/demo
 
 .PHONY: docker-build
 docker-build: ## Build the container image (needs a Docker engine).

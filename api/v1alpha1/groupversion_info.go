@@ -16,7 +16,7 @@ var (
 	GroupVersion = schema.GroupVersion{Group: "selfheal.dev", Version: "v1alpha1"}
 
 	// SchemeBuilder registers the Go types with a runtime.Scheme.
-	SchemeBuilder = &scheme.Builder{GroupVersion: GroupVersion}
+	SchemeBuilder = &scheme.Builder{GroupVersion: GroupVersion} //nolint:staticcheck // SA1019: the kubebuilder layout; the types' init functions register with it
 
 	// AddToScheme adds the types of this group-version to a scheme.
 	AddToScheme = SchemeBuilder.AddToScheme

@@ -39,7 +39,6 @@ const (
 
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
 	d := &demo{
 		out:    os.Stdout,
 		once:   os.Getenv("DEMO_ONCE") != "" && os.Getenv("DEMO_ONCE") != "0",
@@ -127,7 +126,7 @@ func (d *demo) play(ctx context.Context) error {
 	if d.root, err = controlplane.RepoRoot(); err != nil {
 		return err
 	}
-	if err := d.controlPlaneBinaries(); err != nil {
+	if err := d.controlPlaneBinaries(ctx); err != nil {
 		return err
 	}
 	if d.dir, err = os.MkdirTemp("", "selfheal-demo-"); err != nil {
@@ -235,7 +234,7 @@ func (d *demo) start(ctx context.Context) (*stack.Stack, error) {
 
 // controlPlaneBinaries makes sure the control plane is compiled, saying so (and how long
 // it took) when this is the first run.
-func (d *demo) controlPlaneBinaries() error {
+func (d *demo) controlPlaneBinaries(ctx context.Context) error {
 	w := &firstWrite{w: d.out, first: func() {
 		d.printf("Compiling the Kubernetes control plane from Go modules. This happens once;\n")
 		d.printf("later runs reuse the cache.\n")
@@ -257,7 +256,7 @@ func (d *demo) controlPlaneBinaries() error {
 			}
 		}
 	}()
-	dir, err := controlplane.AssetsDir(w)
+	dir, err := controlplane.AssetsDir(ctx, w)
 	close(done)
 	if err != nil {
 		return err
@@ -361,7 +360,7 @@ func (d *demo) liveOnce(who, what, key string) {
 	if !d.downAt.IsZero() {
 		stamp = fmt.Sprintf("%5.1fs", time.Since(d.downAt).Seconds())
 	}
-	fmt.Fprintf(d.out, "  %s  %-7s %s\n", stamp, who, what)
+	_, _ = fmt.Fprintf(d.out, "  %s  %-7s %s\n", stamp, who, what)
 }
 
 // checkAnswer makes sure the answer is about the alerts the MCP server holds, so it
@@ -456,7 +455,7 @@ func (d *demo) logPath() string { return filepath.Join(d.dir, "manager.log") }
 func (d *demo) printf(format string, args ...any) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	fmt.Fprintf(d.out, format, args...)
+	_, _ = fmt.Fprintf(d.out, format, args...)
 }
 
 // firstWrite forwards to w and calls first before the first write.

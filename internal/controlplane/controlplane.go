@@ -81,7 +81,7 @@ func Start(ctx context.Context, opts Options) (cp *ControlPlane, err error) {
 	if err != nil {
 		return nil, err
 	}
-	assets, err := AssetsDir(opts.Progress)
+	assets, err := AssetsDir(ctx, opts.Progress)
 	if err != nil {
 		return nil, err
 	}
@@ -152,7 +152,7 @@ func Start(ctx context.Context, opts Options) (cp *ControlPlane, err error) {
 	if err := writeStages(stages); err != nil {
 		return nil, err
 	}
-	port, err := freePort()
+	port, err := freePort(ctx)
 	if err != nil {
 		return nil, err
 	}
@@ -184,7 +184,7 @@ func Start(ctx context.Context, opts Options) (cp *ControlPlane, err error) {
 func (cp *ControlPlane) Stop() error {
 	var errs []error
 	for i := len(cp.procs) - 1; i >= 0; i-- {
-		errs = append(errs, stopProcess(cp.procs[i]))
+		stopProcess(cp.procs[i])
 	}
 	cp.procs = nil
 	if cp.env != nil {
@@ -246,7 +246,8 @@ func (cp *ControlPlane) run(name, bin string, args ...string) error {
 	if err != nil {
 		return err
 	}
-	cmd := exec.Command(bin, args...) //nolint:gosec // binaries from our own cache
+	// No context: the component outlives Start's ctx; Stop ends it (SIGTERM, then SIGKILL).
+	cmd := exec.Command(bin, args...) //nolint:gosec,noctx // binaries from our own cache
 	cmd.Stdout, cmd.Stderr = logFile, logFile
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
 	if err := cmd.Start(); err != nil {
@@ -271,17 +272,16 @@ type process struct {
 
 // stopProcess asks the component's process group to terminate and kills it if it has
 // not exited within 5 seconds.
-func stopProcess(p *process) error {
+func stopProcess(p *process) {
 	pgid := -p.cmd.Process.Pid
 	_ = syscall.Kill(pgid, syscall.SIGTERM)
 	select {
 	case <-p.done:
-		return nil
+		return
 	case <-time.After(5 * time.Second):
 	}
 	_ = syscall.Kill(pgid, syscall.SIGKILL)
 	<-p.done
-	return nil
 }
 
 // createNode registers the fake node and waits until kwok reports it Ready.
@@ -332,8 +332,8 @@ func writeStages(path string) error {
 	return os.WriteFile(path, []byte(strings.Join(docs, "\n---\n")), 0o600)
 }
 
-func freePort() (int, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
+func freePort(ctx context.Context) (int, error) {
+	l, err := (&net.ListenConfig{}).Listen(ctx, "tcp", "127.0.0.1:0")
 	if err != nil {
 		return 0, err
 	}
@@ -368,7 +368,7 @@ func RepoRoot() (string, error) {
 // AssetsDir returns the directory with the control plane binaries: KUBEBUILDER_ASSETS
 // when it holds them, else the cache that hack/controlplane.sh fills (building it the
 // first time, which takes minutes; its progress goes to progress).
-func AssetsDir(progress io.Writer) (string, error) {
+func AssetsDir(ctx context.Context, progress io.Writer) (string, error) {
 	if dir := os.Getenv("KUBEBUILDER_ASSETS"); dir != "" {
 		if _, err := os.Stat(filepath.Join(dir, "kwok")); err == nil {
 			return dir, nil
@@ -378,7 +378,7 @@ func AssetsDir(progress io.Writer) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	cmd := exec.Command("bash", filepath.Join(root, "hack", "controlplane.sh"))
+	cmd := exec.CommandContext(ctx, "bash", filepath.Join(root, "hack", "controlplane.sh"))
 	cmd.Dir = root
 	if progress != nil {
 		cmd.Stderr = progress

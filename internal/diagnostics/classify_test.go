@@ -137,10 +137,9 @@ func TestEvaluateBoundsCustomFindings(t *testing.T) {
 func BenchmarkEvaluate(b *testing.B) {
 	var pods []corev1.Pod
 	pods = append(pods, manyPods(120)...)
-	for i, p := range manyPods(40, crashLooping(1, "Error", 7)) {
-		p.Name = p.Name + "-crash"
+	for _, p := range manyPods(40, crashLooping(1, "Error", 7)) {
+		p.Name += "-crash"
 		pods = append(pods, p)
-		_ = i
 	}
 	for _, p := range manyPods(20, oomKilledOnce) {
 		p.Name += "-oom"

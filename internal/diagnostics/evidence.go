@@ -44,9 +44,6 @@ func (e *evidence) add(format string, args ...any) {
 	}
 }
 
-// full reports whether another item would only be counted, not kept.
-func (e *evidence) full() bool { return len(e.items) >= MaxEvidenceItems }
-
 func (e *evidence) list() []string {
 	if e.total <= MaxEvidenceItems {
 		if len(e.items) == 0 {

@@ -239,8 +239,6 @@ func evicted(p *corev1.Pod) {
 
 func noLimits(p *corev1.Pod) { p.Spec.Containers[0].Resources.Limits = nil }
 
-func withLabels(l map[string]string) podOpt { return func(p *corev1.Pod) { p.Labels = l } }
-
 // sliceFor is the EndpointSlice the endpointslice controller writes for the pods.
 func sliceFor(pods ...corev1.Pod) discoveryv1.EndpointSlice {
 	s := discoveryv1.EndpointSlice{

@@ -49,7 +49,7 @@ func (g *Gatherer) metricsServed(ctx context.Context) (bool, error) {
 	if p.known && now.Sub(p.checkedAt) < p.ttl {
 		return p.served, nil
 	}
-	_, err := g.kube.Discovery().ServerResourcesForGroupVersion(MetricsGroupVersion)
+	_, err := g.kube.Discovery().ServerResourcesForGroupVersionWithContext(ctx, MetricsGroupVersion)
 	switch {
 	case err == nil:
 		p.served = true

@@ -75,10 +75,6 @@ type podFacts struct {
 	failed        []podIssue // phase Failed
 }
 
-func (f *podFacts) anyContainerProblem() bool {
-	return len(f.crashLoop)+len(f.imagePull)+len(f.configError)+len(f.unschedulable) > 0
-}
-
 func isPodReady(p *corev1.Pod) bool {
 	for _, c := range p.Status.Conditions {
 		if c.Type == corev1.PodReady {

@@ -180,7 +180,7 @@ func (s *Server) Start(ctx context.Context) error {
 	ln := s.ln
 	if ln == nil {
 		var err error
-		if ln, err = net.Listen("tcp", s.addr); err != nil {
+		if ln, err = (&net.ListenConfig{}).Listen(ctx, "tcp", s.addr); err != nil {
 			return fmt.Errorf("gateway listen on %s: %w", s.addr, err)
 		}
 	}

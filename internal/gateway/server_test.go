@@ -209,10 +209,13 @@ func TestTokenSetMatch(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for tok, want := range map[string]string{"tok-a": "alpha", "tok-b": "token-4", "tok-c": "beta", "tok-": "", "": "", "tok-a ": ""} {
-		name, ok := ts.Match(tok)
-		if name != want || ok != (want != "") {
-			t.Errorf("Match(%q) = %q %v, want %q", tok, name, ok, want)
+	// A table, not a map: "tok-a " carries a deliberate trailing space.
+	for _, c := range []struct{ tok, want string }{
+		{"tok-a", "alpha"}, {"tok-b", "token-4"}, {"tok-c", "beta"}, {"tok-", ""}, {"", ""}, {"tok-a ", ""},
+	} {
+		name, ok := ts.Match(c.tok)
+		if name != c.want || ok != (c.want != "") {
+			t.Errorf("Match(%q) = %q %v, want %q", c.tok, name, ok, c.want)
 		}
 	}
 	if _, err := gateway.ParseTokens([]byte("name:\n")); err == nil {

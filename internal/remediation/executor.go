@@ -237,7 +237,7 @@ func (e *Executor) deleteFailedPods(ctx context.Context, obj client.Object, targ
 	}
 	sel, err := metav1.LabelSelectorAsSelector(selector)
 	if err != nil {
-		return "", fmt.Errorf("%w: selector of %s: %v", ErrInvalidStep, target, err)
+		return "", fmt.Errorf("%w: selector of %s: %w", ErrInvalidStep, target, err)
 	}
 
 	var pods corev1.PodList

@@ -260,7 +260,7 @@ func Plan(in Input) Decision {
 			Message: fmt.Sprintf("Service %q looks healthy: nothing to remediate, verifying", service)}
 	}
 
-	steps := stepsFor(in.Issue, snap, workload, failed, spec)
+	steps := stepsFor(in.Issue, workload, failed, spec)
 	execRefusal := executionGates(in, snap, spec, steps, deploymentPaused)
 
 	// 6. Dry run: plan only; report what a real run would meet.
@@ -341,7 +341,7 @@ func notHealable(issue selfhealv1alpha1.IssueType, snap *diagnostics.Snapshot) (
 }
 
 // stepsFor maps a healable issue to its steps. Gate 3 guarantees a workload exists.
-func stepsFor(issue selfhealv1alpha1.IssueType, snap *diagnostics.Snapshot, workload string,
+func stepsFor(issue selfhealv1alpha1.IssueType, workload string,
 	failed []string, spec *selfhealv1alpha1.HealingPolicySpec) []Step {
 	switch {
 	case issue == selfhealv1alpha1.IssueNoPods:

@@ -58,7 +58,7 @@ func Start(opts Options) (*Server, error) {
 	if opts.Addr == "" {
 		opts.Addr = "127.0.0.1:0"
 	}
-	ln, err := net.Listen("tcp", opts.Addr)
+	ln, err := (&net.ListenConfig{}).Listen(context.Background(), "tcp", opts.Addr)
 	if err != nil {
 		return nil, fmt.Errorf("listening on %s: %w", opts.Addr, err)
 	}
@@ -93,7 +93,7 @@ func (s *Server) SetServing(on bool) error {
 	if !on {
 		return s.stopLocked()
 	}
-	ln, err := net.Listen("tcp", s.addr)
+	ln, err := (&net.ListenConfig{}).Listen(context.Background(), "tcp", s.addr)
 	if err != nil {
 		return fmt.Errorf("reopening %s: %w", s.addr, err)
 	}
@@ -113,7 +113,7 @@ func (s *Server) Restart() error {
 	if err := s.stopLocked(); err != nil {
 		return err
 	}
-	ln, err := net.Listen("tcp", s.addr)
+	ln, err := (&net.ListenConfig{}).Listen(context.Background(), "tcp", s.addr)
 	if err != nil {
 		return fmt.Errorf("reopening %s: %w", s.addr, err)
 	}

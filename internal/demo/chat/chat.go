@@ -146,7 +146,9 @@ func (c *Client) connect(ctx context.Context) (*mcp.ClientSession, []*mcp.Tool, 
 				c.notice(fmt.Sprintf("progress %g/%g", r.Params.Progress, r.Params.Total))
 			}
 		},
-		LoggingMessageHandler: func(_ context.Context, r *mcp.LoggingMessageRequest) {
+		// The gateway reports healing to calls without a progress token as log messages;
+		// logging stays functional through its deprecation window.
+		LoggingMessageHandler: func(_ context.Context, r *mcp.LoggingMessageRequest) { //nolint:staticcheck // SA1019: see above
 			if s, ok := r.Params.Data.(string); ok {
 				c.notice(s)
 				return
@@ -280,7 +282,7 @@ func (c *Client) Ask(ctx context.Context, question string) (string, error) {
 }
 
 func (c *Client) callTool(ctx context.Context, session *mcp.ClientSession, use anthropic.ToolUseBlock) (string, bool, error) {
-	args := json.RawMessage(use.Input)
+	args := use.Input
 	if len(args) == 0 {
 		args = json.RawMessage(`{}`)
 	}
@@ -315,7 +317,7 @@ func (c *Client) create(ctx context.Context, claude anthropic.Client, params ant
 		return claude.Messages.New(ctx, params)
 	}
 	stream := claude.Messages.NewStreaming(ctx, params)
-	defer stream.Close()
+	defer func() { _ = stream.Close() }()
 	var msg anthropic.Message
 	for stream.Next() {
 		if err := msg.Accumulate(stream.Current()); err != nil {

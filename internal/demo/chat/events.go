@@ -122,7 +122,7 @@ func (c *Client) openEvents(ctx context.Context, f Filter, lastID string) (io.Re
 	}
 	if res.StatusCode != http.StatusOK {
 		msg, _ := io.ReadAll(io.LimitReader(res.Body, 512))
-		res.Body.Close()
+		_ = res.Body.Close()
 		err := fmt.Errorf("opening the healing events stream: %s: %s", res.Status, strings.TrimSpace(string(msg)))
 		if res.StatusCode >= 400 && res.StatusCode < 500 && res.StatusCode != http.StatusTooManyRequests {
 			return nil, permanentError{err}
@@ -148,11 +148,11 @@ func (c *Client) readEvents(ctx context.Context, f Filter, body io.ReadCloser, c
 			select {
 			case ch <- newEvent(ev):
 			case <-ctx.Done():
-				body.Close()
+				_ = body.Close()
 				return
 			}
 		}
-		body.Close()
+		_ = body.Close()
 		if id := r.LastEventID(); id != "" {
 			lastID = id
 		}

@@ -110,12 +110,14 @@ func (r *messagesRequest) validate() error {
 					continue
 				}
 				if !pendingToolUses[b.ToolUseID] {
+					//nolint:staticcheck // ST1005: copies the API's exact message
 					return fmt.Errorf("messages.%d.content.%d: unexpected `tool_use_id` found in `tool_result` blocks: %s. Each `tool_result` block must have a corresponding `tool_use` block in the previous message.", i, j, b.ToolUseID)
 				}
 				delete(pendingToolUses, b.ToolUseID)
 			}
 		}
 		if len(pendingToolUses) > 0 {
+			//nolint:staticcheck // ST1005: copies the API's exact message
 			return fmt.Errorf("messages.%d: `tool_use` ids were found without `tool_result` blocks immediately after: %s. Each `tool_use` block must have a corresponding `tool_result` block in the next message.", i-1, strings.Join(sortedKeys(pendingToolUses), ", "))
 		}
 		if m.Role == "assistant" {

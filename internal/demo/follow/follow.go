@@ -76,7 +76,7 @@ func Follow(ctx context.Context, c client.WithWatch, namespace, service string, 
 			err = f.watch(ctx, c, sel, rv)
 		}
 		if ctx.Err() != nil {
-			return nil
+			return nil //nolint:nilerr // ctx ended: Follow's documented nil return
 		}
 		if err != nil {
 			if errors.As(err, new(targetError)) {

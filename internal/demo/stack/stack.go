@@ -125,7 +125,7 @@ func Start(ctx context.Context, o Options) (s *Stack, err error) {
 		return nil, err
 	}
 	s.Client, s.Kubeconfig = s.Cluster.Client, s.Cluster.Kubeconfig
-	assets, err := controlplane.AssetsDir(nil)
+	assets, err := controlplane.AssetsDir(ctx, nil)
 	if err != nil {
 		return nil, err
 	}
@@ -151,7 +151,7 @@ func Start(ctx context.Context, o Options) (s *Stack, err error) {
 	go func() {
 		defer close(s.followDone)
 		if err := follow.Follow(followCtx, watcher, Namespace, Service, s.Alerts); err != nil {
-			fmt.Fprintf(o.Progress, "follow: %v\n", err)
+			_, _ = fmt.Fprintf(o.Progress, "follow: %v\n", err)
 		}
 	}()
 	if err := s.WaitServing(ctx, true); err != nil {
@@ -167,7 +167,7 @@ func Start(ctx context.Context, o Options) (s *Stack, err error) {
 		baseURL = s.Claude.URL()
 	}
 	s.Token = "demo-" + randomHex(16)
-	if err := s.startManager(ctx, root, o, apiKey, baseURL); err != nil {
+	if err := s.startManager(ctx, o, apiKey, baseURL); err != nil {
 		return nil, err
 	}
 	return s, nil
@@ -200,7 +200,7 @@ func (s *Stack) Stop() {
 }
 
 func (s *Stack) say(format string, args ...any) {
-	fmt.Fprintf(s.progress, "==> "+format+"\n", args...)
+	_, _ = fmt.Fprintf(s.progress, "==> "+format+"\n", args...)
 }
 
 // applyRBAC creates the manager's namespace and applies config/rbac as it is shipped.
@@ -290,13 +290,13 @@ func (s *Stack) WaitServing(ctx context.Context, serving bool) error {
 	})
 }
 
-func (s *Stack) startManager(ctx context.Context, root string, o Options, apiKey, baseURL string) error {
+func (s *Stack) startManager(ctx context.Context, o Options, apiKey, baseURL string) error {
 	user := controlplane.ServiceAccountUser(ManagerNamespace, ManagerSA)
 	kubeconfig, err := s.Cluster.WriteKubeconfig(user, controlplane.ServiceAccountGroups(ManagerNamespace))
 	if err != nil {
 		return err
 	}
-	ports, err := freePorts(3)
+	ports, err := freePorts(ctx, 3)
 	if err != nil {
 		return err
 	}
@@ -344,7 +344,8 @@ healing:
 		return err
 	}
 	s.say("Starting selfheal (controllers and gateway) as ServiceAccount %s/%s, with the RBAC from config/rbac", ManagerNamespace, ManagerSA)
-	cmd := exec.Command(o.ManagerBinary, //nolint:gosec // our own binary
+	// No context: the manager outlives ctx; Stop ends it.
+	cmd := exec.Command(o.ManagerBinary, //nolint:gosec,noctx // our own binary
 		"--metrics-bind-address="+metrics, "--health-probe-bind-address="+probe,
 		"--gateway-config="+cfgPath, "--gateway-bind-address="+gw,
 		"--caller-namespace="+ManagerNamespace, "--zap-log-level=info",
@@ -413,7 +414,7 @@ func httpOK(url string) bool {
 	return resp.StatusCode == http.StatusOK
 }
 
-func freePorts(n int) ([]string, error) {
+func freePorts(ctx context.Context, n int) ([]string, error) {
 	var addrs []string
 	var ls []net.Listener
 	defer func() {
@@ -422,7 +423,7 @@ func freePorts(n int) ([]string, error) {
 		}
 	}()
 	for range n {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
+		l, err := (&net.ListenConfig{}).Listen(ctx, "tcp", "127.0.0.1:0")
 		if err != nil {
 			return nil, err
 		}

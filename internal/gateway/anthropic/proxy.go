@@ -398,7 +398,7 @@ func (x *exchange) try(timeout time.Duration) *outcome {
 	req.GetBody = func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(x.body)), nil }
 
 	start := p.o.Clock.Now()
-	res, err := p.o.Transport.RoundTrip(req)
+	res, err := p.o.Transport.RoundTrip(req) //nolint:bodyclose // the returned outcome owns the body; outcome.release closes it
 	if err != nil {
 		o := failed(err)
 		p.o.Metrics.ObserveAttempt(Upstream, o.code, p.o.Clock.Since(start))
@@ -488,7 +488,7 @@ func (x *exchange) deliver(o *outcome) {
 		}
 		x.log.V(1).Info("Answering gateway error", "status", status)
 		if x.committed {
-			x.writeEvent("error", ErrorBody(ErrAPI, msg))
+			x.writeErrorEvent(ErrorBody(ErrAPI, msg))
 			return
 		}
 		WriteError(w, status, ErrAPI, msg)
@@ -502,11 +502,11 @@ func (x *exchange) deliver(o *outcome) {
 			if _, ok := parseUpstreamError(b); !ok {
 				b = ErrorBody(ErrAPI, fmt.Sprintf("Anthropic API answered %d", o.res.StatusCode))
 			}
-			x.writeEvent("error", b)
+			x.writeErrorEvent(b)
 		case o.br != nil:
 			x.pump(o)
 		default:
-			x.writeEvent("error", ErrorBody(ErrAPI, "Anthropic API answered a stream request without a stream"))
+			x.writeErrorEvent(ErrorBody(ErrAPI, "Anthropic API answered a stream request without a stream"))
 		}
 		return
 	}
@@ -594,14 +594,13 @@ func (x *exchange) pump(o *outcome) {
 		msg = "Anthropic stream was cut: " + err.Error()
 	}
 	x.log.V(1).Info("Reporting broken stream to client", "error", err.Error())
-	x.writeEvent("error", ErrorBody(ErrAPI, msg))
+	x.writeErrorEvent(ErrorBody(ErrAPI, msg))
 }
 
-func (x *exchange) writeEvent(name string, data []byte) {
+// writeErrorEvent sends data to the client as an SSE error event.
+func (x *exchange) writeErrorEvent(data []byte) {
 	var b bytes.Buffer
-	b.WriteString("event: ")
-	b.WriteString(name)
-	b.WriteString("\ndata: ")
+	b.WriteString("event: error\ndata: ")
 	b.Write(data)
 	b.WriteString("\n\n")
 	_, _ = x.w.Write(b.Bytes())

@@ -138,7 +138,7 @@ func hijack(w http.ResponseWriter, r *http.Request) (net.Conn, bool) {
 	}
 	if brw.Writer.Buffered() > 0 {
 		if err := brw.Flush(); err != nil {
-			conn.Close()
+			_ = conn.Close()
 			return nil, false
 		}
 	}
@@ -148,7 +148,7 @@ func hijack(w http.ResponseWriter, r *http.Request) (net.Conn, bool) {
 func (h *EventsHandler) stream(ctx context.Context, sw *sseWriter, sub *Subscription, backlog []*Event, missed bool, lastID uint64) {
 	defer sub.Close()
 	if sw.conn != nil {
-		defer sw.conn.Close()
+		defer func() { _ = sw.conn.Close() }()
 	}
 	if missed {
 		sw.control(EventMissed, map[string]any{

@@ -2,6 +2,7 @@ package healing
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"strings"
 
@@ -373,7 +374,7 @@ func (h *Healer) follow(ctx context.Context, out chan<- Event, namespace, reques
 				}
 			}
 		}
-		if sub.Err() == ErrHubClosed {
+		if errors.Is(sub.Err(), ErrHubClosed) {
 			f.send(Event{Type: EventHealingFailed, Request: f.current, Namespace: namespace, Message: "gateway shutting down"})
 			return
 		}

@@ -286,10 +286,10 @@ func (p *Proxy) deliver(h *heldCall, resp *http.Response, clientSID string) {
 		_ = relay(h.w, resp, clientSID)
 		return
 	}
-	defer resp.Body.Close()
+	defer closeQuietly(resp.Body)
 	mt, _, _ := mime.ParseMediaType(resp.Header.Get("Content-Type"))
-	switch {
-	case mt == "text/event-stream":
+	switch mt {
+	case "text/event-stream":
 		// Event ids are the upstream's stream's; they mean nothing on this stream.
 		_ = readSSE(resp.Body, func(ev sseEvent) bool {
 			if writeSSE(h.w, ev.data) != nil {
@@ -325,7 +325,7 @@ func (p *Proxy) recoverSession(ctx context.Context, up *upstream, sess *session,
 	if err != nil || f != nil {
 		return f, err
 	}
-	defer resp.Body.Close()
+	defer func() { _ = resp.Body.Close() }()
 	if resp.StatusCode != http.StatusOK {
 		return &failure{class: v1alpha1.FailureMCPSessionLost, unsent: true,
 			detail: fmt.Sprintf("re-initializing the upstream session: %d %s", resp.StatusCode, http.StatusText(resp.StatusCode))}, nil
@@ -353,7 +353,7 @@ func (p *Proxy) recoverSession(ctx context.Context, up *upstream, sess *session,
 		return f, err
 	}
 	_, _ = io.Copy(io.Discard, resp2.Body)
-	resp2.Body.Close()
+	_ = resp2.Body.Close()
 	sess.upstreamID = newID
 	ctrl.LoggerFrom(ctx).Info("Re-created the upstream MCP session", "upstream", up.Name)
 	return nil, nil
@@ -458,7 +458,7 @@ func (p *Proxy) serveGET(w http.ResponseWriter, r *http.Request, up *upstream) {
 		if fail != nil {
 			continue
 		}
-		defer resp.Body.Close()
+		defer func() { _ = resp.Body.Close() }()
 		if resp.StatusCode != http.StatusOK {
 			return
 		}

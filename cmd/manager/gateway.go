@@ -72,7 +72,13 @@ func buildGateway(restCfg *rest.Config, o options) (*gatewayRunnable, []string, 
 	}
 
 	g := &gatewayRunnable{log: log}
-	healerOpts := healing.Options{Hub: hub, Namespaces: namespaces}
+	healerOpts := healing.Options{Hub: hub, Namespaces: namespaces, Observe: func(upstream string, created bool) {
+		outcome := gateway.HealingJoined
+		if created {
+			outcome = gateway.HealingCreated
+		}
+		gateway.RecordHealingTriggered(upstream, outcome)
+	}}
 	if restCfg != nil {
 		c, err := client.New(restCfg, client.Options{Scheme: controlplane.Scheme()})
 		if err != nil {

@@ -360,7 +360,7 @@ func (r *HealingRequestReconciler) verify(_ context.Context, s *scope) error {
 		return errStop
 	}
 	setCondition(hr, v1.ConditionVerified, metav1.ConditionFalse, v1.ReasonWaitingForRollout, v.Message)
-	if !attemptFailed(s.report) {
+	if oldPodsRemain(hr, s.report.Snapshot) || !attemptFailed(s.report) {
 		return errStop // wait for the watches, or the deadline
 	}
 	hr.Status.Issue = s.report.Issue
@@ -412,6 +412,28 @@ func unobservedAction(hr *v1.HealingRequest, snap *diagnostics.Snapshot) string 
 		}
 	}
 	return ""
+}
+
+// oldPodsRemain reports whether pods from before the attempt's restart are still
+// visible and not terminating. The pod cache and the workload's status are separate
+// watches: the rollout can look settled while an old, failing pod is still listed, and
+// its failure is not the restart's. Pods of the restarted template carry the restart's
+// stamp in their annotations; old pods do not.
+func oldPodsRemain(hr *v1.HealingRequest, snap *diagnostics.Snapshot) bool {
+	for _, a := range hr.Status.Actions {
+		if a.Attempt != hr.Status.Attempts || a.Outcome != v1.OutcomeSucceeded || a.Type != v1.ActionRolloutRestart {
+			continue
+		}
+		stamp := a.StartedAt.UTC().Format(time.RFC3339)
+		for i := range snap.Pods {
+			p := &snap.Pods[i]
+			if p.DeletionTimestamp == nil && p.Status.Phase != corev1.PodFailed && p.Status.Phase != corev1.PodSucceeded &&
+				p.Annotations[remediation.RestartedAtAnnotation] != stamp {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 func templateAnnotations(snap *diagnostics.Snapshot) map[string]string {

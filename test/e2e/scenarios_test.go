@@ -316,6 +316,7 @@ spec:
 			ContainSubstring(`selfheal_actions_total{outcome="Succeeded",type="ScaleFromZero"}`),
 			ContainSubstring("selfheal_time_to_heal_seconds_bucket"),
 			ContainSubstring("selfheal_gateway_upstream_requests_total"),
+			ContainSubstring(`selfheal_gateway_healings_triggered_total{outcome="created",upstream="sandfly"}`),
 			ContainSubstring("controller_runtime_reconcile_total"),
 		))
 	})

@@ -66,6 +66,9 @@ type Options struct {
 	// APITimeout bounds each Trigger's API calls. Default 10s.
 	APITimeout time.Duration
 	Clock      clock.PassiveClock
+	// Observe, when set, is told of every Trigger that got a request: whether this
+	// call created it or joined one (for the gateway's metrics).
+	Observe func(upstream string, created bool)
 }
 
 // Healer creates or joins HealingRequests and follows them.
@@ -76,6 +79,7 @@ type Healer struct {
 	namespaces []string
 	apiTimeout time.Duration
 	clock      clock.PassiveClock
+	onTrigger  func(upstream string, created bool)
 	flight     singleflight.Group
 
 	mu      sync.Mutex
@@ -107,6 +111,7 @@ func New(opts Options) *Healer {
 		namespaces: opts.Namespaces,
 		apiTimeout: opts.APITimeout,
 		clock:      opts.Clock,
+		onTrigger:  opts.Observe,
 		states:     map[string]*requestState{},
 		active:     map[string]string{},
 	}
@@ -181,16 +186,25 @@ func (h *Healer) Trigger(ctx context.Context, f Failure) (string, error) {
 	}
 	key := f.Namespace + "/" + f.Service
 	if name, ok := h.activeFor(key); ok {
+		h.observed(f.Upstream, false)
 		return name, nil
 	}
+	// me identifies this call: the flight's function is this call's closure only when
+	// this call leads the flight, so a request created there is this call's.
+	me := new(byte)
 	ch := h.flight.DoChan(key, func() (any, error) {
 		if name, ok := h.activeFor(key); ok {
-			return name, nil
+			return triggered{name: name}, nil
 		}
 		// The API work outlives one caller's cancellation: other callers share it.
 		actx, cancel := context.WithTimeout(context.WithoutCancel(ctx), h.apiTimeout)
 		defer cancel()
-		return h.createOrJoin(actx, f)
+		name, created, err := h.createOrJoin(actx, f)
+		t := triggered{name: name}
+		if created {
+			t.creator = me
+		}
+		return t, err
 	})
 	select {
 	case <-ctx.Done():
@@ -199,7 +213,21 @@ func (h *Healer) Trigger(ctx context.Context, f Failure) (string, error) {
 		if res.Err != nil {
 			return "", res.Err
 		}
-		return res.Val.(string), nil
+		t := res.Val.(triggered)
+		h.observed(f.Upstream, t.creator == me)
+		return t.name, nil
+	}
+}
+
+// triggered is the shared result of one flight of Trigger calls.
+type triggered struct {
+	name    string
+	creator *byte // the call that created the request; nil when it was joined
+}
+
+func (h *Healer) observed(upstream string, created bool) {
+	if h.onTrigger != nil {
+		h.onTrigger(upstream, created)
 	}
 }
 
@@ -216,7 +244,7 @@ func (h *Healer) setActive(key, name string) {
 	h.active[key] = name
 }
 
-func (h *Healer) createOrJoin(ctx context.Context, f Failure) (string, error) {
+func (h *Healer) createOrJoin(ctx context.Context, f Failure) (string, bool, error) {
 	log := ctrl.LoggerFrom(ctx).WithValues("namespace", f.Namespace, "service", f.Service)
 	key := f.Namespace + "/" + f.Service
 	// walk follows the chain of incident names: when the name computed from the
@@ -227,7 +255,7 @@ func (h *Healer) createOrJoin(ctx context.Context, f Failure) (string, error) {
 	for range maxCreateAttempts {
 		var list v1alpha1.HealingRequestList
 		if err := h.reader.List(ctx, &list, client.InNamespace(f.Namespace)); err != nil {
-			return "", fmt.Errorf("%w: listing HealingRequests in %s: %w", ErrHealingUnavailable, f.Namespace, err)
+			return "", false, fmt.Errorf("%w: listing HealingRequests in %s: %w", ErrHealingUnavailable, f.Namespace, err)
 		}
 		var active, newestDone *v1alpha1.HealingRequest
 		for i := range list.Items {
@@ -251,7 +279,7 @@ func (h *Healer) createOrJoin(ctx context.Context, f Failure) (string, error) {
 		if active != nil {
 			h.setActive(key, active.Name)
 			log.V(1).Info("Joining active HealingRequest", "healingRequest", active.Name)
-			return active.Name, nil
+			return active.Name, false, nil
 		}
 		predecessor := walk
 		if predecessor == "" && newestDone != nil {
@@ -266,7 +294,7 @@ func (h *Healer) createOrJoin(ctx context.Context, f Failure) (string, error) {
 			h.created++
 			h.mu.Unlock()
 			h.setActive(key, hr.Name)
-			return hr.Name, nil
+			return hr.Name, true, nil
 		case apierrors.IsAlreadyExists(err):
 			// Another replica (or an earlier call) created it: join it, unless it
 			// has already ended, in which case this is a new incident.
@@ -275,20 +303,20 @@ func (h *Healer) createOrJoin(ctx context.Context, f Failure) (string, error) {
 				if apierrors.IsNotFound(err) {
 					continue
 				}
-				return "", fmt.Errorf("%w: reading HealingRequest %s: %w", ErrHealingUnavailable, hr.Name, err)
+				return "", false, fmt.Errorf("%w: reading HealingRequest %s: %w", ErrHealingUnavailable, hr.Name, err)
 			}
 			if !existing.Status.Phase.IsTerminal() {
 				h.setActive(key, existing.Name)
-				return existing.Name, nil
+				return existing.Name, false, nil
 			}
 			walk = existing.Name
 		case apierrors.IsInvalid(err) || apierrors.IsBadRequest(err):
-			return "", fmt.Errorf("%w: %w", ErrInvalidFailure, err)
+			return "", false, fmt.Errorf("%w: %w", ErrInvalidFailure, err)
 		default:
-			return "", fmt.Errorf("%w: creating HealingRequest %s: %w", ErrHealingUnavailable, hr.Name, err)
+			return "", false, fmt.Errorf("%w: creating HealingRequest %s: %w", ErrHealingUnavailable, hr.Name, err)
 		}
 	}
-	return "", fmt.Errorf("%w: no stable HealingRequest for %s after %d attempts", ErrHealingUnavailable, key, maxCreateAttempts)
+	return "", false, fmt.Errorf("%w: no stable HealingRequest for %s after %d attempts", ErrHealingUnavailable, key, maxCreateAttempts)
 }
 
 // maxCreateAttempts bounds the list-create rounds of one trigger.

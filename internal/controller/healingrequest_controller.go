@@ -224,13 +224,6 @@ func (r *HealingRequestReconciler) findPolicy(ctx context.Context, hr *v1.Healin
 			return p, err
 		}
 	}
-	var list v1.HealingPolicyList
-	if err := r.Client.List(ctx, &list, client.InNamespace(hr.Namespace)); err != nil {
-		return nil, err
-	}
-	if len(list.Items) == 0 {
-		return nil, nil
-	}
 	svc := &corev1.Service{}
 	svcLabels := labels.Set{}
 	if err := r.Client.Get(ctx, types.NamespacedName{Namespace: hr.Namespace, Name: hr.Spec.Target.Service}, svc); err == nil {
@@ -238,16 +231,33 @@ func (r *HealingRequestReconciler) findPolicy(ctx context.Context, hr *v1.Healin
 	} else if !apierrors.IsNotFound(err) {
 		return nil, err
 	}
-	// The oldest matching policy wins, so the choice is stable when several match.
-	sort.Slice(list.Items, func(i, j int) bool {
-		a, b := list.Items[i], list.Items[j]
+	var list v1.HealingPolicyList
+	if err := r.Client.List(ctx, &list, client.InNamespace(hr.Namespace)); err != nil {
+		return nil, err
+	}
+	if p := matchPolicy(list.Items, svcLabels); p != nil {
+		return p, nil
+	}
+	// "No policy" ends the healing; a policy created a moment ago may not be in the
+	// cache yet, so ask the API server before concluding.
+	if err := r.APIReader.List(ctx, &list, client.InNamespace(hr.Namespace)); err != nil {
+		return nil, err
+	}
+	return matchPolicy(list.Items, svcLabels), nil
+}
+
+// matchPolicy returns the oldest policy whose service selector matches, so the choice
+// is stable when several match.
+func matchPolicy(policies []v1.HealingPolicy, svcLabels labels.Set) *v1.HealingPolicy {
+	sort.Slice(policies, func(i, j int) bool {
+		a, b := policies[i], policies[j]
 		if !a.CreationTimestamp.Equal(&b.CreationTimestamp) {
 			return a.CreationTimestamp.Before(&b.CreationTimestamp)
 		}
 		return a.Name < b.Name
 	})
-	for i := range list.Items {
-		p := &list.Items[i]
+	for i := range policies {
+		p := &policies[i]
 		sel := labels.Everything()
 		if p.Spec.ServiceSelector != nil {
 			var err error
@@ -256,10 +266,10 @@ func (r *HealingRequestReconciler) findPolicy(ctx context.Context, hr *v1.Healin
 			}
 		}
 		if sel.Matches(svcLabels) {
-			return p, nil
+			return p.DeepCopy()
 		}
 	}
-	return nil, nil
+	return nil
 }
 
 // checkDuplicate makes a second request for a target that already has an active

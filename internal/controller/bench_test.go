@@ -111,17 +111,9 @@ func BenchmarkHealingLatency(b *testing.B) {
 		{
 			name: "CrashLoop",
 			setup: func(b *testing.B, ns string) {
-				ctx := context.Background()
 				policy(b, ns, benchPolicy)
 				app(b, ns, benchApp, 2)
-				pods := waitReady(b, ns, benchApp, 2)
-				for i := range pods {
-					if err := controlplane.SetPodState(ctx, k8s, &pods[i], controlplane.StateCrashLoop, nil); err != nil {
-						b.Fatal(err)
-					}
-				}
-				NewWithT(b).Eventually(func(g Gomega) { g.Expect(readyPods(g, ns, benchApp)).To(BeEmpty()) }).
-					WithTimeout(eventually).WithPolling(poll).Should(Succeed())
+				crashLoop(b, ns, benchApp, 2, nil)
 				waitSettled(b, ns)
 			},
 			acted: func(d *appsv1.Deployment) bool {

@@ -69,18 +69,10 @@ func TestScaledToZeroIsHealed(t *testing.T) {
 
 func TestCrashLoopIsRestartedAndHealed(t *testing.T) {
 	defer startManager(t)()
-	ctx := context.Background()
 	ns := newNamespace(t)
 	app(t, ns, "sandfly", 2)
 	policy(t, ns)
-	old := waitReady(t, ns, "sandfly", 2)
-	for i := range old {
-		if err := controlplane.SetPodState(ctx, k8s, &old[i], controlplane.StateCrashLoop, nil); err != nil {
-			t.Fatal(err)
-		}
-	}
-	NewWithT(t).Eventually(func(g Gomega) { g.Expect(readyPods(g, ns, "sandfly")).To(BeEmpty()) }).
-		WithTimeout(eventually).WithPolling(poll).Should(Succeed())
+	old := crashLoop(t, ns, "sandfly", 2, nil)
 
 	hr := terminal(t, request(t, ns, "sandfly"))
 	expectStatusInvariants(t, hr)
@@ -127,17 +119,10 @@ func TestImagePullBackOffFailsFastWithTheCause(t *testing.T) {
 
 func TestOOMKilledNeedsManualIntervention(t *testing.T) {
 	defer startManager(t)()
-	ctx := context.Background()
 	ns := newNamespace(t)
 	app(t, ns, "sandfly", 1)
 	policy(t, ns)
-	pods := waitReady(t, ns, "sandfly", 1)
-	if err := controlplane.SetPodState(ctx, k8s, &pods[0], controlplane.StateCrashLoop,
-		map[string]string{controlplane.ReasonAnnotation: "OOMKilled"}); err != nil {
-		t.Fatal(err)
-	}
-	NewWithT(t).Eventually(func(g Gomega) { g.Expect(readyPods(g, ns, "sandfly")).To(BeEmpty()) }).
-		WithTimeout(eventually).WithPolling(poll).Should(Succeed())
+	crashLoop(t, ns, "sandfly", 1, map[string]string{controlplane.ReasonAnnotation: "OOMKilled"})
 
 	hr := terminal(t, request(t, ns, "sandfly"))
 	expectStatusInvariants(t, hr)
@@ -306,18 +291,10 @@ func TestStormLimitHolds(t *testing.T) {
 
 func TestDuplicateRequestsActOnce(t *testing.T) {
 	defer startManager(t)()
-	ctx := context.Background()
 	ns := newNamespace(t)
 	app(t, ns, "sandfly", 2)
 	policy(t, ns)
-	pods := waitReady(t, ns, "sandfly", 2)
-	for i := range pods {
-		if err := controlplane.SetPodState(ctx, k8s, &pods[i], controlplane.StateCrashLoop, nil); err != nil {
-			t.Fatal(err)
-		}
-	}
-	NewWithT(t).Eventually(func(g Gomega) { g.Expect(readyPods(g, ns, "sandfly")).To(BeEmpty()) }).
-		WithTimeout(eventually).WithPolling(poll).Should(Succeed())
+	crashLoop(t, ns, "sandfly", 2, nil)
 	var reqs []*v1.HealingRequest
 	for range 5 {
 		reqs = append(reqs, request(t, ns, "sandfly"))

@@ -286,3 +286,19 @@ func condition(hr *v1.HealingRequest, typ string) *metav1.Condition {
 }
 
 func mustQuantity(s string) resource.Quantity { return resource.MustParse(s) }
+
+// crashLoop waits for the app's n pods to be ready, puts them all into CrashLoopBackOff
+// (with details such as an OOMKilled reason) and waits until none is ready; it returns
+// the pods as they were.
+func crashLoop(t testing.TB, ns, name string, n int, details map[string]string) []corev1.Pod {
+	t.Helper()
+	pods := waitReady(t, ns, name, n)
+	for i := range pods {
+		if err := controlplane.SetPodState(context.Background(), k8s, &pods[i], controlplane.StateCrashLoop, details); err != nil {
+			t.Fatal(err)
+		}
+	}
+	NewWithT(t).Eventually(func(g Gomega) { g.Expect(readyPods(g, ns, name)).To(BeEmpty()) }).
+		WithTimeout(eventually).WithPolling(poll).Should(Succeed())
+	return pods
+}

@@ -43,7 +43,7 @@ fi
 
 start=$(date +%s)
 log "compiling the local control plane into $BIN_DIR"
-log "first run only: about 5-6 minutes on 2 cores (kube $KUBE_VERSION, etcd $ETCD_VERSION, kwok $KWOK_VERSION)"
+log "first run only: about 15 minutes on 2 cores with an empty Go build cache (kube $KUBE_VERSION, etcd $ETCD_VERSION, kwok $KWOK_VERSION)"
 mkdir -p "$BIN_DIR"
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT

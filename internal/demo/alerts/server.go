@@ -219,6 +219,9 @@ func (s *Server) stopLocked() error {
 	lnErr := s.ln.Close()
 	// Close, not Shutdown: a dying process does not drain its connections.
 	err := s.hs.Close()
+	if errors.Is(err, net.ErrClosed) {
+		err = nil // Serve had registered the listener closed just above
+	}
 	if err == nil && lnErr != nil && !errors.Is(lnErr, net.ErrClosed) {
 		err = lnErr
 	}

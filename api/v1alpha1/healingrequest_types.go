@@ -271,9 +271,10 @@ type HealingAction struct {
 	// +kubebuilder:validation:MaxLength=1024
 	Message string `json:"message,omitempty"`
 
-	// startedAt is when the intent was recorded.
+	// startedAt is when the intent was recorded, with microseconds: a restart stamps
+	// it on the pod template, and two attempts within one second must differ.
 	// +required
-	StartedAt metav1.Time `json:"startedAt"`
+	StartedAt metav1.MicroTime `json:"startedAt"`
 
 	// completedAt is when the outcome was known.
 	// +optional

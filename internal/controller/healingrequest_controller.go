@@ -411,7 +411,7 @@ func unobservedAction(hr *v1.HealingRequest, snap *diagnostics.Snapshot) string 
 		}
 		switch a.Type {
 		case v1.ActionRolloutRestart:
-			want := a.StartedAt.UTC().Format(time.RFC3339)
+			want := restartStamp(a)
 			if templateAnnotations(snap)[remediation.RestartedAtAnnotation] != want {
 				return "Waiting to observe the restart of " + a.Target
 			}
@@ -434,7 +434,7 @@ func oldPodsRemain(hr *v1.HealingRequest, snap *diagnostics.Snapshot) bool {
 		if a.Attempt != hr.Status.Attempts || a.Outcome != v1.OutcomeSucceeded || a.Type != v1.ActionRolloutRestart {
 			continue
 		}
-		stamp := a.StartedAt.UTC().Format(time.RFC3339)
+		stamp := restartStamp(a)
 		for i := range snap.Pods {
 			p := &snap.Pods[i]
 			if p.DeletionTimestamp == nil && p.Status.Phase != corev1.PodFailed && p.Status.Phase != corev1.PodSucceeded &&
@@ -444,6 +444,12 @@ func oldPodsRemain(hr *v1.HealingRequest, snap *diagnostics.Snapshot) bool {
 		}
 	}
 	return false
+}
+
+// restartStamp is the restartedAt value the action's restart puts on the pod template
+// (and so on every pod it creates): the intent's time, as the executor formats it.
+func restartStamp(a v1.HealingAction) string {
+	return remediation.RestartStamp(a.StartedAt.Time)
 }
 
 func templateAnnotations(snap *diagnostics.Snapshot) map[string]string {
@@ -551,7 +557,7 @@ func (r *HealingRequestReconciler) plan(ctx context.Context, s *scope) error {
 		for _, st := range d.Steps {
 			hr.Status.Actions = append(hr.Status.Actions, v1.HealingAction{
 				Type: st.Type, Attempt: hr.Status.Attempts + 1, Target: st.Target, Outcome: v1.OutcomeDryRun,
-				Message: truncate(st.Reason, 1024), StartedAt: metav1.Time{Time: s.now}, CompletedAt: &metav1.Time{Time: s.now},
+				Message: truncate(st.Reason, 1024), StartedAt: metav1.NewMicroTime(s.now), CompletedAt: &metav1.Time{Time: s.now},
 			})
 			hr.Status.LastAction = st.Type
 		}
@@ -581,7 +587,7 @@ func (r *HealingRequestReconciler) recordIntent(s *scope, st remediation.Step) {
 	hr := s.hr
 	hr.Status.Actions = append(hr.Status.Actions, v1.HealingAction{
 		Type: st.Type, Attempt: hr.Status.Attempts, Target: st.Target, Outcome: v1.OutcomeIntended,
-		Message: truncate(st.Reason, 1024), StartedAt: metav1.Time{Time: s.now},
+		Message: truncate(st.Reason, 1024), StartedAt: metav1.NewMicroTime(s.now),
 	})
 	hr.Status.LastAction = st.Type
 	trimActions(hr)

@@ -340,7 +340,7 @@ func TestRestartedManagerNeverRepeatsAnAction(t *testing.T) {
 		StartTime: &intent, Deadline: &metav1.Time{Time: intent.Add(2 * time.Minute)},
 		Workload: &v1.WorkloadReference{Kind: v1.WorkloadDeployment, Name: "sandfly"},
 		Actions: []v1.HealingAction{{Type: v1.ActionRolloutRestart, Attempt: 1, Target: "deployment/sandfly",
-			Outcome: v1.OutcomeIntended, StartedAt: intent}},
+			Outcome: v1.OutcomeIntended, StartedAt: metav1.NewMicroTime(intent.Time)}},
 		LastAction: v1.ActionRolloutRestart,
 	}
 	if err := k8s.Status().Update(ctx, got); err != nil {
@@ -389,7 +389,7 @@ func TestRecordedIntentIsExecutedOnce(t *testing.T) {
 		Phase: v1.PhaseRemediating, Issue: v1.IssueCrashLoopBackOff, Attempts: 1, Policy: "heal",
 		StartTime: &intent, Deadline: &metav1.Time{Time: intent.Add(2 * time.Minute)},
 		Actions: []v1.HealingAction{{Type: v1.ActionRolloutRestart, Attempt: 1, Target: "deployment/sandfly",
-			Outcome: v1.OutcomeIntended, StartedAt: intent}},
+			Outcome: v1.OutcomeIntended, StartedAt: metav1.NewMicroTime(intent.Time)}},
 	}
 	if err := k8s.Status().Update(ctx, got); err != nil {
 		t.Fatal(err)

@@ -72,11 +72,11 @@ func observeActions(before, after *v1.HealingRequest) {
 	done := map[key]bool{}
 	for _, a := range before.Status.Actions {
 		if a.Outcome != v1.OutcomeIntended {
-			done[key{a.Type, a.Attempt, a.StartedAt.Unix()}] = true
+			done[key{a.Type, a.Attempt, a.StartedAt.UnixNano()}] = true
 		}
 	}
 	for _, a := range after.Status.Actions {
-		if (a.Outcome == v1.OutcomeSucceeded || a.Outcome == v1.OutcomeFailed) && !done[key{a.Type, a.Attempt, a.StartedAt.Unix()}] {
+		if (a.Outcome == v1.OutcomeSucceeded || a.Outcome == v1.OutcomeFailed) && !done[key{a.Type, a.Attempt, a.StartedAt.UnixNano()}] {
 			actionsTotal.WithLabelValues(string(a.Type), string(a.Outcome)).Inc()
 		}
 	}

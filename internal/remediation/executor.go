@@ -23,6 +23,13 @@ import (
 	"github.com/selfheal-dev/selfheal/internal/diagnostics"
 )
 
+// RestartStamp formats a restart's time for RestartedAtAnnotation. kubectl uses
+// seconds; selfheal keeps the microseconds its status records, so two restarts within
+// one second are two restarts.
+func RestartStamp(t time.Time) string {
+	return t.UTC().Truncate(time.Microsecond).Format(time.RFC3339Nano)
+}
+
 // RestartedAtAnnotation is the pod-template annotation kubectl rollout restart sets.
 const RestartedAtAnnotation = "kubectl.kubernetes.io/restartedAt"
 
@@ -152,7 +159,7 @@ func (e *Executor) rolloutRestart(ctx context.Context, obj client.Object, step S
 	if at.IsZero() {
 		at = e.Clock.Now()
 	}
-	now := at.UTC().Format(time.RFC3339)
+	now := RestartStamp(at)
 	if current := podTemplateAnnotations(obj)[RestartedAtAnnotation]; current == now {
 		return fmt.Sprintf("%s was already restarted for this intent (%s=%s)", target, RestartedAtAnnotation, now), nil
 	}

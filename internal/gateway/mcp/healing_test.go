@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net/http"
 	"os"
 	"strings"
@@ -406,7 +407,8 @@ func TestReplayModesAfterHealing(t *testing.T) {
 }
 
 // A session that died with the pods a healing restarted is re-created without a new
-// incident: it was the healing's doing.
+// incident: it was the healing's doing. The idle client speaks raw HTTP so that nothing
+// (such as the SDK's standalone GET stream) re-creates its session before its call.
 func TestSessionLostToARecentHealingIsNotANewIncident(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
@@ -418,21 +420,37 @@ func TestSessionLostToARecentHealingIsNotANewIncident(t *testing.T) {
 		Healer:        healer,
 		RetryInterval: 20 * time.Millisecond,
 	})
-	busy, _ := connectSDK(t, ctx, proxy.URL+"/mcp/tools", "2025-11-25")
-	idle, _ := connectSDK(t, ctx, proxy.URL+"/mcp/tools", "2025-11-25")
-	up.stop()
+	url := proxy.URL + "/mcp/tools"
+	busy, _ := connectSDK(t, ctx, url, "2025-11-25")
 
+	const version = "2025-11-25"
+	init := rawPost(t, url, map[string]string{"Mcp-Protocol-Version": version},
+		`{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"`+version+`","capabilities":{},"clientInfo":{"name":"idle","version":"1"}}}`)
+	_, _ = io.Copy(io.Discard, init.Body)
+	_ = init.Body.Close()
+	sid := init.Header.Get("Mcp-Session-Id")
+	if init.StatusCode != http.StatusOK || sid == "" {
+		t.Fatalf("initialize: %d, session %q", init.StatusCode, sid)
+	}
+	hdr := map[string]string{"Mcp-Session-Id": sid, "Mcp-Protocol-Version": version}
+	inited := rawPost(t, url, hdr, `{"jsonrpc":"2.0","method":"notifications/initialized"}`)
+	_ = inited.Body.Close()
+
+	up.stop()
 	done := make(chan int, 1)
 	go func() { done <- callCount(t, ctx, busy, 3, nil) }()
 	name := waitForOneRequest(t, ns)
-	up.start()
+	up.start() // a new pod: the idle client's upstream session is gone
 	playController(t, ns, name, end(v1alpha1.PhaseHealed, v1alpha1.IssueCrashLoopBackOff, v1alpha1.ReasonHealed, "tools is serving again"))
 	if sum := <-done; sum != 6 {
 		t.Fatalf("replayed count(3) = %d, want 6", sum)
 	}
 
-	if sum := callCount(t, ctx, idle, 2, nil); sum != 3 {
-		t.Fatalf("count(2) on the idle client's recovered session = %d", sum)
+	resp := rawPost(t, url, hdr, `{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"count","arguments":{"n":2}}}`)
+	body, err := io.ReadAll(resp.Body)
+	_ = resp.Body.Close()
+	if err != nil || resp.StatusCode != http.StatusOK || !strings.Contains(string(body), `"result"`) {
+		t.Fatalf("idle client's call after the healing: %d %s (%v)", resp.StatusCode, body, err)
 	}
 	if n := len(requests(t, ns)); n != 1 {
 		t.Fatalf("%d HealingRequests, want 1: a session lost to the healing is not a new incident", n)

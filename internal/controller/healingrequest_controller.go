@@ -501,13 +501,13 @@ func (r *HealingRequestReconciler) execute(ctx context.Context, s *scope) error 
 	}
 	a.CompletedAt = &metav1.Time{Time: s.now}
 	if err != nil {
-		a.Outcome, a.Message = v1.OutcomeFailed, truncate(err.Error(), 1024)
+		a.Outcome, a.Message = v1.OutcomeFailed, diagnostics.Truncate(err.Error(), 1024)
 		setCondition(hr, v1.ConditionRemediated, metav1.ConditionFalse, v1.ReasonActionFailed, a.Message)
 		r.event(s, corev1.EventTypeWarning, "ActionFailed", string(a.Type), fmt.Sprintf("%s on %s failed: %s", a.Type, a.Target, a.Message))
 		r.finish(s, v1.PhaseFailed, v1.ReasonActionFailed, fmt.Sprintf("%s on %s failed: %s", a.Type, a.Target, a.Message))
 		return errStop
 	}
-	a.Outcome, a.Message = v1.OutcomeSucceeded, truncate(msg, 1024)
+	a.Outcome, a.Message = v1.OutcomeSucceeded, diagnostics.Truncate(msg, 1024)
 	addProgress(hr, s.now, fmt.Sprintf("%s on %s: %s", a.Type, a.Target, msg))
 	setCondition(hr, v1.ConditionRemediated, metav1.ConditionTrue, v1.ReasonActionSucceeded, a.Message)
 	r.event(s, corev1.EventTypeNormal, "ActionSucceeded", string(a.Type), fmt.Sprintf("%s on %s: %s", a.Type, a.Target, msg))
@@ -557,7 +557,7 @@ func (r *HealingRequestReconciler) plan(ctx context.Context, s *scope) error {
 		for _, st := range d.Steps {
 			hr.Status.Actions = append(hr.Status.Actions, v1.HealingAction{
 				Type: st.Type, Attempt: hr.Status.Attempts + 1, Target: st.Target, Outcome: v1.OutcomeDryRun,
-				Message: truncate(st.Reason, 1024), StartedAt: metav1.NewMicroTime(s.now), CompletedAt: &metav1.Time{Time: s.now},
+				Message: diagnostics.Truncate(st.Reason, 1024), StartedAt: metav1.NewMicroTime(s.now), CompletedAt: &metav1.Time{Time: s.now},
 			})
 			hr.Status.LastAction = st.Type
 		}
@@ -587,7 +587,7 @@ func (r *HealingRequestReconciler) recordIntent(s *scope, st remediation.Step) {
 	hr := s.hr
 	hr.Status.Actions = append(hr.Status.Actions, v1.HealingAction{
 		Type: st.Type, Attempt: hr.Status.Attempts, Target: st.Target, Outcome: v1.OutcomeIntended,
-		Message: truncate(st.Reason, 1024), StartedAt: metav1.NewMicroTime(s.now),
+		Message: diagnostics.Truncate(st.Reason, 1024), StartedAt: metav1.NewMicroTime(s.now),
 	})
 	hr.Status.LastAction = st.Type
 	trimActions(hr)
@@ -639,7 +639,7 @@ func (r *HealingRequestReconciler) finish(s *scope, phase v1.HealingPhase, reaso
 // event queues an event; it is emitted only once the status that records the same
 // transition is persisted, so a reconcile retried after a conflict never repeats it.
 func (r *HealingRequestReconciler) event(s *scope, eventType, reason, action, note string) {
-	s.events = append(s.events, pendingEvent{eventType, reason, action, truncate(note, 1024)})
+	s.events = append(s.events, pendingEvent{eventType, reason, action, diagnostics.Truncate(note, 1024)})
 }
 
 type pendingEvent struct{ eventType, reason, action, note string }

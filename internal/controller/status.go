@@ -14,7 +14,7 @@ import (
 // setCondition sets a condition with the request's generation as its observedGeneration.
 func setCondition(hr *v1.HealingRequest, typ string, status metav1.ConditionStatus, reason, message string) {
 	meta.SetStatusCondition(&hr.Status.Conditions, metav1.Condition{
-		Type: typ, Status: status, Reason: reason, Message: truncate(message, 32768),
+		Type: typ, Status: status, Reason: reason, Message: diagnostics.Truncate(message, 32768),
 		ObservedGeneration: hr.Generation,
 	})
 }
@@ -28,7 +28,7 @@ func conditionIs(hr *v1.HealingRequest, typ string, reason v1.IssueType) bool {
 // addProgress appends to the bounded progress log, dropping the oldest entries.
 func addProgress(hr *v1.HealingRequest, now time.Time, message string) {
 	hr.Status.Progress = append(hr.Status.Progress, v1.ProgressEntry{
-		Time: metav1.Time{Time: now}, Phase: hr.Status.Phase, Message: truncate(message, 512),
+		Time: metav1.Time{Time: now}, Phase: hr.Status.Phase, Message: diagnostics.Truncate(message, 512),
 	})
 	if n := len(hr.Status.Progress) - v1.MaxProgress; n > 0 {
 		hr.Status.Progress = append([]v1.ProgressEntry(nil), hr.Status.Progress[n:]...)
@@ -62,18 +62,6 @@ func boundFindings(fs []v1.Finding) []v1.Finding {
 		out[i] = diagnostics.Bound(f)
 	}
 	return out
-}
-
-func truncate(s string, max int) string {
-	if len(s) <= max {
-		return s
-	}
-	// Cut on a rune boundary.
-	cut := max - len("…")
-	for cut > 0 && s[cut]&0xC0 == 0x80 {
-		cut--
-	}
-	return s[:cut] + "…"
 }
 
 func klogRef(hr *v1.HealingRequest) klog.ObjectRef { return klog.KObj(hr) }

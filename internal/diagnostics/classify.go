@@ -45,7 +45,7 @@ func Classify(s *Snapshot, findings []selfhealv1alpha1.Finding) (selfhealv1alpha
 			}
 		}
 	}
-	return issue, truncate(summary, MaxMessageLength)
+	return issue, Truncate(summary, MaxMessageLength)
 }
 
 // classify returns the issue, a summary built from facts, and the check whose finding

@@ -14,8 +14,8 @@ const (
 	MaxMessageLength  = 1024
 )
 
-// truncate cuts s to at most max bytes on a rune boundary, marking the cut with "…".
-func truncate(s string, max int) string {
+// Truncate cuts s to at most max bytes on a rune boundary, marking the cut with "…".
+func Truncate(s string, max int) string {
 	if len(s) <= max {
 		return s
 	}
@@ -40,7 +40,7 @@ type evidence struct {
 func (e *evidence) add(format string, args ...any) {
 	e.total++
 	if len(e.items) < MaxEvidenceItems {
-		e.items = append(e.items, truncate(Redact(fmt.Sprintf(format, args...)), MaxEvidenceLength))
+		e.items = append(e.items, Truncate(Redact(fmt.Sprintf(format, args...)), MaxEvidenceLength))
 	}
 }
 
@@ -60,7 +60,7 @@ func finding(check selfhealv1alpha1.CheckName, result selfhealv1alpha1.FindingRe
 	f := selfhealv1alpha1.Finding{
 		Check:   check,
 		Result:  result,
-		Message: truncate(Redact(fmt.Sprintf(format, args...)), MaxMessageLength),
+		Message: Truncate(Redact(fmt.Sprintf(format, args...)), MaxMessageLength),
 	}
 	if ev != nil {
 		f.Evidence = ev.list()
@@ -71,7 +71,7 @@ func finding(check selfhealv1alpha1.CheckName, result selfhealv1alpha1.FindingRe
 // Bound makes a finding fit the CRD limits and redacts it, whatever produced it:
 // messages quote kubelet messages and log lines, which may carry credentials.
 func Bound(f selfhealv1alpha1.Finding) selfhealv1alpha1.Finding {
-	f.Message = truncate(Redact(f.Message), MaxMessageLength)
+	f.Message = Truncate(Redact(f.Message), MaxMessageLength)
 	if f.Message == "" {
 		f.Message = string(f.Check) + ": no message"
 	}
@@ -85,7 +85,7 @@ func Bound(f selfhealv1alpha1.Finding) selfhealv1alpha1.Finding {
 	}
 	out := make([]string, len(f.Evidence))
 	for i := range f.Evidence {
-		out[i] = truncate(Redact(f.Evidence[i]), MaxEvidenceLength)
+		out[i] = Truncate(Redact(f.Evidence[i]), MaxEvidenceLength)
 	}
 	f.Evidence = out
 	return f

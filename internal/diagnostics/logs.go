@@ -138,7 +138,7 @@ func splitLog(data string, tail int) []string {
 	// Redact before truncating: a cut secret might no longer be recognisable.
 	lines = RedactLines(lines)
 	for i := range lines {
-		lines[i] = truncate(lines[i], maxLineLength)
+		lines[i] = Truncate(lines[i], maxLineLength)
 	}
 	return lines
 }

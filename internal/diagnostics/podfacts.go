@@ -297,7 +297,7 @@ func recentEventsFor(events []corev1.Event, pod string) []corev1.Event {
 
 func oneLine(s string) string {
 	s = strings.Join(strings.Fields(s), " ")
-	return truncate(s, 300)
+	return Truncate(s, 300)
 }
 
-func snippet(s string) string { return truncate(oneLine(s), 200) }
+func snippet(s string) string { return Truncate(oneLine(s), 200) }

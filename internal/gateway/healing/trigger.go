@@ -6,7 +6,6 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
-	"regexp"
 	"slices"
 	"strings"
 	"sync"
@@ -21,6 +20,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/selfheal-dev/selfheal/api/v1alpha1"
+	"github.com/selfheal-dev/selfheal/internal/diagnostics"
 )
 
 // LabelService is set on the HealingRequests the gateway creates, naming the target
@@ -364,23 +364,12 @@ func (h *Healer) newRequest(f Failure, name string) *v1alpha1.HealingRequest {
 	}
 }
 
-var secretPatterns = []*regexp.Regexp{
-	// userinfo in URLs
-	regexp.MustCompile(`(?i)([a-z][a-z0-9+.-]*://)[^/\s@]+@`),
-	// bearer and basic credentials
-	regexp.MustCompile(`(?i)\b(bearer|basic)\s+[a-z0-9._~+/=-]+`),
-	// key=value style secrets (query strings, headers)
-	regexp.MustCompile(`(?i)\b(api[_-]?key|x-api-key|token|access_token|password|secret|authorization)(["']?\s*[:=]\s*["']?)[^\s&"',;]+`),
-	// Anthropic-style keys anywhere
-	regexp.MustCompile(`\bsk-[A-Za-z0-9_-]{8,}`),
-}
-
-// Redact removes credential-looking substrings from s and bounds it to max bytes.
+// Redact removes credential-looking substrings from s and bounds it to max bytes
+// without cutting a rune.
 func Redact(s string, max int) string {
-	s = secretPatterns[0].ReplaceAllString(s, "${1}REDACTED@")
-	s = secretPatterns[1].ReplaceAllString(s, "${1} REDACTED")
-	s = secretPatterns[2].ReplaceAllString(s, "${1}${2}REDACTED")
-	s = secretPatterns[3].ReplaceAllString(s, "REDACTED")
+	// One set of secret patterns for the whole product: the diagnostics' redaction,
+	// which is table- and fuzz-tested.
+	s = diagnostics.Redact(s)
 	if max > 0 && len(s) > max {
 		s = s[:max]
 		// do not cut a UTF-8 sequence in half

@@ -29,10 +29,20 @@ help: ## Show the targets.
 ##@ Development
 
 .PHONY: manifests
-manifests: ## Generate the CRDs and the RBAC role (each rule commented with its markers' "// rbac:" reasons).
-	$(CONTROLLER_GEN) rbac:roleName=selfheal-manager crd:allowDangerousTypes=false paths="./..." \
-		output:crd:artifacts:config=config/crd/bases output:rbac:artifacts:config=config/rbac
-	go run ./hack/rbaccomments
+manifests: ## Generate the CRDs and one ClusterRole per identity (each rule commented with its markers' "// rbac:" reasons).
+	$(CONTROLLER_GEN) crd:allowDangerousTypes=false paths="./api/..." output:crd:artifacts:config=config/crd/bases
+	$(call rbac-role,selfheal-controller,controller,./internal/controller ./internal/diagnostics)
+	$(call rbac-role,selfheal-remediation,remediation,./internal/remediation)
+	$(call rbac-role,selfheal-gateway,gateway,./cmd/manager)
+
+# rbac-role generates ClusterRole $(1) into config/rbac/$(2)/role.yaml from the markers
+# of the packages $(3), and writes each rule's reasons above it.
+define rbac-role
+	$(CONTROLLER_GEN) rbac:roleName=$(1) paths="$(subst $(space),;,$(3))" output:rbac:artifacts:config=config/rbac/$(2)
+	go run ./hack/rbaccomments -root $(subst $(space),$(comma),$(3)) -role config/rbac/$(2)/role.yaml
+endef
+space := $(subst ,, )
+comma := ,
 
 .PHONY: generate
 generate: ## Generate the deepcopy code of the API types.
@@ -58,6 +68,7 @@ verify: ## Regenerate everything and fail if anything differs from what is commi
 		git status --porcelain -- api config; git --no-pager diff --stat -- api config; exit 1; \
 	fi
 	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { echo "gofmt needed:"; gofmt -l $$(git ls-files '*.go'); exit 1; }
+	@go mod tidy -diff || { echo "go.mod/go.sum are not tidy: run go mod tidy"; exit 1; }
 	go vet ./...
 
 .PHONY: controlplane

@@ -38,4 +38,7 @@ const (
 	ReasonDuplicate          = "Duplicate"
 	ReasonAlreadyHealthy     = "AlreadyHealthy"
 	ReasonValid              = "Valid"
+	// ReasonNotPermitted: the namespace has not opted in (no RoleBinding to the
+	// remediation ClusterRole), or the admission policy refused the write.
+	ReasonNotPermitted = "NotPermitted"
 )

@@ -20,7 +20,7 @@ func int32Or(v *int32, def int32) int32 {
 	return *v
 }
 
-// GetDeadline is the time one healing may take from the request's creation.
+// GetDeadline is the time one healing may take from the controller's first sight of it.
 func (s *HealingPolicySpec) GetDeadline() time.Duration {
 	return durationOr(s.Deadline, DefaultDeadline)
 }

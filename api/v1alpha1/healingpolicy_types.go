@@ -91,7 +91,8 @@ type HealingPolicySpec struct {
 	// +listType=set
 	AllowedActions []ActionType `json:"allowedActions"`
 
-	// deadline of one healing, from the HealingRequest's creation.
+	// deadline of one healing, from the controller's first sight of the HealingRequest
+	// (status.startTime, with microseconds).
 	// +optional
 	// +kubebuilder:default="2m"
 	// +kubebuilder:validation:XValidation:rule="duration(self) >= duration('10s') && duration(self) <= duration('10m')",message="deadline must be between 10s and 10m"
@@ -144,10 +145,22 @@ type HealingPolicyStatus struct {
 	// +optional
 	Mode PolicyMode `json:"mode,omitempty"`
 
-	// healingsInWindow counts the disruptive actions taken under this policy within
-	// the circuit breaker's window.
+	// actionsInWindow counts the disruptive actions reserved under this policy within
+	// its circuit breaker window, from the namespace's ledger (so it survives the
+	// deletion of HealingRequests).
 	// +optional
-	HealingsInWindow int32 `json:"healingsInWindow,omitempty"`
+	ActionsInWindow int32 `json:"actionsInWindow,omitempty"`
+
+	// ledger is the namespace's record of disruptive actions, kept only on the
+	// namespace's ledger policy (its oldest HealingPolicy; see LedgerHolder). Every
+	// disruptive action is reserved here, with optimistic concurrency, before its
+	// intent is recorded, so the circuit breaker and the storm limit count exactly,
+	// across workers, replicas and leader handovers, and however HealingRequests are
+	// deleted. Entries older than the longest window in the namespace are pruned.
+	// +optional
+	// +listType=atomic
+	// +kubebuilder:validation:MaxItems=1000
+	Ledger []LedgerEntry `json:"ledger,omitempty"`
 
 	// lastHealingTime is when the latest healing under this policy finished.
 	// +optional
@@ -161,13 +174,49 @@ type HealingPolicyStatus struct {
 	Conditions []metav1.Condition `json:"conditions,omitempty"`
 }
 
+// LedgerEntry is one disruptive action reserved in a namespace.
+type LedgerEntry struct {
+	// service the healing was for.
+	// +required
+	// +kubebuilder:validation:MaxLength=63
+	Service string `json:"service"`
+
+	// workload acted on.
+	// +required
+	Workload WorkloadReference `json:"workload"`
+
+	// action reserved.
+	// +required
+	Action ActionType `json:"action"`
+
+	// request is the HealingRequest that reserved the action, and attempt its attempt:
+	// together they make a reservation idempotent.
+	// +required
+	// +kubebuilder:validation:MaxLength=253
+	Request string `json:"request"`
+
+	// +required
+	// +kubebuilder:validation:Minimum=1
+	Attempt int32 `json:"attempt"`
+
+	// policy that governed the request.
+	// +required
+	// +kubebuilder:validation:MaxLength=253
+	Policy string `json:"policy"`
+
+	// reservedAt is when the action was reserved, with microseconds; it counts
+	// against the limits until reservedAt plus the window.
+	// +required
+	ReservedAt metav1.MicroTime `json:"reservedAt"`
+}
+
 // HealingPolicy governs healing in its namespace: no policy, no remediation.
 //
 // +kubebuilder:object:root=true
 // +kubebuilder:subresource:status
 // +kubebuilder:resource:shortName=hp,categories=selfheal
 // +kubebuilder:printcolumn:name="Mode",type=string,JSONPath=`.status.mode`
-// +kubebuilder:printcolumn:name="Healings",type=integer,JSONPath=`.status.healingsInWindow`,description="Disruptive actions within the circuit breaker window"
+// +kubebuilder:printcolumn:name="Actions",type=integer,JSONPath=`.status.actionsInWindow`,description="Disruptive actions reserved within the circuit breaker window"
 // +kubebuilder:printcolumn:name="Deadline",type=string,JSONPath=`.spec.deadline`,priority=1
 // +kubebuilder:printcolumn:name="Age",type=date,JSONPath=`.metadata.creationTimestamp`
 type HealingPolicy struct {

@@ -1,6 +1,8 @@
 package v1alpha1
 
 import (
+	"strings"
+
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 )
 
@@ -48,6 +50,11 @@ type WorkloadReference struct {
 	// +kubebuilder:validation:MaxLength=253
 	// +kubebuilder:validation:Pattern=`^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$`
 	Name string `json:"name"`
+}
+
+// String is the workload as kubectl names it: "deployment/api".
+func (w WorkloadReference) String() string {
+	return strings.ToLower(string(w.Kind)) + "/" + w.Name
 }
 
 // HealingTarget is the in-cluster Service whose calls failed.
@@ -257,10 +264,9 @@ type HealingAction struct {
 	// +kubebuilder:validation:Minimum=1
 	Attempt int32 `json:"attempt"`
 
-	// target is the object acted on, as kind/name.
+	// workload acted on.
 	// +required
-	// +kubebuilder:validation:MaxLength=320
-	Target string `json:"target"`
+	Workload WorkloadReference `json:"workload"`
 
 	// outcome of the action.
 	// +required
@@ -364,13 +370,15 @@ type HealingRequestStatus struct {
 	// +kubebuilder:validation:MaxItems=50
 	Progress []ProgressEntry `json:"progress,omitempty"`
 
-	// startTime is when the controller first saw the request.
+	// startTime is when the controller first saw the request, with microseconds; the
+	// deadline counts from it.
 	// +optional
-	StartTime *metav1.Time `json:"startTime,omitempty"`
+	StartTime *metav1.MicroTime `json:"startTime,omitempty"`
 
-	// deadline after which no action is taken and the healing ends.
+	// deadline after which no action is taken and the healing ends: startTime plus
+	// the policy's deadline.
 	// +optional
-	Deadline *metav1.Time `json:"deadline,omitempty"`
+	Deadline *metav1.MicroTime `json:"deadline,omitempty"`
 
 	// completionTime is when the healing reached a terminal phase.
 	// +optional

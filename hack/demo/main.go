@@ -139,7 +139,7 @@ func (d *demo) play(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("starting the demo: %w", err)
 	}
-	d.printf("Everything is up in %s. The manager's log: %s\n\n", round(time.Since(start)), d.logPath())
+	d.printf("Everything is up in %s. selfheal's logs: %s\n\n", round(time.Since(start)), d.logPaths())
 
 	d.printf("Applying the HealingPolicy in %s: selfheal may restart, scale back\n", policyFile)
 	d.printf("from zero and clean up failed pods of the Services labelled\n")
@@ -401,7 +401,7 @@ func (d *demo) checkHealed(ctx context.Context) error {
 	}
 	var did []string
 	for _, a := range healed.Status.Actions {
-		did = append(did, fmt.Sprintf("%s %s (%s)", a.Type, a.Target, strings.ToLower(string(a.Outcome))))
+		did = append(did, fmt.Sprintf("%s %s (%s)", a.Type, a.Workload, strings.ToLower(string(a.Outcome))))
 	}
 	d.printf("HealingRequest %s: %s, issue %s, actions: %s.\n\n",
 		healed.Name, healed.Status.Phase, orNone(string(healed.Status.Issue)), orNone(strings.Join(did, ", ")))
@@ -426,7 +426,7 @@ func (d *demo) lookAround(ctx context.Context) error {
 		d.printf("  %s %s -n %s\n", k, args, stack.Namespace)
 	}
 	d.printf("\n")
-	d.printf("The manager's log: %s\n", d.logPath())
+	d.printf("selfheal's logs: %s\n", d.logPaths())
 	return nil
 }
 
@@ -436,21 +436,30 @@ func (d *demo) fail(err error) {
 	if d.apiKey != "" && strings.Contains(err.Error(), "Claude") {
 		d.printf("(The real Claude API was used: check ANTHROPIC_API_KEY and the network, or unset it.)\n")
 	}
-	data, rerr := os.ReadFile(d.logPath())
-	if d.dir == "" || rerr != nil {
+	if d.dir == "" {
 		return
 	}
-	lines := strings.Split(strings.TrimRight(string(data), "\n"), "\n")
-	if len(lines) > logTail {
-		lines = lines[len(lines)-logTail:]
-	}
-	d.printf("The manager's log: %s\nIts last %d lines:\n", d.logPath(), len(lines))
-	for _, l := range lines {
-		d.printf("  %s\n", l)
+	for _, name := range []string{"controller", "gateway"} {
+		path := filepath.Join(d.dir, name+".log")
+		data, err := os.ReadFile(path)
+		if err != nil {
+			continue
+		}
+		lines := strings.Split(strings.TrimRight(string(data), "\n"), "\n")
+		if len(lines) > logTail {
+			lines = lines[len(lines)-logTail:]
+		}
+		d.printf("The %s's log: %s\nIts last %d lines:\n", name, path, len(lines))
+		for _, l := range lines {
+			d.printf("  %s\n", l)
+		}
 	}
 }
 
-func (d *demo) logPath() string { return filepath.Join(d.dir, "manager.log") }
+// logPaths names the logs of selfheal's two processes (the stack writes them).
+func (d *demo) logPaths() string {
+	return filepath.Join(d.dir, "controller.log") + ", " + filepath.Join(d.dir, "gateway.log")
+}
 
 func (d *demo) printf(format string, args ...any) {
 	d.mu.Lock()

@@ -394,7 +394,7 @@ func TestControllerGenMergedRule(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := run(dir, rolePath); err != nil {
+	if _, err := run([]string{dir}, rolePath); err != nil {
 		t.Fatalf("run: %v", err)
 	}
 	got, err := os.ReadFile(rolePath)

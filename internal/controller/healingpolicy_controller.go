@@ -2,7 +2,6 @@ package controller
 
 import (
 	"context"
-	"time"
 
 	"k8s.io/apimachinery/pkg/api/equality"
 	"k8s.io/apimachinery/pkg/api/meta"
@@ -14,10 +13,12 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 
 	v1 "github.com/selfheal-dev/selfheal/api/v1alpha1"
+	"github.com/selfheal-dev/selfheal/internal/remediation"
 )
 
-// HealingPolicyReconciler keeps a policy's status current: its effective mode, and the
-// disruptive actions taken under it within the circuit breaker's window.
+// HealingPolicyReconciler keeps a policy's status current: its effective mode, the
+// disruptive actions reserved under it within its circuit breaker window (counted from
+// the namespace's ledger), and when its latest healing finished.
 type HealingPolicyReconciler struct {
 	Client client.Client
 	Clock  clock.PassiveClock
@@ -31,32 +32,31 @@ func (r *HealingPolicyReconciler) Reconcile(ctx context.Context, req ctrl.Reques
 	before := p.DeepCopy()
 	now := r.Clock.Now()
 
+	var policies v1.HealingPolicyList
+	if err := r.Client.List(ctx, &policies, client.InNamespace(p.Namespace)); err != nil {
+		return ctrl.Result{}, err
+	}
+	var ledger []v1.LedgerEntry
+	if holder := remediation.LedgerHolder(policies.Items); holder != nil {
+		ledger = holder.Status.Ledger
+	}
+	inWindow, nextExpiry := remediation.CountInWindow(ledger, p.Name, now, p.Spec.GetBreakerWindow())
+
 	var list v1.HealingRequestList
 	if err := r.Client.List(ctx, &list, client.InNamespace(p.Namespace), client.MatchingFields{indexStatusPolicy: p.Name}); err != nil {
 		return ctrl.Result{}, err
 	}
-	window := p.Spec.GetBreakerWindow()
-	var inWindow int32
 	var last *metav1.Time
-	var nextExpiry time.Duration
 	for _, hr := range list.Items {
 		if c := hr.Status.CompletionTime; c != nil && hr.Status.Phase == v1.PhaseHealed && (last == nil || last.Before(c)) {
 			last = c.DeepCopy()
 		}
-		for _, a := range hr.Status.Actions {
-			if !a.Type.Disruptive() || a.Outcome == v1.OutcomeDryRun {
-				continue
-			}
-			if left := a.StartedAt.Add(window).Sub(now); left > 0 {
-				inWindow++
-				if nextExpiry == 0 || left < nextExpiry {
-					nextExpiry = left
-				}
-			}
-		}
+	}
+	if last == nil {
+		last = before.Status.LastHealingTime // retention deleted the requests, not the fact
 	}
 	p.Status.Mode = p.Spec.EffectiveMode()
-	p.Status.HealingsInWindow = inWindow
+	p.Status.ActionsInWindow = inWindow
 	p.Status.LastHealingTime = last
 	p.Status.ObservedGeneration = p.Generation
 	meta.SetStatusCondition(&p.Status.Conditions, metav1.Condition{
@@ -64,6 +64,8 @@ func (r *HealingPolicyReconciler) Reconcile(ctx context.Context, req ctrl.Reques
 		Message: "Policy is " + string(p.Status.Mode), ObservedGeneration: p.Generation,
 	})
 	if !equality.Semantic.DeepEqual(before.Status, p.Status) {
+		// A merge patch of the fields above only: the ledger is written by reservations,
+		// with optimistic concurrency, and never by this patch.
 		if err := r.Client.Status().Patch(ctx, p, client.MergeFrom(before)); err != nil {
 			return ctrl.Result{}, err
 		}
@@ -81,6 +83,20 @@ func (r *HealingPolicyReconciler) SetupWithManager(mgr ctrl.Manager) error {
 				return []reconcile.Request{{NamespacedName: client.ObjectKey{Namespace: o.GetNamespace(), Name: p}}}
 			}
 			return nil
+		})).
+		// The ledger lives on one policy and counts for all of the namespace's.
+		Watches(&v1.HealingPolicy{}, handler.EnqueueRequestsFromMapFunc(func(ctx context.Context, o client.Object) []reconcile.Request {
+			var list v1.HealingPolicyList
+			if err := r.Client.List(ctx, &list, client.InNamespace(o.GetNamespace())); err != nil {
+				return nil
+			}
+			out := make([]reconcile.Request, 0, len(list.Items))
+			for i := range list.Items {
+				if list.Items[i].Name != o.GetName() {
+					out = append(out, reconcile.Request{NamespacedName: client.ObjectKeyFromObject(&list.Items[i])})
+				}
+			}
+			return out
 		})).
 		Complete(r)
 }

@@ -16,6 +16,7 @@ import (
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/utils/clock"
+	"k8s.io/utils/ptr"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/builder"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -30,9 +31,10 @@ import (
 	"github.com/selfheal-dev/selfheal/internal/remediation"
 )
 
-// The controller's RBAC. Each marker's "rbac:" line says why it is needed (hack/rbaccomments
-// copies it above the generated rule); nothing writes a spec except the restart annotation
-// and the scale subresource.
+// The controller's own RBAC (its cluster-wide role is generated from these markers and
+// those of internal/diagnostics, all read-only on workloads; the writes of remediation
+// are granted per namespace, see internal/remediation). Each marker's "rbac:" line says
+// why it is needed; hack/rbaccomments copies it above the generated rule.
 //
 // rbac: HealingRequests are the objects reconciled; delete trims them to the retention limit.
 // +kubebuilder:rbac:groups=selfheal.dev,resources=healingrequests,verbs=get;list;watch;delete
@@ -40,26 +42,8 @@ import (
 // +kubebuilder:rbac:groups=selfheal.dev,resources=healingrequests/status,verbs=get;patch;update
 // rbac: HealingPolicies are read to gate remediation.
 // +kubebuilder:rbac:groups=selfheal.dev,resources=healingpolicies,verbs=get;list;watch
-// rbac: The controller records a HealingPolicy's mode and healings in window in its status.
+// rbac: The controller records a policy's mode and its namespace's action ledger (updated with optimistic concurrency) in its status.
 // +kubebuilder:rbac:groups=selfheal.dev,resources=healingpolicies/status,verbs=get;patch;update
-// rbac: Diagnosis reads a Service, its pods and their events.
-// +kubebuilder:rbac:groups="",resources=services;pods;events,verbs=get;list;watch
-// rbac: Diagnosis reads the recent logs of a Service's pods.
-// +kubebuilder:rbac:groups="",resources=pods/log,verbs=get
-// rbac: Diagnosis reads a Service's EndpointSlices to see which pods it routes to.
-// +kubebuilder:rbac:groups=discovery.k8s.io,resources=endpointslices,verbs=get;list;watch
-// rbac: Diagnosis reads the NetworkPolicies that may block traffic to a Service.
-// +kubebuilder:rbac:groups=networking.k8s.io,resources=networkpolicies,verbs=get;list;watch
-// rbac: Diagnosis compares pod usage from metrics.k8s.io with the limits, when that API is served.
-// +kubebuilder:rbac:groups=metrics.k8s.io,resources=pods,verbs=get;list
-// rbac: Remediation restarts a workload by patching its pod-template annotation (the only spec write).
-// +kubebuilder:rbac:groups=apps,resources=deployments;statefulsets,verbs=get;list;watch;patch
-// rbac: Remediation finds a Deployment's pods through its ReplicaSets.
-// +kubebuilder:rbac:groups=apps,resources=replicasets,verbs=get;list;watch
-// rbac: Remediation scales a workload from zero through the scale subresource only.
-// +kubebuilder:rbac:groups=apps,resources=deployments/scale;statefulsets/scale,verbs=get;update;patch
-// rbac: Remediation deletes only failed pods (the only pod write).
-// +kubebuilder:rbac:groups="",resources=pods,verbs=delete
 // rbac: The controller emits events (events.k8s.io) on transitions and actions.
 // +kubebuilder:rbac:groups=events.k8s.io,resources=events,verbs=create;patch
 
@@ -80,7 +64,14 @@ type scope struct {
 	hr     *v1.HealingRequest
 	now    time.Time
 	policy *v1.HealingPolicy
-	report *diagnostics.Report
+	// policies are the namespace's HealingPolicies; holder (holderName) is the one
+	// whose status keeps the namespace's action ledger, as cached.
+	policies   []v1.HealingPolicy
+	holder     *v1.HealingPolicy
+	holderName string
+	// planned: plan ran in this reconcile, so the request may hold a reservation.
+	planned bool
+	report  *diagnostics.Report
 	// result is the smallest requeue asked for by a phase.
 	result ctrl.Result
 	// events wait for the status patch that records their transition.
@@ -147,6 +138,14 @@ func (r *HealingRequestReconciler) Reconcile(ctx context.Context, req ctrl.Reque
 			return ctrl.Result{}, err
 		}
 	}
+	// A request ends only once the ledger holds no reservation of it that did not
+	// become an action; until then its status is left as it was and the end retried.
+	if hr.Status.Phase.IsTerminal() && s.mayHoldReservations() {
+		if err := r.release(ctx, s); err != nil {
+			hr.Status, s.events = before.Status, nil
+			return ctrl.Result{}, fmt.Errorf("releasing unused reservations: %w", err)
+		}
+	}
 	if !hr.Status.Phase.IsTerminal() && hr.Status.Deadline != nil {
 		s.requeueAfter(hr.Status.Deadline.Sub(s.now))
 	}
@@ -178,7 +177,7 @@ func (r *HealingRequestReconciler) start(_ context.Context, s *scope) error {
 	if hr.Status.StartTime != nil {
 		return nil
 	}
-	hr.Status.StartTime = &metav1.Time{Time: s.now}
+	hr.Status.StartTime = ptr.To(metav1.NewMicroTime(s.now))
 	hr.Status.Phase = v1.PhasePending
 	msg := fmt.Sprintf("Received: %s calling service %s", hr.Spec.Trigger.FailureClass, hr.Spec.Target.Service)
 	addProgress(hr, s.now, msg)
@@ -187,41 +186,55 @@ func (r *HealingRequestReconciler) start(_ context.Context, s *scope) error {
 	return nil
 }
 
-// resolvePolicy finds the governing policy and fixes the deadline from it.
+// resolvePolicy finds the governing policy and the ledger policy, and fixes the
+// deadline.
 func (r *HealingRequestReconciler) resolvePolicy(ctx context.Context, s *scope) error {
 	hr := s.hr
-	p, err := r.findPolicy(ctx, hr)
+	p, err := r.findPolicy(ctx, s)
 	if err != nil {
 		return err
 	}
 	s.policy = p
+	if s.holder = remediation.LedgerHolder(s.policies); s.holder != nil {
+		s.holderName = s.holder.Name
+	}
 	if hr.Status.Deadline == nil {
 		deadline := v1.DefaultDeadline
 		if p != nil {
 			deadline = p.Spec.GetDeadline()
 			hr.Status.Policy = p.Name
 		}
-		// Measured on the injected clock from the controller's first sight of the
-		// request, which is its creation unless the manager was down.
-		hr.Status.Deadline = &metav1.Time{Time: hr.Status.StartTime.Add(deadline)}
+		// Measured on the injected clock, with microseconds, from the controller's first
+		// sight of the request (status.startTime): creationTimestamp has whole seconds.
+		// It is the creation unless no controller was running; a new leader continues
+		// the deadline its predecessor recorded.
+		hr.Status.Deadline = ptr.To(metav1.NewMicroTime(hr.Status.StartTime.Add(deadline)))
 	}
 	return nil
 }
 
-func (r *HealingRequestReconciler) findPolicy(ctx context.Context, hr *v1.HealingRequest) (*v1.HealingPolicy, error) {
-	if name := hr.Spec.PolicyName; name != "" {
-		p := &v1.HealingPolicy{}
-		err := r.Client.Get(ctx, types.NamespacedName{Namespace: hr.Namespace, Name: name}, p)
-		if apierrors.IsNotFound(err) {
-			return nil, nil
-		}
-		return p, err
+// findPolicy lists the namespace's policies into s.policies and returns the one that
+// governs the request: spec.policyName, else the one recorded in status, else the
+// oldest whose selector matches the Service.
+func (r *HealingRequestReconciler) findPolicy(ctx context.Context, s *scope) (*v1.HealingPolicy, error) {
+	hr := s.hr
+	var list v1.HealingPolicyList
+	if err := r.Client.List(ctx, &list, client.InNamespace(hr.Namespace)); err != nil {
+		return nil, err
 	}
-	if hr.Status.Policy != "" {
-		p := &v1.HealingPolicy{}
-		err := r.Client.Get(ctx, types.NamespacedName{Namespace: hr.Namespace, Name: hr.Status.Policy}, p)
-		if err == nil || !apierrors.IsNotFound(err) {
-			return p, err
+	s.policies = list.Items
+	named := hr.Spec.PolicyName
+	if named == "" {
+		named = hr.Status.Policy
+	}
+	if named != "" {
+		for i := range list.Items {
+			if list.Items[i].Name == named {
+				return list.Items[i].DeepCopy(), nil
+			}
+		}
+		if hr.Spec.PolicyName != "" {
+			return nil, nil
 		}
 	}
 	svc := &corev1.Service{}
@@ -229,10 +242,6 @@ func (r *HealingRequestReconciler) findPolicy(ctx context.Context, hr *v1.Healin
 	if err := r.Client.Get(ctx, types.NamespacedName{Namespace: hr.Namespace, Name: hr.Spec.Target.Service}, svc); err == nil {
 		svcLabels = svc.Labels
 	} else if !apierrors.IsNotFound(err) {
-		return nil, err
-	}
-	var list v1.HealingPolicyList
-	if err := r.Client.List(ctx, &list, client.InNamespace(hr.Namespace)); err != nil {
 		return nil, err
 	}
 	if p := matchPolicy(list.Items, svcLabels); p != nil {
@@ -243,21 +252,19 @@ func (r *HealingRequestReconciler) findPolicy(ctx context.Context, hr *v1.Healin
 	if err := r.APIReader.List(ctx, &list, client.InNamespace(hr.Namespace)); err != nil {
 		return nil, err
 	}
+	s.policies = list.Items
 	return matchPolicy(list.Items, svcLabels), nil
 }
 
 // matchPolicy returns the oldest policy whose service selector matches, so the choice
 // is stable when several match.
 func matchPolicy(policies []v1.HealingPolicy, svcLabels labels.Set) *v1.HealingPolicy {
-	sort.Slice(policies, func(i, j int) bool {
-		a, b := policies[i], policies[j]
-		if !a.CreationTimestamp.Equal(&b.CreationTimestamp) {
-			return a.CreationTimestamp.Before(&b.CreationTimestamp)
-		}
-		return a.Name < b.Name
-	})
+	ordered := make([]*v1.HealingPolicy, len(policies))
 	for i := range policies {
-		p := &policies[i]
+		ordered[i] = &policies[i]
+	}
+	sort.Slice(ordered, func(i, j int) bool { return v1.CreatedBefore(ordered[i], ordered[j]) })
+	for _, p := range ordered {
 		sel := labels.Everything()
 		if p.Spec.ServiceSelector != nil {
 			var err error
@@ -287,7 +294,7 @@ func (r *HealingRequestReconciler) checkDuplicate(ctx context.Context, s *scope)
 	for i := range list.Items {
 		o := &list.Items[i]
 		if o.UID == hr.UID || o.Spec.Target.Service != hr.Spec.Target.Service ||
-			o.Status.Phase.IsTerminal() || o.Status.DuplicateOf != "" || !olderThan(o, hr) {
+			o.Status.Phase.IsTerminal() || o.Status.DuplicateOf != "" || !v1.CreatedBefore(o, hr) {
 			continue
 		}
 		hr.Status.DuplicateOf = o.Name
@@ -298,27 +305,38 @@ func (r *HealingRequestReconciler) checkDuplicate(ctx context.Context, s *scope)
 	return nil
 }
 
-func olderThan(a, b *v1.HealingRequest) bool {
-	if !a.CreationTimestamp.Equal(&b.CreationTimestamp) {
-		return a.CreationTimestamp.Before(&b.CreationTimestamp)
-	}
-	return a.Name < b.Name
-}
-
-// checkDeadline ends the healing at its deadline; no action is taken after it.
-func (r *HealingRequestReconciler) checkDeadline(_ context.Context, s *scope) error {
+// checkDeadline ends the healing at its deadline; no action is taken after it. An
+// intent still recorded as Intended is settled from the live workload first: the
+// manager may have acted and died before recording it.
+func (r *HealingRequestReconciler) checkDeadline(ctx context.Context, s *scope) error {
 	hr := s.hr
 	if hr.Status.Deadline == nil || s.now.Before(hr.Status.Deadline.Time) {
 		return nil
 	}
 	msg := fmt.Sprintf("Deadline of %s passed in phase %s", hr.Status.Deadline.Sub(hr.Status.StartTime.Time).Round(time.Second), hr.Status.Phase)
-	if pending := intendedAction(hr); pending != nil {
-		pending.Outcome = v1.OutcomeFailed
-		pending.Message = "not executed: the deadline passed"
-		pending.CompletedAt = &metav1.Time{Time: s.now}
+	for i := range hr.Status.Actions {
+		a := &hr.Status.Actions[i]
+		if a.Outcome != v1.OutcomeIntended {
+			continue
+		}
+		applied, detail, err := r.Executor.Applied(ctx, hr.Namespace, stepOf(a))
+		if err != nil {
+			return fmt.Errorf("checking whether %s on %s was applied: %w", a.Type, a.Workload, err)
+		}
+		a.CompletedAt = &metav1.Time{Time: s.now}
+		if applied {
+			a.Outcome, a.Message = v1.OutcomeSucceeded, diagnostics.Truncate("applied before the deadline: "+detail, 1024)
+		} else {
+			a.Outcome, a.Message = v1.OutcomeFailed, diagnostics.Truncate("not executed before the deadline: "+detail, 1024)
+		}
 	}
 	r.finish(s, v1.PhaseFailed, v1.ReasonDeadlineExceeded, msg)
 	return errStop
+}
+
+// stepOf is the step an action records.
+func stepOf(a *v1.HealingAction) remediation.Step {
+	return remediation.Step{Type: a.Type, Workload: a.Workload, At: a.StartedAt.Time}
 }
 
 // diagnose gathers and classifies; every reconcile that may act or verify works from a
@@ -413,11 +431,11 @@ func unobservedAction(hr *v1.HealingRequest, snap *diagnostics.Snapshot) string 
 		case v1.ActionRolloutRestart:
 			want := restartStamp(a)
 			if templateAnnotations(snap)[remediation.RestartedAtAnnotation] != want {
-				return "Waiting to observe the restart of " + a.Target
+				return "Waiting to observe the restart of " + a.Workload.String()
 			}
 		case v1.ActionScaleFromZero:
 			if specReplicas(snap) == 0 {
-				return "Waiting to observe the scale-up of " + a.Target
+				return "Waiting to observe the scale-up of " + a.Workload.String()
 			}
 		}
 	}
@@ -492,25 +510,30 @@ func (r *HealingRequestReconciler) execute(ctx context.Context, s *scope) error 
 	if a == nil {
 		return nil
 	}
-	log := ctrl.LoggerFrom(ctx).WithValues("action", a.Type, "target", a.Target, "attempt", a.Attempt)
+	log := ctrl.LoggerFrom(ctx).WithValues("action", a.Type, "workload", a.Workload.String(), "attempt", a.Attempt)
 	log.Info("Executing remediation")
-	step := remediation.Step{Type: a.Type, Target: a.Target, At: a.StartedAt.Time}
-	msg, err := r.Executor.Execute(ctx, hr.Namespace, step, s.report.Snapshot)
+	msg, err := r.Executor.Execute(ctx, hr.Namespace, stepOf(a), s.report.Snapshot)
 	if err != nil && !remediation.IsPermanent(err) {
-		return fmt.Errorf("executing %s on %s: %w", a.Type, a.Target, err)
+		return fmt.Errorf("executing %s on %s: %w", a.Type, a.Workload, err)
 	}
 	a.CompletedAt = &metav1.Time{Time: s.now}
 	if err != nil {
 		a.Outcome, a.Message = v1.OutcomeFailed, diagnostics.Truncate(err.Error(), 1024)
 		setCondition(hr, v1.ConditionRemediated, metav1.ConditionFalse, v1.ReasonActionFailed, a.Message)
-		r.event(s, corev1.EventTypeWarning, "ActionFailed", string(a.Type), fmt.Sprintf("%s on %s failed: %s", a.Type, a.Target, a.Message))
-		r.finish(s, v1.PhaseFailed, v1.ReasonActionFailed, fmt.Sprintf("%s on %s failed: %s", a.Type, a.Target, a.Message))
+		what := fmt.Sprintf("%s on %s failed: %s", a.Type, a.Workload, a.Message)
+		r.event(s, corev1.EventTypeWarning, "ActionFailed", string(a.Type), what)
+		if errors.Is(err, remediation.ErrForbidden) {
+			// The binding was removed, or the admission policy refused: a person decides.
+			r.finish(s, v1.PhaseManualInterventionRequired, v1.ReasonNotPermitted, what)
+			return errStop
+		}
+		r.finish(s, v1.PhaseFailed, v1.ReasonActionFailed, what)
 		return errStop
 	}
 	a.Outcome, a.Message = v1.OutcomeSucceeded, diagnostics.Truncate(msg, 1024)
-	addProgress(hr, s.now, fmt.Sprintf("%s on %s: %s", a.Type, a.Target, msg))
+	addProgress(hr, s.now, fmt.Sprintf("%s on %s: %s", a.Type, a.Workload, msg))
 	setCondition(hr, v1.ConditionRemediated, metav1.ConditionTrue, v1.ReasonActionSucceeded, a.Message)
-	r.event(s, corev1.EventTypeNormal, "ActionSucceeded", string(a.Type), fmt.Sprintf("%s on %s: %s", a.Type, a.Target, msg))
+	r.event(s, corev1.EventTypeNormal, "ActionSucceeded", string(a.Type), fmt.Sprintf("%s on %s: %s", a.Type, a.Workload, msg))
 
 	// The attempt's further steps were recorded with the first; each runs in its own
 	// reconcile, after the previous outcome is persisted.
@@ -535,14 +558,24 @@ func (r *HealingRequestReconciler) plan(ctx context.Context, s *scope) error {
 	if hr.Status.Phase != v1.PhaseDiagnosing {
 		return nil
 	}
-	history, lastEnded, err := r.history(ctx, hr)
+	s.planned = true
+	lastEnded, err := r.lastHealingEnded(ctx, hr)
 	if err != nil {
 		return err
 	}
+	var ledger []v1.LedgerEntry
+	if s.holder != nil {
+		ledger = s.holder.Status.Ledger
+	}
 	d := remediation.Plan(remediation.Input{
 		Issue: s.report.Issue, Snapshot: s.report.Snapshot, Policy: s.policy,
-		DryRun: hr.Spec.DryRun, Now: s.now, History: history, LastHealingEnded: lastEnded,
+		DryRun: hr.Spec.DryRun, Now: s.now, Ledger: ledger, LastHealingEnded: lastEnded,
 	})
+	if !d.Refused() && !d.DryRun && len(d.Steps) > 0 {
+		if d, err = r.admit(ctx, s, d); err != nil {
+			return err
+		}
+	}
 	allowed := metav1.ConditionTrue
 	if d.Refused() {
 		allowed = metav1.ConditionFalse
@@ -556,7 +589,7 @@ func (r *HealingRequestReconciler) plan(ctx context.Context, s *scope) error {
 	case d.DryRun:
 		for _, st := range d.Steps {
 			hr.Status.Actions = append(hr.Status.Actions, v1.HealingAction{
-				Type: st.Type, Attempt: hr.Status.Attempts + 1, Target: st.Target, Outcome: v1.OutcomeDryRun,
+				Type: st.Type, Attempt: hr.Status.Attempts + 1, Workload: st.Workload, Outcome: v1.OutcomeDryRun,
 				Message: diagnostics.Truncate(st.Reason, 1024), StartedAt: metav1.NewMicroTime(s.now), CompletedAt: &metav1.Time{Time: s.now},
 			})
 			hr.Status.LastAction = st.Type
@@ -586,21 +619,56 @@ func (r *HealingRequestReconciler) plan(ctx context.Context, s *scope) error {
 func (r *HealingRequestReconciler) recordIntent(s *scope, st remediation.Step) {
 	hr := s.hr
 	hr.Status.Actions = append(hr.Status.Actions, v1.HealingAction{
-		Type: st.Type, Attempt: hr.Status.Attempts, Target: st.Target, Outcome: v1.OutcomeIntended,
+		Type: st.Type, Attempt: hr.Status.Attempts, Workload: st.Workload, Outcome: v1.OutcomeIntended,
 		Message: diagnostics.Truncate(st.Reason, 1024), StartedAt: metav1.NewMicroTime(s.now),
 	})
 	hr.Status.LastAction = st.Type
 	trimActions(hr)
-	addProgress(hr, s.now, fmt.Sprintf("Remediating (attempt %d): %s on %s", hr.Status.Attempts, st.Type, st.Target))
-	r.event(s, corev1.EventTypeNormal, "ActionIntended", string(st.Type), fmt.Sprintf("%s on %s: %s", st.Type, st.Target, st.Reason))
+	addProgress(hr, s.now, fmt.Sprintf("Remediating (attempt %d): %s on %s", hr.Status.Attempts, st.Type, st.Workload))
+	r.event(s, corev1.EventTypeNormal, "ActionIntended", string(st.Type), fmt.Sprintf("%s on %s: %s", st.Type, st.Workload, st.Reason))
 }
 
-// history lists the namespace's recorded actions for the cooldown, breaker and storm
-// gates, and when this target's last healing that acted ended.
-func (r *HealingRequestReconciler) history(ctx context.Context, hr *v1.HealingRequest) ([]remediation.ActionRecord, time.Time, error) {
+// admit passes a plan that would act through the gates only the API server can
+// answer: the namespace's opt-in (may selfheal's identity make these writes there?),
+// then, for a disruptive step, the reservation in the namespace ledger, which is what
+// makes the circuit breaker and the storm limit exact. It returns the decision to
+// record: the plan, or a refusal.
+func (r *HealingRequestReconciler) admit(ctx context.Context, s *scope, d remediation.Decision) (remediation.Decision, error) {
+	missing, err := r.Executor.Missing(ctx, s.hr.Namespace, d.Steps)
+	if err != nil {
+		return d, err
+	}
+	if len(missing) > 0 {
+		return refusalDecision(&remediation.Refusal{Phase: v1.PhaseManualInterventionRequired,
+			Reason: v1.ReasonNotPermitted, Message: remediation.NotOptedIn(s.hr.Namespace, missing)}), nil
+	}
+	for _, st := range d.Steps {
+		if !st.Type.Disruptive() {
+			continue
+		}
+		refusal, err := r.reserve(ctx, s, st)
+		if err != nil {
+			return d, err
+		}
+		if refusal != nil {
+			return refusalDecision(refusal), nil
+		}
+	}
+	return d, nil
+}
+
+func refusalDecision(r *remediation.Refusal) remediation.Decision {
+	return remediation.Decision{Refusal: r, Reason: r.Reason, Message: r.Message}
+}
+
+// lastHealingEnded is when this target's last healing that acted ended, for the
+// cooldown. The cooldown is a courtesy between healings; the hard limits (breaker and
+// storm) count the ledger, which retention does not delete.
+func (r *HealingRequestReconciler) lastHealingEnded(ctx context.Context, hr *v1.HealingRequest) (time.Time, error) {
 	var list v1.HealingRequestList
-	if err := r.APIReader.List(ctx, &list, client.InNamespace(hr.Namespace)); err != nil {
-		return nil, time.Time{}, err
+	if err := r.Client.List(ctx, &list, client.InNamespace(hr.Namespace),
+		client.MatchingFields{indexTargetService: hr.Spec.Target.Service}); err != nil {
+		return time.Time{}, err
 	}
 	var records []remediation.ActionRecord
 	for _, o := range list.Items {
@@ -609,13 +677,10 @@ func (r *HealingRequestReconciler) history(ctx context.Context, hr *v1.HealingRe
 			finished = o.Status.CompletionTime.Time
 		}
 		for _, a := range o.Status.Actions {
-			records = append(records, remediation.ActionRecord{
-				Target: o.Spec.Target.Service, Type: a.Type, Outcome: a.Outcome,
-				StartedAt: a.StartedAt.Time, FinishedAt: finished,
-			})
+			records = append(records, remediation.ActionRecord{Service: o.Spec.Target.Service, Outcome: a.Outcome, FinishedAt: finished})
 		}
 	}
-	return records, remediation.LastHealingEnded(records, hr.Spec.Target.Service), nil
+	return remediation.LastHealingEnded(records, hr.Spec.Target.Service), nil
 }
 
 // finish moves the request to a terminal phase and derives Ready from it.

@@ -284,7 +284,8 @@ func TestStormLimitHolds(t *testing.T) {
 	g.Eventually(func(g Gomega) {
 		p := &v1.HealingPolicy{}
 		g.Expect(k8s.Get(context.Background(), client.ObjectKey{Namespace: ns, Name: "heal"}, p)).To(Succeed())
-		g.Expect(p.Status.HealingsInWindow).To(Equal(int32(1)))
+		g.Expect(p.Status.ActionsInWindow).To(Equal(int32(1)))
+		g.Expect(p.Status.Ledger).To(HaveLen(1))
 		g.Expect(p.Status.Mode).To(Equal(v1.ModeActive))
 	}).WithTimeout(eventually).WithPolling(poll).Should(Succeed())
 }
@@ -330,16 +331,16 @@ func TestRestartedManagerNeverRepeatsAnAction(t *testing.T) {
 
 	hr := request(t, ns, "sandfly")
 	// The state the dead manager left: intent recorded, then the restart executed.
-	intent := metav1.NewTime(clk.Now().Truncate(time.Second))
+	intent := metav1.NewMicroTime(clk.Now().Truncate(time.Second))
 	got := &v1.HealingRequest{}
 	if err := k8s.Get(ctx, client.ObjectKeyFromObject(hr), got); err != nil {
 		t.Fatal(err)
 	}
 	got.Status = v1.HealingRequestStatus{
 		Phase: v1.PhaseRemediating, Issue: v1.IssueCrashLoopBackOff, Attempts: 1, Policy: "heal",
-		StartTime: &intent, Deadline: &metav1.Time{Time: intent.Add(2 * time.Minute)},
+		StartTime: &intent, Deadline: ptr.To(metav1.NewMicroTime(intent.Add(2 * time.Minute))),
 		Workload: &v1.WorkloadReference{Kind: v1.WorkloadDeployment, Name: "sandfly"},
-		Actions: []v1.HealingAction{{Type: v1.ActionRolloutRestart, Attempt: 1, Target: "deployment/sandfly",
+		Actions: []v1.HealingAction{{Type: v1.ActionRolloutRestart, Attempt: 1, Workload: v1.WorkloadReference{Kind: v1.WorkloadDeployment, Name: "sandfly"},
 			Outcome: v1.OutcomeIntended, StartedAt: metav1.NewMicroTime(intent.Time)}},
 		LastAction: v1.ActionRolloutRestart,
 	}
@@ -380,15 +381,15 @@ func TestRecordedIntentIsExecutedOnce(t *testing.T) {
 	generation := getDeployment(t, ns, "sandfly").Generation
 
 	hr := request(t, ns, "sandfly")
-	intent := metav1.NewTime(clk.Now().Truncate(time.Second))
+	intent := metav1.NewMicroTime(clk.Now().Truncate(time.Second))
 	got := &v1.HealingRequest{}
 	if err := k8s.Get(ctx, client.ObjectKeyFromObject(hr), got); err != nil {
 		t.Fatal(err)
 	}
 	got.Status = v1.HealingRequestStatus{
 		Phase: v1.PhaseRemediating, Issue: v1.IssueCrashLoopBackOff, Attempts: 1, Policy: "heal",
-		StartTime: &intent, Deadline: &metav1.Time{Time: intent.Add(2 * time.Minute)},
-		Actions: []v1.HealingAction{{Type: v1.ActionRolloutRestart, Attempt: 1, Target: "deployment/sandfly",
+		StartTime: &intent, Deadline: ptr.To(metav1.NewMicroTime(intent.Add(2 * time.Minute))),
+		Actions: []v1.HealingAction{{Type: v1.ActionRolloutRestart, Attempt: 1, Workload: v1.WorkloadReference{Kind: v1.WorkloadDeployment, Name: "sandfly"},
 			Outcome: v1.OutcomeIntended, StartedAt: metav1.NewMicroTime(intent.Time)}},
 	}
 	if err := k8s.Status().Update(ctx, got); err != nil {

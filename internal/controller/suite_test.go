@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"os"
-	"path/filepath"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -17,7 +16,6 @@ import (
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
-	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
 	"k8s.io/utils/ptr"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -32,7 +30,9 @@ import (
 
 // The controller tests run on the full local control plane: real apiserver, real
 // Deployment and EndpointSlice controllers, scheduler, and kwok as the kubelet. The
-// manager authenticates as its ServiceAccount with exactly the generated RBAC.
+// manager authenticates as the controller's ServiceAccount with exactly the RBAC and the
+// admission policy that config/default installs; each test namespace opts in to
+// remediation with a RoleBinding, as users do.
 
 var (
 	cluster *controlplane.ControlPlane
@@ -44,7 +44,7 @@ var (
 
 const (
 	managerNamespace = "selfheal-system"
-	managerSA        = "selfheal-manager"
+	managerSA        = "selfheal-controller"
 	eventually       = 30 * time.Second
 	poll             = 50 * time.Millisecond
 )
@@ -54,6 +54,10 @@ type offsetClock struct{ offset atomic.Int64 }
 func (c *offsetClock) Now() time.Time                  { return time.Now().Add(time.Duration(c.offset.Load())) }
 func (c *offsetClock) Since(t time.Time) time.Duration { return c.Now().Sub(t) }
 func (c *offsetClock) Step(d time.Duration)            { c.offset.Add(int64(d)) }
+
+// Reset puts the clock back on real time, for a test that shares the cluster with a
+// manager process (which runs on real time) from its start. Tests run one at a time.
+func (c *offsetClock) Reset() { c.offset.Store(0) }
 
 func TestMain(m *testing.M) {
 	ctrl.SetLogger(zap.New(zap.WriteTo(os.Stderr)))
@@ -65,40 +69,16 @@ func TestMain(m *testing.M) {
 		os.Exit(1)
 	}
 	k8s = cluster.Client
-	if err := grantManagerRBAC(ctx); err != nil {
-		fmt.Fprintln(os.Stderr, "RBAC:", err)
+	if err := cluster.Install(ctx, "config/default", controlplane.Kinds("Namespace", "ServiceAccount",
+		"ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding",
+		"ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding")); err != nil {
+		fmt.Fprintln(os.Stderr, "installing config/default:", err)
 		_ = cluster.Stop()
 		os.Exit(1)
 	}
 	code := m.Run()
 	_ = cluster.Stop()
 	os.Exit(code)
-}
-
-// grantManagerRBAC applies the generated ClusterRole and binds it to the manager's
-// ServiceAccount, as config/rbac does.
-func grantManagerRBAC(ctx context.Context) error {
-	root, err := controlplane.RepoRoot()
-	if err != nil {
-		return err
-	}
-	f, err := os.Open(filepath.Join(root, "config", "rbac", "role.yaml"))
-	if err != nil {
-		return err
-	}
-	defer func() { _ = f.Close() }()
-	role := &rbacv1.ClusterRole{}
-	if err := utilyaml.NewYAMLOrJSONDecoder(f, 4096).Decode(role); err != nil {
-		return err
-	}
-	if err := k8s.Create(ctx, role); err != nil {
-		return err
-	}
-	return k8s.Create(ctx, &rbacv1.ClusterRoleBinding{
-		ObjectMeta: metav1.ObjectMeta{Name: "selfheal-manager"},
-		RoleRef:    rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "ClusterRole", Name: role.Name},
-		Subjects:   []rbacv1.Subject{{Kind: rbacv1.ServiceAccountKind, Namespace: managerNamespace, Name: managerSA}},
-	})
 }
 
 // startManager runs the controllers as the manager's ServiceAccount until the returned
@@ -140,8 +120,23 @@ func startManager(t testing.TB) (stop func()) {
 	return func() { once.Do(func() { cancel(); wg.Wait() }) }
 }
 
-// newNamespace creates a namespace for one test.
+// newNamespace creates a namespace for one test that opts in to remediation, as
+// config/samples/remediation_rolebinding.yaml does.
 func newNamespace(t testing.TB) string {
+	t.Helper()
+	ns := newNamespaceWithoutOptIn(t)
+	if err := k8s.Create(context.Background(), &rbacv1.RoleBinding{
+		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "selfheal-remediation"},
+		RoleRef:    rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "ClusterRole", Name: "selfheal-remediation"},
+		Subjects:   []rbacv1.Subject{{Kind: rbacv1.ServiceAccountKind, Namespace: managerNamespace, Name: managerSA}},
+	}); err != nil {
+		t.Fatal(err)
+	}
+	return ns
+}
+
+// newNamespaceWithoutOptIn creates a namespace for one test where selfheal may only read.
+func newNamespaceWithoutOptIn(t testing.TB) string {
 	t.Helper()
 	ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{GenerateName: "heal-"}}
 	if err := k8s.Create(context.Background(), ns); err != nil {

@@ -33,6 +33,21 @@ func RestartStamp(t time.Time) string {
 // RestartedAtAnnotation is the pod-template annotation kubectl rollout restart sets.
 const RestartedAtAnnotation = "kubectl.kubernetes.io/restartedAt"
 
+// The writes of remediation, granted per namespace: config/rbac binds the ClusterRole
+// generated from these markers (RemediationRole) with a RoleBinding in each namespace
+// that opts in to healing, and config/admission's ValidatingAdmissionPolicy admits, of
+// these, only the three remediations.
+//
+// rbac: Remediation restarts a workload by patching its pod-template annotation (the only spec write).
+// +kubebuilder:rbac:groups=apps,resources=deployments;statefulsets,verbs=patch
+// rbac: Remediation scales a workload from zero through the scale subresource only.
+// +kubebuilder:rbac:groups=apps,resources=deployments/scale;statefulsets/scale,verbs=update
+// rbac: Remediation deletes only failed pods (the only pod write).
+// +kubebuilder:rbac:groups="",resources=pods,verbs=delete
+
+// RemediationRole is the ClusterRole a namespace binds to opt in to remediation.
+const RemediationRole = "selfheal-remediation"
+
 // Permanent errors: retrying the same step cannot succeed. Any other error from
 // Execute is transient (API unavailable, conflict) and the step may be retried.
 var (
@@ -43,11 +58,27 @@ var (
 	ErrDeploymentPaused = errors.New("deployment is paused")
 	// ErrInvalidStep: the step names an action or a target the executor does not handle.
 	ErrInvalidStep = errors.New("invalid step")
+	// ErrForbidden: the API server refused the write: the namespace has not opted in
+	// (no RoleBinding to RemediationRole), or the admission policy denied it.
+	ErrForbidden = errors.New("forbidden")
 )
 
 // IsPermanent reports whether err from Execute will not go away by retrying.
 func IsPermanent(err error) bool {
-	return errors.Is(err, ErrWorkloadGone) || errors.Is(err, ErrDeploymentPaused) || errors.Is(err, ErrInvalidStep)
+	return errors.Is(err, ErrWorkloadGone) || errors.Is(err, ErrDeploymentPaused) ||
+		errors.Is(err, ErrInvalidStep) || errors.Is(err, ErrForbidden)
+}
+
+// writeError classifies an error of a write on target.
+func writeError(err error, what string, target selfhealv1alpha1.WorkloadReference) error {
+	switch {
+	case apierrors.IsNotFound(err):
+		return fmt.Errorf("%w: %s", ErrWorkloadGone, target)
+	case apierrors.IsForbidden(err), apierrors.IsInvalid(err):
+		// RBAC (no opt-in) or the admission policy: retrying cannot help.
+		return fmt.Errorf("%w: %s %s: %w", ErrForbidden, what, target, err)
+	}
+	return fmt.Errorf("%s %s: %w", what, target, err)
 }
 
 // Executor performs one planned step. It never edits images, resources or network
@@ -66,8 +97,7 @@ type Executor struct {
 // given, is the diagnosis the step was planned from: a workload whose UID differs from
 // the one diagnosed is treated as gone.
 func (e *Executor) Execute(ctx context.Context, namespace string, step Step, snap *diagnostics.Snapshot) (string, error) {
-	kind, name, err := parseTarget(step.Target)
-	if err != nil {
+	if err := validWorkload(step.Workload); err != nil {
 		return "", err
 	}
 	if namespace == "" {
@@ -76,9 +106,9 @@ func (e *Executor) Execute(ctx context.Context, namespace string, step Step, sna
 	if snap != nil && snap.Target.Namespace != "" && snap.Target.Namespace != namespace {
 		return "", fmt.Errorf("%w: snapshot of namespace %q used in namespace %q", ErrInvalidStep, snap.Target.Namespace, namespace)
 	}
-	log := ctrl.LoggerFrom(ctx).WithValues("action", step.Type, "target", step.Target, "namespace", namespace)
+	log := ctrl.LoggerFrom(ctx).WithValues("action", step.Type, "workload", step.Workload.String(), "namespace", namespace)
 
-	obj, err := e.liveWorkload(ctx, namespace, kind, name, snap)
+	obj, err := e.liveWorkload(ctx, namespace, step.Workload, snap)
 	if err != nil {
 		return "", err
 	}
@@ -89,35 +119,33 @@ func (e *Executor) Execute(ctx context.Context, namespace string, step Step, sna
 		return e.rolloutRestart(ctx, obj, step)
 	case selfhealv1alpha1.ActionScaleFromZero:
 		log.Info("Scaling workload from zero")
-		return e.scaleFromZero(ctx, obj, step.Target)
+		return e.scaleFromZero(ctx, obj, step.Workload)
 	case selfhealv1alpha1.ActionDeleteFailedPods:
 		log.Info("Deleting failed pods of workload")
-		return e.deleteFailedPods(ctx, obj, step.Target)
+		return e.deleteFailedPods(ctx, obj, step.Workload)
 	}
 	return "", fmt.Errorf("%w: unknown action %q", ErrInvalidStep, step.Type)
 }
 
-// parseTarget splits "deployment/name" or "statefulset/name".
-func parseTarget(target string) (selfhealv1alpha1.WorkloadKind, string, error) {
-	kind, name, ok := strings.Cut(target, "/")
-	if !ok || name == "" || strings.Contains(name, "/") {
-		return "", "", fmt.Errorf("%w: target %q is not kind/name", ErrInvalidStep, target)
+// validWorkload accepts a Deployment or StatefulSet with a name.
+func validWorkload(w selfhealv1alpha1.WorkloadReference) error {
+	if w.Name == "" || strings.Contains(w.Name, "/") {
+		return fmt.Errorf("%w: workload name %q", ErrInvalidStep, w.Name)
 	}
-	switch kind {
-	case "deployment":
-		return selfhealv1alpha1.WorkloadDeployment, name, nil
-	case "statefulset":
-		return selfhealv1alpha1.WorkloadStatefulSet, name, nil
+	switch w.Kind {
+	case selfhealv1alpha1.WorkloadDeployment, selfhealv1alpha1.WorkloadStatefulSet:
+		return nil
 	}
-	return "", "", fmt.Errorf("%w: target kind %q is neither deployment nor statefulset", ErrInvalidStep, kind)
+	return fmt.Errorf("%w: workload kind %q is neither Deployment nor StatefulSet", ErrInvalidStep, w.Kind)
 }
 
 // liveWorkload reads the workload uncached and checks it is the one diagnosed.
-func (e *Executor) liveWorkload(ctx context.Context, namespace string, kind selfhealv1alpha1.WorkloadKind,
-	name string, snap *diagnostics.Snapshot) (client.Object, error) {
+func (e *Executor) liveWorkload(ctx context.Context, namespace string, target selfhealv1alpha1.WorkloadReference,
+	snap *diagnostics.Snapshot) (client.Object, error) {
 	var obj client.Object
 	var diagnosed types.UID
-	switch kind {
+	name := target.Name
+	switch target.Kind {
 	case selfhealv1alpha1.WorkloadDeployment:
 		obj = &appsv1.Deployment{}
 		if snap != nil && snap.Deployment != nil && snap.Deployment.Name == name {
@@ -129,7 +157,6 @@ func (e *Executor) liveWorkload(ctx context.Context, namespace string, kind self
 			diagnosed = snap.StatefulSet.UID
 		}
 	}
-	target := strings.ToLower(string(kind)) + "/" + name
 	if err := e.APIReader.Get(ctx, client.ObjectKey{Namespace: namespace, Name: name}, obj); err != nil {
 		if apierrors.IsNotFound(err) {
 			return nil, fmt.Errorf("%w: %s in namespace %q", ErrWorkloadGone, target, namespace)
@@ -151,7 +178,7 @@ func (e *Executor) liveWorkload(ctx context.Context, namespace string, kind self
 // patch carries the resourceVersion that was read, so a Deployment paused (or changed)
 // in between makes it fail with a conflict instead of restarting a paused Deployment.
 func (e *Executor) rolloutRestart(ctx context.Context, obj client.Object, step Step) (string, error) {
-	target := step.Target
+	target := step.Workload
 	if d, ok := obj.(*appsv1.Deployment); ok && d.Spec.Paused {
 		return "", fmt.Errorf("%w: %s; resume it (kubectl rollout resume %s) or heal it by hand", ErrDeploymentPaused, target, target)
 	}
@@ -174,10 +201,7 @@ func (e *Executor) rolloutRestart(ctx context.Context, obj client.Object, step S
 		return "", fmt.Errorf("encoding restart patch: %w", err)
 	}
 	if err := e.Client.Patch(ctx, obj, client.RawPatch(types.StrategicMergePatchType, data)); err != nil {
-		if apierrors.IsNotFound(err) {
-			return "", fmt.Errorf("%w: %s", ErrWorkloadGone, target)
-		}
-		return "", fmt.Errorf("restarting %s: %w", target, err)
+		return "", writeError(err, "restarting", target)
 	}
 	return fmt.Sprintf("Restarted %s (%s=%s)", target, RestartedAtAnnotation, now), nil
 }
@@ -185,7 +209,7 @@ func (e *Executor) rolloutRestart(ctx context.Context, obj client.Object, step S
 // scaleFromZero sets replicas to 1 through the scale subresource, only when the live
 // workload has 0 replicas. The scale carries the resourceVersion that was read, so a
 // concurrent scale makes it fail with a conflict instead of overriding it.
-func (e *Executor) scaleFromZero(ctx context.Context, obj client.Object, target string) (string, error) {
+func (e *Executor) scaleFromZero(ctx context.Context, obj client.Object, target selfhealv1alpha1.WorkloadReference) (string, error) {
 	var replicas *int32
 	switch w := obj.(type) {
 	case *appsv1.Deployment:
@@ -209,10 +233,7 @@ func (e *Executor) scaleFromZero(ctx context.Context, obj client.Object, target 
 		Spec: autoscalingv1.ScaleSpec{Replicas: 1},
 	}
 	if err := e.Client.SubResource("scale").Update(ctx, obj, client.WithSubResourceBody(scale)); err != nil {
-		if apierrors.IsNotFound(err) {
-			return "", fmt.Errorf("%w: %s", ErrWorkloadGone, target)
-		}
-		return "", fmt.Errorf("scaling %s: %w", target, err)
+		return "", writeError(err, "scaling", target)
 	}
 	return fmt.Sprintf("Scaled %s from 0 to 1 replica", target), nil
 }
@@ -220,7 +241,7 @@ func (e *Executor) scaleFromZero(ctx context.Context, obj client.Object, target 
 // deleteFailedPods deletes the pods in phase Failed that the workload owns (through a
 // ReplicaSet for a Deployment). Each delete carries the pod's UID as a precondition, so
 // a pod that was replaced under the same name (a StatefulSet's) is never deleted.
-func (e *Executor) deleteFailedPods(ctx context.Context, obj client.Object, target string) (string, error) {
+func (e *Executor) deleteFailedPods(ctx context.Context, obj client.Object, target selfhealv1alpha1.WorkloadReference) (string, error) {
 	owners := map[types.UID]bool{}
 	var selector *metav1.LabelSelector
 	switch w := obj.(type) {
@@ -266,6 +287,8 @@ func (e *Executor) deleteFailedPods(ctx context.Context, obj client.Object, targ
 			deleted = append(deleted, pod.Name)
 		case apierrors.IsNotFound(err), apierrors.IsConflict(err):
 			// Gone already, or replaced by a new pod of the same name: not ours to delete.
+		case apierrors.IsForbidden(err), apierrors.IsInvalid(err):
+			return "", fmt.Errorf("%w: deleting failed pod %s of %s (after deleting %d): %w", ErrForbidden, pod.Name, target, len(deleted), err)
 		default:
 			return "", fmt.Errorf("deleting failed pod %s of %s (after deleting %d): %w", pod.Name, target, len(deleted), err)
 		}

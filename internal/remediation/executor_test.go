@@ -218,7 +218,7 @@ func TestExecuteRolloutRestartDeployment(t *testing.T) {
 	d := f.deployment(t, "mcp-files", 2, false)
 	before := f.getDeployment(t, "mcp-files")
 
-	msg, err := f.exec.Execute(f.ctx, f.ns, Step{Type: hv1.ActionRolloutRestart, Target: "deployment/mcp-files"}, nil)
+	msg, err := f.exec.Execute(f.ctx, f.ns, Step{Type: hv1.ActionRolloutRestart, Workload: deploy("mcp-files")}, nil)
 	if err != nil {
 		t.Fatalf("Execute: %v", err)
 	}
@@ -240,7 +240,7 @@ func TestExecuteRolloutRestartDeployment(t *testing.T) {
 
 	// A second restart, later, moves the annotation on, like kubectl does.
 	f.clock.Step(90 * time.Second)
-	if _, err := f.exec.Execute(f.ctx, f.ns, Step{Type: hv1.ActionRolloutRestart, Target: "deployment/mcp-files"}, nil); err != nil {
+	if _, err := f.exec.Execute(f.ctx, f.ns, Step{Type: hv1.ActionRolloutRestart, Workload: deploy("mcp-files")}, nil); err != nil {
 		t.Fatal(err)
 	}
 	if got := f.getDeployment(t, d.Name).Spec.Template.Annotations[RestartedAtAnnotation]; got != "2026-03-01T12:01:30Z" {
@@ -263,7 +263,7 @@ func TestExecuteRolloutRestartStatefulSet(t *testing.T) {
 		},
 	}
 	f.create(t, sts)
-	if _, err := f.exec.Execute(f.ctx, f.ns, Step{Type: hv1.ActionRolloutRestart, Target: "statefulset/mcp-db"}, nil); err != nil {
+	if _, err := f.exec.Execute(f.ctx, f.ns, Step{Type: hv1.ActionRolloutRestart, Workload: hv1.WorkloadReference{Kind: hv1.WorkloadStatefulSet, Name: "mcp-db"}}, nil); err != nil {
 		t.Fatal(err)
 	}
 	got := &appsv1.StatefulSet{}
@@ -278,7 +278,7 @@ func TestExecuteRolloutRestartStatefulSet(t *testing.T) {
 func TestExecuteRefusesPausedDeployment(t *testing.T) {
 	f := newExecFixture(t, nil)
 	f.deployment(t, "mcp-files", 1, true)
-	_, err := f.exec.Execute(f.ctx, f.ns, Step{Type: hv1.ActionRolloutRestart, Target: "deployment/mcp-files"}, nil)
+	_, err := f.exec.Execute(f.ctx, f.ns, Step{Type: hv1.ActionRolloutRestart, Workload: deploy("mcp-files")}, nil)
 	if !errors.Is(err, ErrDeploymentPaused) || !IsPermanent(err) {
 		t.Fatalf("err = %v, want ErrDeploymentPaused", err)
 	}
@@ -292,7 +292,7 @@ func TestExecuteRestartOnlyInItsNamespace(t *testing.T) {
 	b := newExecFixture(t, nil)
 	a.deployment(t, "mcp-files", 1, false)
 	b.deployment(t, "mcp-files", 1, false)
-	if _, err := a.exec.Execute(a.ctx, a.ns, Step{Type: hv1.ActionRolloutRestart, Target: "deployment/mcp-files"}, nil); err != nil {
+	if _, err := a.exec.Execute(a.ctx, a.ns, Step{Type: hv1.ActionRolloutRestart, Workload: deploy("mcp-files")}, nil); err != nil {
 		t.Fatal(err)
 	}
 	if ann := b.getDeployment(t, "mcp-files").Spec.Template.Annotations; ann[RestartedAtAnnotation] != "" {
@@ -306,7 +306,7 @@ func TestExecuteRestartOnlyInItsNamespace(t *testing.T) {
 func TestExecuteWorkloadGone(t *testing.T) {
 	f := newExecFixture(t, nil)
 	for _, a := range []hv1.ActionType{hv1.ActionRolloutRestart, hv1.ActionScaleFromZero, hv1.ActionDeleteFailedPods} {
-		_, err := f.exec.Execute(f.ctx, f.ns, Step{Type: a, Target: "deployment/nope"}, nil)
+		_, err := f.exec.Execute(f.ctx, f.ns, Step{Type: a, Workload: deploy("nope")}, nil)
 		if !errors.Is(err, ErrWorkloadGone) || !IsPermanent(err) {
 			t.Errorf("%s: err = %v, want ErrWorkloadGone", a, err)
 		}
@@ -317,7 +317,7 @@ func TestExecuteWorkloadGone(t *testing.T) {
 	d := f.deployment(t, "mcp-files", 1, false)
 	snap := &diagnostics.Snapshot{Target: diagnostics.Target{Namespace: f.ns, Service: "mcp-files"},
 		Deployment: &appsv1.Deployment{ObjectMeta: metav1.ObjectMeta{Name: d.Name, UID: "uid-of-the-old-one"}}}
-	_, err := f.exec.Execute(f.ctx, f.ns, Step{Type: hv1.ActionRolloutRestart, Target: "deployment/mcp-files"}, snap)
+	_, err := f.exec.Execute(f.ctx, f.ns, Step{Type: hv1.ActionRolloutRestart, Workload: deploy("mcp-files")}, snap)
 	if !errors.Is(err, ErrWorkloadGone) {
 		t.Errorf("replaced deployment: err = %v", err)
 	}
@@ -330,16 +330,16 @@ func TestExecuteInvalidSteps(t *testing.T) {
 	f := newExecFixture(t, nil)
 	f.deployment(t, "mcp-files", 1, false)
 	for _, s := range []Step{
-		{Type: hv1.ActionRolloutRestart, Target: "daemonset/mcp-files"},
-		{Type: hv1.ActionRolloutRestart, Target: "mcp-files"},
-		{Type: hv1.ActionRolloutRestart, Target: "deployment/"},
-		{Type: hv1.ActionType("EditImage"), Target: "deployment/mcp-files"},
+		{Type: hv1.ActionRolloutRestart, Workload: hv1.WorkloadReference{Kind: "DaemonSet", Name: "mcp-files"}},
+		{Type: hv1.ActionRolloutRestart, Workload: hv1.WorkloadReference{Name: "mcp-files"}},
+		{Type: hv1.ActionRolloutRestart, Workload: hv1.WorkloadReference{Kind: hv1.WorkloadDeployment}},
+		{Type: hv1.ActionType("EditImage"), Workload: deploy("mcp-files")},
 	} {
 		if _, err := f.exec.Execute(f.ctx, f.ns, s, nil); !errors.Is(err, ErrInvalidStep) {
 			t.Errorf("%+v: err = %v, want ErrInvalidStep", s, err)
 		}
 	}
-	if _, err := f.exec.Execute(f.ctx, "other-ns", Step{Type: hv1.ActionRolloutRestart, Target: "deployment/mcp-files"},
+	if _, err := f.exec.Execute(f.ctx, "other-ns", Step{Type: hv1.ActionRolloutRestart, Workload: deploy("mcp-files")},
 		&diagnostics.Snapshot{Target: diagnostics.Target{Namespace: f.ns}}); !errors.Is(err, ErrInvalidStep) {
 		t.Errorf("snapshot of another namespace: err = %v", err)
 	}
@@ -348,7 +348,7 @@ func TestExecuteInvalidSteps(t *testing.T) {
 func TestExecuteScaleFromZero(t *testing.T) {
 	f := newExecFixture(t, nil)
 	f.deployment(t, "mcp-files", 0, false)
-	msg, err := f.exec.Execute(f.ctx, f.ns, Step{Type: hv1.ActionScaleFromZero, Target: "deployment/mcp-files"}, nil)
+	msg, err := f.exec.Execute(f.ctx, f.ns, Step{Type: hv1.ActionScaleFromZero, Workload: deploy("mcp-files")}, nil)
 	if err != nil {
 		t.Fatalf("Execute: %v", err)
 	}
@@ -365,7 +365,7 @@ func TestExecuteScaleFromZero(t *testing.T) {
 
 	// Not at zero: nothing is done, and the message says so.
 	f.deployment(t, "mcp-git", 3, false)
-	msg, err = f.exec.Execute(f.ctx, f.ns, Step{Type: hv1.ActionScaleFromZero, Target: "deployment/mcp-git"}, nil)
+	msg, err = f.exec.Execute(f.ctx, f.ns, Step{Type: hv1.ActionScaleFromZero, Workload: deploy("mcp-git")}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -393,7 +393,7 @@ func TestExecuteDeleteFailedPods(t *testing.T) {
 	f.pod(t, "mcp-files-canary-7c6d5-failed", labels, rsOther, "ReplicaSet", corev1.PodFailed)
 	f.pod(t, "debug-copy-failed", labels, nil, "", corev1.PodFailed)
 
-	msg, err := f.exec.Execute(f.ctx, f.ns, Step{Type: hv1.ActionDeleteFailedPods, Target: "deployment/mcp-files"}, nil)
+	msg, err := f.exec.Execute(f.ctx, f.ns, Step{Type: hv1.ActionDeleteFailedPods, Workload: deploy("mcp-files")}, nil)
 	if err != nil {
 		t.Fatalf("Execute: %v", err)
 	}
@@ -406,7 +406,7 @@ func TestExecuteDeleteFailedPods(t *testing.T) {
 	}
 
 	// Nothing left to delete: says so.
-	msg, err = f.exec.Execute(f.ctx, f.ns, Step{Type: hv1.ActionDeleteFailedPods, Target: "deployment/mcp-files"}, nil)
+	msg, err = f.exec.Execute(f.ctx, f.ns, Step{Type: hv1.ActionDeleteFailedPods, Workload: deploy("mcp-files")}, nil)
 	if err != nil || !strings.Contains(msg, "No failed pods") {
 		t.Errorf("second run: %q, %v", msg, err)
 	}
@@ -429,7 +429,7 @@ func TestExecuteDeleteFailedPodsStatefulSet(t *testing.T) {
 	f.create(t, sts)
 	f.pod(t, "mcp-db-0", labels, sts, "StatefulSet", corev1.PodFailed)
 	f.pod(t, "mcp-db-1", labels, sts, "StatefulSet", corev1.PodRunning)
-	if _, err := f.exec.Execute(f.ctx, f.ns, Step{Type: hv1.ActionDeleteFailedPods, Target: "statefulset/mcp-db"}, nil); err != nil {
+	if _, err := f.exec.Execute(f.ctx, f.ns, Step{Type: hv1.ActionDeleteFailedPods, Workload: hv1.WorkloadReference{Kind: hv1.WorkloadStatefulSet, Name: "mcp-db"}}, nil); err != nil {
 		t.Fatal(err)
 	}
 	if got := f.podNames(t); strings.Join(got, ",") != "mcp-db-1" {
@@ -477,7 +477,7 @@ func TestExecuteDeleteFailedPodsNeverDeletesAReplacement(t *testing.T) {
 	f.create(t, sts)
 	f.pod(t, "mcp-db-0", labels, sts, "StatefulSet", corev1.PodFailed)
 
-	msg, err := f.exec.Execute(f.ctx, f.ns, Step{Type: hv1.ActionDeleteFailedPods, Target: "statefulset/mcp-db"}, nil)
+	msg, err := f.exec.Execute(f.ctx, f.ns, Step{Type: hv1.ActionDeleteFailedPods, Workload: hv1.WorkloadReference{Kind: hv1.WorkloadStatefulSet, Name: "mcp-db"}}, nil)
 	if err != nil {
 		t.Fatalf("Execute: %v", err)
 	}
@@ -520,7 +520,7 @@ func TestExecuteRestartRacesWithPause(t *testing.T) {
 		})
 	})
 	f.deployment(t, "mcp-files", 1, false)
-	step := Step{Type: hv1.ActionRolloutRestart, Target: "deployment/mcp-files"}
+	step := Step{Type: hv1.ActionRolloutRestart, Workload: deploy("mcp-files")}
 	_, err := f.exec.Execute(f.ctx, f.ns, step, nil)
 	if !apierrors.IsConflict(err) || IsPermanent(err) {
 		t.Fatalf("err = %v, want a transient conflict", err)
@@ -532,4 +532,8 @@ func TestExecuteRestartRacesWithPause(t *testing.T) {
 	if _, err := f.exec.Execute(f.ctx, f.ns, step, nil); !errors.Is(err, ErrDeploymentPaused) {
 		t.Fatalf("retry: err = %v, want ErrDeploymentPaused", err)
 	}
+}
+
+func deploy(name string) hv1.WorkloadReference {
+	return hv1.WorkloadReference{Kind: hv1.WorkloadDeployment, Name: name}
 }

@@ -35,6 +35,11 @@
 //     step are counted against it.
 //  9. Storm limit: disruptive actions in the namespace within the window >=
 //     namespaceMaxActions: Skipped (StormLimit). Only plans with a disruptive step.
+//
+// Gates 8 and 9 count the namespace's ledger (ledger.go), not HealingRequests. Plan
+// sees the ledger as read; the controller then reserves the action in the ledger with
+// optimistic concurrency (Reserve runs the same CheckLimits on the ledger it writes),
+// so the limits hold exactly however many workers and replicas plan at once.
 //  10. Paused Deployment: never touched: ManualInterventionRequired (DeploymentPaused).
 //  11. An action the plan needs is not in spec.allowedActions:
 //     ManualInterventionRequired (ActionNotAllowed), naming the action.
@@ -78,16 +83,13 @@ import (
 )
 
 // ActionRecord is one action recorded in a HealingRequest's status, as the controller
-// read it, for the cooldown, circuit breaker and storm limit.
+// read it, for the cooldown.
 type ActionRecord struct {
-	// Target is the Service the healing was for.
-	Target string
-	Type   selfhealv1alpha1.ActionType
+	// Service the healing was for.
+	Service string
 	// Outcome of the action. Intended counts as executed: the manager may have stopped
 	// after acting and before recording the outcome. DryRun never counts.
 	Outcome selfhealv1alpha1.ActionOutcome
-	// StartedAt is when the intent was recorded.
-	StartedAt time.Time
 	// FinishedAt is when the healing the action belongs to reached a terminal phase;
 	// zero while it runs.
 	FinishedAt time.Time
@@ -111,10 +113,9 @@ type Input struct {
 	DryRun bool
 	// Now is the injected clock's time.
 	Now time.Time
-	// History holds the actions recorded by the namespace's HealingRequests, including
-	// this request's earlier attempts (they count against the breaker too). Records
-	// older than the breaker window may be left out.
-	History []ActionRecord
+	// Ledger is the namespace's ledger of disruptive actions, including this request's
+	// earlier attempts (they count against the breaker too), for gates 8 and 9.
+	Ledger []selfhealv1alpha1.LedgerEntry
 	// LastHealingEnded is when the latest healing of this target that executed an
 	// action ended; zero when none did. Healings that acted on nothing (skipped,
 	// refused, dry runs) must not count, or every refused request would extend the
@@ -125,8 +126,8 @@ type Input struct {
 // Step is one action to execute.
 type Step struct {
 	Type selfhealv1alpha1.ActionType
-	// Target is the object acted on, as lower-case kind/name: "deployment/api".
-	Target string
+	// Workload is the object acted on.
+	Workload selfhealv1alpha1.WorkloadReference
 	// Reason says why this step is planned, for people.
 	Reason string
 	// At is when the intent to run this step was recorded. The restart stamps it as
@@ -229,7 +230,7 @@ func Plan(in Input) Decision {
 		return d
 	}
 
-	workload := workloadTarget(snap)
+	workload := snap.Workload
 	failed := failedPods(snap)
 	deploymentPaused := snap.Deployment != nil && snap.Deployment.Spec.Paused
 
@@ -241,10 +242,10 @@ func Plan(in Input) Decision {
 			Phase:   selfhealv1alpha1.PhaseManualInterventionRequired,
 		}
 		if len(failed) == 0 || !spec.Allows(selfhealv1alpha1.ActionDeleteFailedPods) ||
-			deploymentPaused || workload == "" {
+			deploymentPaused || workload == nil {
 			return Decision{Refusal: after, Reason: after.Reason, Message: after.Message}
 		}
-		steps := []Step{deleteFailedStep(workload, failed)}
+		steps := []Step{deleteFailedStep(*workload, failed)}
 		dry := in.DryRun || spec.DryRun
 		reason := selfhealv1alpha1.ReasonAllowed
 		if dry {
@@ -260,7 +261,7 @@ func Plan(in Input) Decision {
 			Message: fmt.Sprintf("Service %q looks healthy: nothing to remediate, verifying", service)}
 	}
 
-	steps := stepsFor(in.Issue, workload, failed, spec)
+	steps := stepsFor(in.Issue, *workload, failed, spec)
 	execRefusal := executionGates(in, snap, spec, steps, deploymentPaused)
 
 	// 6. Dry run: plan only; report what a real run would meet.
@@ -334,18 +335,18 @@ func notHealable(issue selfhealv1alpha1.IssueType, snap *diagnostics.Snapshot) (
 		if replicas := specReplicas(snap); replicas != 0 {
 			return refuse(manual, selfhealv1alpha1.ReasonNotHealable,
 				"%s wants %d replicas but service %q selects no pod: check the Service selector and the workload's events (quota, admission)",
-				workloadTarget(snap), replicas, snap.Target.Service), true
+				snap.Workload, replicas, snap.Target.Service), true
 		}
 	}
 	return Decision{}, false
 }
 
 // stepsFor maps a healable issue to its steps. Gate 3 guarantees a workload exists.
-func stepsFor(issue selfhealv1alpha1.IssueType, workload string,
+func stepsFor(issue selfhealv1alpha1.IssueType, workload selfhealv1alpha1.WorkloadReference,
 	failed []string, spec *selfhealv1alpha1.HealingPolicySpec) []Step {
 	switch {
 	case issue == selfhealv1alpha1.IssueNoPods:
-		return []Step{{Type: selfhealv1alpha1.ActionScaleFromZero, Target: workload,
+		return []Step{{Type: selfhealv1alpha1.ActionScaleFromZero, Workload: workload,
 			Reason: fmt.Sprintf("%s is scaled to 0 replicas; scale to 1", workload)}}
 	case issue == selfhealv1alpha1.IssueFailedPods:
 		return []Step{deleteFailedStep(workload, failed)}
@@ -354,7 +355,7 @@ func stepsFor(issue selfhealv1alpha1.IssueType, workload string,
 		if len(failed) > 0 && spec.Allows(selfhealv1alpha1.ActionDeleteFailedPods) {
 			steps = append(steps, deleteFailedStep(workload, failed))
 		}
-		return append(steps, Step{Type: selfhealv1alpha1.ActionRolloutRestart, Target: workload,
+		return append(steps, Step{Type: selfhealv1alpha1.ActionRolloutRestart, Workload: workload,
 			Reason: fmt.Sprintf("%s: replace the pods of %s", issue, workload)})
 	}
 	return nil
@@ -376,30 +377,9 @@ func executionGates(in Input, snap *diagnostics.Snapshot, spec *selfhealv1alpha1
 		}
 	}
 
-	disruptive := false
-	for _, s := range steps {
-		disruptive = disruptive || s.Type.Disruptive()
-	}
-	if disruptive {
-		window := spec.GetBreakerWindow()
-		since := in.Now.Add(-window)
-
-		// 8. Circuit breaker on this target.
-		starts := disruptiveStarts(in.History, since, func(r ActionRecord) bool { return r.Target == service })
-		if limit := spec.GetMaxActionsPerTarget(); len(starts) >= int(limit) {
-			wait := untilBelowLimit(starts, limit, window, in.Now)
-			return &Refusal{Phase: skipped, Reason: selfhealv1alpha1.ReasonCircuitOpen,
-				Message: fmt.Sprintf("Circuit breaker open for service %q: %d disruptive actions in the last %s (limit %d); closes in %s",
-					service, len(starts), window, limit, wait)}
-		}
-
-		// 9. Storm limit in the namespace.
-		starts = disruptiveStarts(in.History, since, func(ActionRecord) bool { return true })
-		if limit := spec.GetNamespaceMaxActions(); len(starts) >= int(limit) {
-			wait := untilBelowLimit(starts, limit, window, in.Now)
-			return &Refusal{Phase: skipped, Reason: selfhealv1alpha1.ReasonStormLimit,
-				Message: fmt.Sprintf("Storm limit reached in namespace %q: %d disruptive actions in the last %s (limit %d); lifts in %s",
-					snap.Target.Namespace, len(starts), window, limit, wait)}
+	if Disruptive(steps) {
+		if r := CheckLimits(in.Ledger, spec, service, snap.Target.Namespace, in.Now); r != nil {
+			return r
 		}
 	}
 
@@ -417,33 +397,21 @@ func executionGates(in Input, snap *diagnostics.Snapshot, spec *selfhealv1alpha1
 			return &Refusal{Phase: selfhealv1alpha1.PhaseManualInterventionRequired,
 				Reason: selfhealv1alpha1.ReasonActionNotAllowed,
 				Message: fmt.Sprintf("%s on %s needs action %s, which HealingPolicy %q does not allow (allowed: %s)",
-					in.Issue, s.Target, s.Type, in.Policy.Name, joinActions(spec.AllowedActions))}
+					in.Issue, s.Workload, s.Type, in.Policy.Name, joinActions(spec.AllowedActions))}
 		}
 	}
 	return nil
 }
 
-// disruptiveStarts lists, oldest first, the start times of executed disruptive actions
-// started after since that match.
-func disruptiveStarts(history []ActionRecord, since time.Time, match func(ActionRecord) bool) []time.Time {
-	var starts []time.Time
-	for _, r := range history {
-		if r.Type.Disruptive() && r.executed() && r.StartedAt.After(since) && match(r) {
-			starts = append(starts, r.StartedAt)
+// Disruptive reports whether steps include a disruptive action: one the ledger must
+// reserve.
+func Disruptive(steps []Step) bool {
+	for _, s := range steps {
+		if s.Type.Disruptive() {
+			return true
 		}
 	}
-	sort.Slice(starts, func(i, j int) bool { return starts[i].Before(starts[j]) })
-	return starts
-}
-
-// untilBelowLimit is how long until enough of starts (oldest first, at least limit of
-// them) leave the window for one more action to be allowed.
-func untilBelowLimit(starts []time.Time, limit int32, window time.Duration, now time.Time) time.Duration {
-	over := len(starts) - int(limit)
-	if over < 0 || over >= len(starts) {
-		return 0
-	}
-	return roundDuration(starts[over].Add(window).Sub(now))
+	return false
 }
 
 // LastHealingEnded is the end of the latest finished healing of target that executed
@@ -452,7 +420,7 @@ func untilBelowLimit(starts []time.Time, limit int32, window time.Duration, now 
 func LastHealingEnded(history []ActionRecord, target string) time.Time {
 	var last time.Time
 	for _, r := range history {
-		if r.Target == target && r.executed() && !r.FinishedAt.IsZero() && r.FinishedAt.After(last) {
+		if r.Service == target && r.executed() && !r.FinishedAt.IsZero() && r.FinishedAt.After(last) {
 			last = r.FinishedAt
 		}
 	}
@@ -627,14 +595,6 @@ func colonMessage(msg string) string {
 	return ": " + strings.TrimRight(msg, ". ")
 }
 
-// workloadTarget is the step target for the snapshot's workload: "deployment/name".
-func workloadTarget(snap *diagnostics.Snapshot) string {
-	if snap.Workload == nil {
-		return ""
-	}
-	return strings.ToLower(string(snap.Workload.Kind)) + "/" + snap.Workload.Name
-}
-
 func specReplicas(snap *diagnostics.Snapshot) int32 {
 	var r *int32
 	switch {
@@ -662,8 +622,8 @@ func failedPods(snap *diagnostics.Snapshot) []string {
 	return names
 }
 
-func deleteFailedStep(workload string, failed []string) Step {
-	return Step{Type: selfhealv1alpha1.ActionDeleteFailedPods, Target: workload,
+func deleteFailedStep(workload selfhealv1alpha1.WorkloadReference, failed []string) Step {
+	return Step{Type: selfhealv1alpha1.ActionDeleteFailedPods, Workload: workload,
 		Reason: fmt.Sprintf("%s of %s: %s", countPods(len(failed), "failed"), workload, nameList(failed))}
 }
 
@@ -687,7 +647,7 @@ func nameList(names []string) string {
 func describe(steps []Step, dry bool) string {
 	parts := make([]string, 0, len(steps))
 	for _, s := range steps {
-		parts = append(parts, fmt.Sprintf("%s %s", s.Type, s.Target))
+		parts = append(parts, fmt.Sprintf("%s %s", s.Type, s.Workload))
 	}
 	if dry {
 		return "Dry run: would " + strings.Join(parts, ", then ")

@@ -10,6 +10,7 @@ import (
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	networkingv1 "k8s.io/api/networking/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	testingclock "k8s.io/utils/clock/testing"
 	"k8s.io/utils/ptr"
 
@@ -19,26 +20,27 @@ import (
 
 var fakeClock = testingclock.NewFakeClock(time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC))
 
-// record is an executed action on target, started ago before now.
-func record(target string, a hv1.ActionType, outcome hv1.ActionOutcome, ago time.Duration) ActionRecord {
-	now := fakeClock.Now()
-	return ActionRecord{Target: target, Type: a, Outcome: outcome, StartedAt: now.Add(-ago), FinishedAt: now.Add(-ago + 20*time.Second)}
+// reserved is a ledger entry: a disruptive action on service, reserved ago before now.
+func reserved(service string, a hv1.ActionType, ago time.Duration) hv1.LedgerEntry {
+	return hv1.LedgerEntry{Service: service, Workload: hv1.WorkloadReference{Kind: hv1.WorkloadDeployment, Name: service},
+		Action: a, Request: fmt.Sprintf("%s-%d", service, ago), Attempt: 1, Policy: "heal",
+		ReservedAt: metav1.NewMicroTime(fakeClock.Now().Add(-ago))}
 }
 
-// breakerFull is the circuit breaker's limit (3) of restarts on the target.
-func breakerFull() []ActionRecord {
-	return []ActionRecord{
-		record(testService, hv1.ActionRolloutRestart, hv1.OutcomeSucceeded, 50*time.Minute),
-		record(testService, hv1.ActionRolloutRestart, hv1.OutcomeFailed, 30*time.Minute),
-		record(testService, hv1.ActionScaleFromZero, hv1.OutcomeIntended, 10*time.Minute),
+// breakerFull is the circuit breaker's limit (3) of disruptive actions on the target.
+func breakerFull() []hv1.LedgerEntry {
+	return []hv1.LedgerEntry{
+		reserved(testService, hv1.ActionRolloutRestart, 50*time.Minute),
+		reserved(testService, hv1.ActionRolloutRestart, 30*time.Minute),
+		reserved(testService, hv1.ActionScaleFromZero, 10*time.Minute),
 	}
 }
 
 // stormFull is the storm limit (5) of restarts across other targets.
-func stormFull() []ActionRecord {
-	var out []ActionRecord
+func stormFull() []hv1.LedgerEntry {
+	var out []hv1.LedgerEntry
 	for _, svc := range []string{"mcp-git", "mcp-search", "mcp-db", "mcp-mail", "mcp-calendar"} {
-		out = append(out, record(svc, hv1.ActionRolloutRestart, hv1.OutcomeSucceeded, 20*time.Minute))
+		out = append(out, reserved(svc, hv1.ActionRolloutRestart, 20*time.Minute))
 	}
 	return out
 }
@@ -112,7 +114,7 @@ func TestPlan(t *testing.T) {
 		// run, cooldown and breaker.
 		{"image pull back-off",
 			Input{Issue: hv1.IssueImagePullBackOff, Policy: testPolicy(), DryRun: true, Now: now,
-				LastHealingEnded: now.Add(-10 * time.Second), History: breakerFull(),
+				LastHealingEnded: now.Add(-10 * time.Second), Ledger: breakerFull(),
 				Snapshot: deploymentSnapshot(testDeployment(1), imagePullPod("mcp-files-6f7b9c-a1"))},
 			planWant{refusal: hv1.ReasonNotHealable, phase: manual,
 				contains: []string{`"server"`, `"mcp-files-6f7b9c-a1"`, "ghcr.io/example/mcp-files:9.9.9", "ImagePullBackOff"}}},
@@ -158,7 +160,7 @@ func TestPlan(t *testing.T) {
 		// Gate 4: OOMKilled: cleanup, then manual; not subject to cooldown or breaker.
 		{"oom with failed pods: cleanup then manual, despite cooldown and breaker",
 			Input{Issue: hv1.IssueOOMKilled, Policy: testPolicy(), Now: now,
-				LastHealingEnded: now.Add(-10 * time.Second), History: breakerFull(),
+				LastHealingEnded: now.Add(-10 * time.Second), Ledger: breakerFull(),
 				Snapshot: deploymentSnapshot(testDeployment(2), oomPod("mcp-files-6f7b9c-a1"), failedPod("mcp-files-6f7b9c-zz"))},
 			planWant{steps: cleanup, target: "deployment/mcp-files", after: hv1.ReasonManualIntervention, reason: hv1.ReasonAllowed,
 				contains: []string{`Memory limit of container "server" (limit 128Mi) needs a change`}}},
@@ -197,7 +199,7 @@ func TestPlan(t *testing.T) {
 		// Gate 7: cooldown, before the breaker.
 		{"cooldown beats breaker",
 			Input{Issue: hv1.IssueCrashLoopBackOff, Policy: testPolicy(), Now: now,
-				LastHealingEnded: now.Add(-30 * time.Second), History: breakerFull(), Snapshot: crashing()},
+				LastHealingEnded: now.Add(-30 * time.Second), Ledger: breakerFull(), Snapshot: crashing()},
 			planWant{refusal: hv1.ReasonCooldown, phase: hv1.PhaseSkipped, contains: []string{"1m30s remaining"}}},
 		{"cooldown over",
 			Input{Issue: hv1.IssueCrashLoopBackOff, Policy: testPolicy(), Now: now,
@@ -211,29 +213,28 @@ func TestPlan(t *testing.T) {
 		// Gate 8: circuit breaker, before the storm limit.
 		{"breaker open beats storm",
 			Input{Issue: hv1.IssueNoReadyPods, Policy: testPolicy(), Now: now,
-				History: append(breakerFull(), stormFull()...), Snapshot: crashing()},
+				Ledger: append(breakerFull(), stormFull()...), Snapshot: crashing()},
 			planWant{refusal: hv1.ReasonCircuitOpen, phase: hv1.PhaseSkipped, contains: []string{"3 disruptive actions", "closes in 10m0s"}}},
 		{"breaker over its limit closes when enough actions leave the window",
 			Input{Issue: hv1.IssueNoReadyPods, Policy: testPolicy(), Now: now, Snapshot: crashing(),
-				History: append(breakerFull(), record(testService, hv1.ActionRolloutRestart, hv1.OutcomeSucceeded, 55*time.Minute))},
+				Ledger: append(breakerFull(), reserved(testService, hv1.ActionRolloutRestart, 55*time.Minute))},
 			planWant{refusal: hv1.ReasonCircuitOpen, phase: hv1.PhaseSkipped, contains: []string{"4 disruptive actions", "closes in 10m0s"}}},
-		{"breaker ignores old, dry-run and non-disruptive actions",
-			Input{Issue: hv1.IssueNoReadyPods, Policy: testPolicy(), Now: now, Snapshot: crashing(), History: []ActionRecord{
-				record(testService, hv1.ActionRolloutRestart, hv1.OutcomeSucceeded, 61*time.Minute),
-				record(testService, hv1.ActionRolloutRestart, hv1.OutcomeDryRun, 5*time.Minute),
-				record(testService, hv1.ActionDeleteFailedPods, hv1.OutcomeSucceeded, 5*time.Minute),
-				record(testService, hv1.ActionRolloutRestart, hv1.OutcomeSucceeded, 5*time.Minute),
-				record(testService, hv1.ActionRolloutRestart, hv1.OutcomeSucceeded, 4*time.Minute),
+		{"breaker ignores actions that left the window and other targets",
+			Input{Issue: hv1.IssueNoReadyPods, Policy: testPolicy(), Now: now, Snapshot: crashing(), Ledger: []hv1.LedgerEntry{
+				reserved(testService, hv1.ActionRolloutRestart, 61*time.Minute),
+				reserved("mcp-git", hv1.ActionRolloutRestart, 5*time.Minute),
+				reserved(testService, hv1.ActionRolloutRestart, 5*time.Minute),
+				reserved(testService, hv1.ActionRolloutRestart, 4*time.Minute),
 			}},
 			planWant{steps: restart, reason: hv1.ReasonAllowed}},
 		{"breaker does not hold back a cleanup",
-			Input{Issue: hv1.IssueFailedPods, Policy: testPolicy(), Now: now, History: append(breakerFull(), stormFull()...),
+			Input{Issue: hv1.IssueFailedPods, Policy: testPolicy(), Now: now, Ledger: append(breakerFull(), stormFull()...),
 				Snapshot: deploymentSnapshot(testDeployment(2), failedPod("x"))},
 			planWant{steps: cleanup, reason: hv1.ReasonAllowed}},
 
 		// Gate 9: storm limit, before the paused Deployment.
 		{"storm limit beats paused deployment",
-			Input{Issue: hv1.IssueEndpointsMissing, Policy: testPolicy(), Now: now, History: stormFull(),
+			Input{Issue: hv1.IssueEndpointsMissing, Policy: testPolicy(), Now: now, Ledger: stormFull(),
 				Snapshot: deploymentSnapshot(pausedDeployment(), crashLoopPod("a"))},
 			planWant{refusal: hv1.ReasonStormLimit, phase: hv1.PhaseSkipped, contains: []string{`namespace "tools"`, "5 disruptive actions"}}},
 
@@ -320,8 +321,8 @@ func checkDecision(t *testing.T, got Decision, want planWant) {
 	}
 	if want.target != "" {
 		for _, s := range got.Steps {
-			if s.Target != want.target {
-				t.Errorf("step %s target = %q, want %q", s.Type, s.Target, want.target)
+			if s.Workload.String() != want.target {
+				t.Errorf("step %s workload = %q, want %q", s.Type, s.Workload, want.target)
 			}
 		}
 	}
@@ -399,12 +400,12 @@ func TestPlanListsFailedPodsBounded(t *testing.T) {
 func TestLastHealingEnded(t *testing.T) {
 	now := fakeClock.Now()
 	history := []ActionRecord{
-		{Target: testService, Type: hv1.ActionRolloutRestart, Outcome: hv1.OutcomeSucceeded, StartedAt: now.Add(-10 * time.Minute), FinishedAt: now.Add(-9 * time.Minute)},
-		{Target: testService, Type: hv1.ActionRolloutRestart, Outcome: hv1.OutcomeFailed, StartedAt: now.Add(-5 * time.Minute), FinishedAt: now.Add(-4 * time.Minute)},
+		{Service: testService, Outcome: hv1.OutcomeSucceeded, FinishedAt: now.Add(-9 * time.Minute)},
+		{Service: testService, Outcome: hv1.OutcomeFailed, FinishedAt: now.Add(-4 * time.Minute)},
 		// A dry run, a still running healing and another target do not count.
-		{Target: testService, Type: hv1.ActionRolloutRestart, Outcome: hv1.OutcomeDryRun, StartedAt: now.Add(-2 * time.Minute), FinishedAt: now.Add(-time.Minute)},
-		{Target: testService, Type: hv1.ActionRolloutRestart, Outcome: hv1.OutcomeIntended, StartedAt: now.Add(-30 * time.Second)},
-		{Target: "mcp-git", Type: hv1.ActionRolloutRestart, Outcome: hv1.OutcomeSucceeded, StartedAt: now.Add(-time.Minute), FinishedAt: now.Add(-10 * time.Second)},
+		{Service: testService, Outcome: hv1.OutcomeDryRun, FinishedAt: now.Add(-time.Minute)},
+		{Service: testService, Outcome: hv1.OutcomeIntended},
+		{Service: "mcp-git", Outcome: hv1.OutcomeSucceeded, FinishedAt: now.Add(-10 * time.Second)},
 	}
 	if got, want := LastHealingEnded(history, testService), now.Add(-4*time.Minute); !got.Equal(want) {
 		t.Errorf("LastHealingEnded = %v, want %v", got, want)
@@ -438,7 +439,7 @@ func TestManualReasonOOMWithoutLimit(t *testing.T) {
 	}
 }
 
-// BenchmarkPlan plans a restart for a 10-pod Deployment against a namespace history of
+// BenchmarkPlan plans a restart for a 10-pod Deployment against a namespace ledger of
 // 200 actions (the breaker and storm gates scan it all).
 func BenchmarkPlan(b *testing.B) {
 	now := fakeClock.Now()
@@ -446,13 +447,13 @@ func BenchmarkPlan(b *testing.B) {
 	for i := range 10 {
 		pods = append(pods, crashLoopPod(fmt.Sprintf("mcp-files-6f7b9c-%02d", i)))
 	}
-	var history []ActionRecord
+	var ledger []hv1.LedgerEntry
 	for i := range 200 {
-		history = append(history, record(fmt.Sprintf("mcp-%d", i%40), hv1.ActionRolloutRestart, hv1.OutcomeSucceeded, time.Duration(i)*20*time.Second))
+		ledger = append(ledger, reserved(fmt.Sprintf("mcp-%d", i%40), hv1.ActionRolloutRestart, time.Duration(i)*20*time.Second))
 	}
 	policy := testPolicy()
 	policy.Spec.CircuitBreaker.NamespaceMaxActions = ptr.To(int32(1000))
-	in := Input{Issue: hv1.IssueCrashLoopBackOff, Policy: policy, Now: now, History: history,
+	in := Input{Issue: hv1.IssueCrashLoopBackOff, Policy: policy, Now: now, Ledger: ledger,
 		Snapshot: deploymentSnapshot(testDeployment(10), pods...)}
 	b.ReportAllocs()
 	for b.Loop() {

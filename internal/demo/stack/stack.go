@@ -1,6 +1,9 @@
 // Package stack starts the whole selfheal story on one machine, for the demo and the
-// e2e suite: the local control plane (kwok plays the kubelet), the manager binary
-// authenticated as its ServiceAccount with the RBAC from config/rbac, the example MCP
+// e2e suite: the local control plane (kwok plays the kubelet), selfheal installed from
+// `kustomize build config/default` as users install it (CRDs, the two identities and
+// their RBAC, the admission policy, both Deployments), the manager binary run twice
+// under the identities those manifests create (the controller, and the gateway
+// alone), the namespace opted in to remediation by the sample RoleBinding, the example MCP
 // server deployed as sandfly-mcp-server in cortex-system (a local process that follows
 // the Deployment), and a fake Anthropic upstream (or the real API).
 package stack
@@ -47,7 +50,8 @@ const (
 	Service          = "sandfly-mcp-server"
 	Upstream         = "sandfly"
 	ManagerNamespace = "selfheal-system"
-	ManagerSA        = "selfheal-manager"
+	ControllerSA     = "selfheal-controller"
+	GatewaySA        = "selfheal-gateway"
 )
 
 // Options configure Start.
@@ -72,8 +76,9 @@ type Stack struct {
 	Alerts  *alerts.Server
 	// Claude is the fake Anthropic upstream; nil when the real API is used.
 	Claude *fakeclaude.Server
-	// GatewayURL, ProbeURL and MetricsURL are the manager's endpoints.
-	GatewayURL, ProbeURL, MetricsURL string
+	// GatewayURL is the gateway process's address (with /healthz, /readyz);
+	// GatewayMetricsURL its metrics. ProbeURL and MetricsURL are the controller's.
+	GatewayURL, GatewayMetricsURL, ProbeURL, MetricsURL string
 	// Token is a client token the gateway accepts.
 	Token string
 	// Kubeconfig is an administrator kubeconfig for kubectl.
@@ -82,11 +87,10 @@ type Stack struct {
 	Kubectl string
 	Dir     string
 
-	progress    io.Writer
-	manager     *exec.Cmd
-	managerDone chan struct{}
-	cancel      context.CancelFunc
-	followDone  chan struct{}
+	progress   io.Writer
+	processes  []*process
+	cancel     context.CancelFunc
+	followDone chan struct{}
 }
 
 // Start brings everything up; on error what was started is stopped.
@@ -131,12 +135,16 @@ func Start(ctx context.Context, o Options) (s *Stack, err error) {
 	}
 	s.Kubectl = filepath.Join(assets, "kubectl")
 
-	if err := s.applyRBAC(ctx, root); err != nil {
-		return nil, fmt.Errorf("applying config/rbac: %w", err)
+	s.say("Installing selfheal from config/default (kustomize), server-side, as users do")
+	if err := s.Cluster.Install(ctx, "config/default", nil); err != nil {
+		return nil, err
 	}
-	s.say("Deploying the MCP server %s in namespace %s", Service, Namespace)
+	s.say("Deploying the MCP server %s in namespace %s, opted in to remediation by config/samples", Service, Namespace)
 	if err := s.deployMCPServer(ctx); err != nil {
 		return nil, err
+	}
+	if err := s.ApplyFile(ctx, filepath.Join(root, "config", "samples", "remediation_rolebinding.yaml")); err != nil {
+		return nil, fmt.Errorf("opting %s in: %w", Namespace, err)
 	}
 	if s.Alerts, err = alerts.Start(alerts.Options{}); err != nil {
 		return nil, err
@@ -173,16 +181,10 @@ func Start(ctx context.Context, o Options) (s *Stack, err error) {
 	return s, nil
 }
 
-// Stop ends everything Start started, the manager first.
+// Stop ends everything Start started, selfheal's processes first.
 func (s *Stack) Stop() {
-	if s.manager != nil && s.manager.Process != nil {
-		_ = s.manager.Process.Signal(syscall.SIGTERM)
-		select {
-		case <-s.managerDone:
-		case <-time.After(15 * time.Second):
-			_ = s.manager.Process.Kill()
-			<-s.managerDone
-		}
+	for _, p := range s.processes {
+		p.stop()
 	}
 	if s.cancel != nil {
 		s.cancel()
@@ -201,19 +203,6 @@ func (s *Stack) Stop() {
 
 func (s *Stack) say(format string, args ...any) {
 	_, _ = fmt.Fprintf(s.progress, "==> "+format+"\n", args...)
-}
-
-// applyRBAC creates the manager's namespace and applies config/rbac as it is shipped.
-func (s *Stack) applyRBAC(ctx context.Context, root string) error {
-	if err := s.create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ManagerNamespace}}); err != nil {
-		return err
-	}
-	for _, f := range []string{"service_account.yaml", "role.yaml", "role_binding.yaml", "leader_election_role.yaml"} {
-		if err := s.ApplyFile(ctx, filepath.Join(root, "config", "rbac", f)); err != nil {
-			return fmt.Errorf("%s: %w", f, err)
-		}
-	}
-	return nil
 }
 
 // ApplyFile creates every object of a (multi-document) YAML file.
@@ -291,18 +280,13 @@ func (s *Stack) WaitServing(ctx context.Context, serving bool) error {
 }
 
 func (s *Stack) startManager(ctx context.Context, o Options, apiKey, baseURL string) error {
-	user := controlplane.ServiceAccountUser(ManagerNamespace, ManagerSA)
-	kubeconfig, err := s.Cluster.WriteKubeconfig(user, controlplane.ServiceAccountGroups(ManagerNamespace))
+	ports, err := freePorts(ctx, 4)
 	if err != nil {
 		return err
 	}
-	ports, err := freePorts(ctx, 3)
-	if err != nil {
-		return err
-	}
-	gw, probe, metrics := ports[0], ports[1], ports[2]
+	gw, gwMetrics, probe, metrics := ports[0], ports[1], ports[2], ports[3]
 	// The gateway watches the tokens file's directory: alone in its own, so that writes
-	// to manager.log (in Dir) do not make it reload and log, in a loop.
+	// to the logs (in Dir) do not make it reload and log, in a loop.
 	tokens := filepath.Join(s.Dir, "gateway", "tokens")
 	if err := os.MkdirAll(filepath.Dir(tokens), 0o700); err != nil {
 		return err
@@ -338,50 +322,103 @@ healing:
 	if err := os.WriteFile(cfgPath, []byte(cfg), 0o600); err != nil {
 		return err
 	}
-	logPath := filepath.Join(s.Dir, "manager.log")
-	logFile, err := os.Create(logPath)
+
+	s.say("Starting selfheal's controller as ServiceAccount %s/%s and its gateway as %s/%s, with the RBAC from config/default",
+		ManagerNamespace, ControllerSA, ManagerNamespace, GatewaySA)
+	controller, err := s.startProcess(o.ManagerBinary, "controller", ControllerSA, nil,
+		"--metrics-bind-address="+metrics, "--health-probe-bind-address="+probe,
+		"--caller-namespace="+ManagerNamespace, "--zap-log-level=info")
 	if err != nil {
 		return err
 	}
-	s.say("Starting selfheal (controllers and gateway) as ServiceAccount %s/%s, with the RBAC from config/rbac", ManagerNamespace, ManagerSA)
-	// No context: the manager outlives ctx; Stop ends it.
-	cmd := exec.Command(o.ManagerBinary, //nolint:gosec,noctx // our own binary
-		"--metrics-bind-address="+metrics, "--health-probe-bind-address="+probe,
-		"--gateway-config="+cfgPath, "--gateway-bind-address="+gw,
-		"--caller-namespace="+ManagerNamespace, "--zap-log-level=info",
-	)
-	cmd.Env = append(os.Environ(), "KUBECONFIG="+kubeconfig, "SELFHEAL_ANTHROPIC_API_KEY="+apiKey)
-	cmd.Stdout, cmd.Stderr = logFile, logFile
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	if err := cmd.Start(); err != nil {
-		_ = logFile.Close()
+	gateway, err := s.startProcess(o.ManagerBinary, "gateway", GatewaySA, []string{"SELFHEAL_ANTHROPIC_API_KEY=" + apiKey},
+		"--enable-controllers=false", "--metrics-bind-address="+gwMetrics,
+		"--gateway-config="+cfgPath, "--gateway-bind-address="+gw, "--zap-log-level=info")
+	if err != nil {
 		return err
 	}
-	s.manager, s.managerDone = cmd, make(chan struct{})
-	go func() {
-		_ = cmd.Wait()
-		_ = logFile.Close()
-		close(s.managerDone)
-	}()
-	s.GatewayURL, s.ProbeURL, s.MetricsURL = "http://"+gw, "http://"+probe, "http://"+metrics
+	s.GatewayURL, s.GatewayMetricsURL = "http://"+gw, "http://"+gwMetrics
+	s.ProbeURL, s.MetricsURL = "http://"+probe, "http://"+metrics
 	err = wait.PollUntilContextTimeout(ctx, 100*time.Millisecond, 60*time.Second, true, func(context.Context) (bool, error) {
-		select {
-		case <-s.managerDone:
-			return false, fmt.Errorf("the manager exited; see %s", logPath)
-		default:
+		for _, p := range []*process{controller, gateway} {
+			if p.exited() {
+				return false, fmt.Errorf("the %s exited; see %s", p.name, p.logPath)
+			}
 		}
 		return httpOK(s.ProbeURL+"/readyz") && httpOK(s.GatewayURL+"/readyz"), nil
 	})
 	if err != nil {
-		return fmt.Errorf("waiting for the manager: %w (log: %s)", err, logPath)
+		return fmt.Errorf("waiting for selfheal: %w (logs: %s, %s)", err, controller.logPath, gateway.logPath)
 	}
 	return nil
 }
 
-// ManagerLog is the manager's output so far.
+// process is one selfheal process of the stack.
+type process struct {
+	name, logPath string
+	cmd           *exec.Cmd
+	done          chan struct{}
+}
+
+// startProcess runs the manager binary authenticated as ServiceAccount sa (a client
+// certificate for that user: RBAC and the admission policy apply as to a pod's token),
+// logging to Dir/name.log.
+func (s *Stack) startProcess(bin, name, sa string, env []string, args ...string) (*process, error) {
+	kubeconfig, err := s.Cluster.WriteKubeconfig(controlplane.ServiceAccountUser(ManagerNamespace, sa), controlplane.ServiceAccountGroups(ManagerNamespace))
+	if err != nil {
+		return nil, err
+	}
+	p := &process{name: name, logPath: filepath.Join(s.Dir, name+".log"), done: make(chan struct{})}
+	logFile, err := os.Create(p.logPath)
+	if err != nil {
+		return nil, err
+	}
+	// No context: the process outlives Start's ctx; Stop ends it.
+	p.cmd = exec.Command(bin, args...) //nolint:gosec,noctx // our own binary
+	p.cmd.Env = append(append(os.Environ(), "KUBECONFIG="+kubeconfig), env...)
+	p.cmd.Stdout, p.cmd.Stderr = logFile, logFile
+	p.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	if err := p.cmd.Start(); err != nil {
+		_ = logFile.Close()
+		return nil, err
+	}
+	s.processes = append(s.processes, p)
+	go func() {
+		_ = p.cmd.Wait()
+		_ = logFile.Close()
+		close(p.done)
+	}()
+	return p, nil
+}
+
+func (p *process) exited() bool {
+	select {
+	case <-p.done:
+		return true
+	default:
+		return false
+	}
+}
+
+// stop ends the process gracefully, or kills it after 15 s.
+func (p *process) stop() {
+	_ = p.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-p.done:
+	case <-time.After(15 * time.Second):
+		_ = p.cmd.Process.Kill()
+		<-p.done
+	}
+}
+
+// ManagerLog is the output of selfheal's processes so far.
 func (s *Stack) ManagerLog() string {
-	b, _ := os.ReadFile(filepath.Join(s.Dir, "manager.log"))
-	return string(b)
+	var out strings.Builder
+	for _, p := range s.processes {
+		b, _ := os.ReadFile(p.logPath)
+		fmt.Fprintf(&out, "--- %s (%s)\n%s", p.name, p.logPath, b)
+	}
+	return out.String()
 }
 
 // Kubectl runs kubectl with the administrator kubeconfig and returns its output.

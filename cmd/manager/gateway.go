@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
-	"slices"
 	"time"
 
 	"github.com/go-logr/logr"
@@ -61,24 +60,13 @@ func buildGateway(restCfg *rest.Config, o options) (*gatewayRunnable, []string, 
 	}
 	log := ctrl.Log.WithName("gateway")
 	hub := healing.NewHub(healing.HubOptions{})
-	var namespaces []string
-	for _, u := range cfg.Upstreams {
-		if !slices.Contains(namespaces, u.Namespace) {
-			namespaces = append(namespaces, u.Namespace)
-		}
-	}
-	if ns := cfg.Healing.GetNamespace(); ns != "" && !slices.Contains(namespaces, ns) {
-		namespaces = append(namespaces, ns)
-	}
+	// Healings are only ever requested for the configured targets, so only their
+	// namespaces are watched and written.
+	namespaces := cfg.HealingNamespaces()
+	recorder := gateway.NewRecorder(cfg)
 
 	g := &gatewayRunnable{log: log}
-	healerOpts := healing.Options{Hub: hub, Namespaces: namespaces, Observe: func(upstream string, created bool) {
-		outcome := gateway.HealingJoined
-		if created {
-			outcome = gateway.HealingCreated
-		}
-		gateway.RecordHealingTriggered(upstream, outcome)
-	}}
+	healerOpts := healing.Options{Hub: hub, Namespaces: namespaces, Observe: recorder.HealingTriggered}
 	if restCfg != nil {
 		c, err := client.New(restCfg, client.Options{Scheme: controlplane.Scheme()})
 		if err != nil {

@@ -18,6 +18,7 @@ import (
 	"github.com/selfheal-dev/selfheal/internal/controlplane"
 	"github.com/selfheal-dev/selfheal/internal/gateway"
 	"github.com/selfheal-dev/selfheal/internal/gateway/healing"
+	"github.com/selfheal-dev/selfheal/internal/gateway/limits"
 	"github.com/selfheal-dev/selfheal/internal/gateway/mcp"
 )
 
@@ -66,7 +67,14 @@ func buildGateway(restCfg *rest.Config, o options) (*gatewayRunnable, []string, 
 	recorder := gateway.NewRecorder(cfg)
 
 	g := &gatewayRunnable{log: log}
-	healerOpts := healing.Options{Hub: hub, Namespaces: namespaces, Observe: recorder.HealingTriggered}
+	healerOpts := healing.Options{Hub: hub, Namespaces: namespaces, Targets: cfg.HealingTargets(), Observe: recorder.HealingTriggered}
+	// One budget of buffered request bytes for every route that keeps a body, and
+	// one cap for every event stream.
+	budget := limits.NewBudget(cfg.Limits.GetMaxBufferedBytes())
+	streams := healing.StreamOptions{
+		Budget:  budget,
+		Streams: limits.NewStreams("sse", cfg.Limits.GetMaxSubscribers(), cfg.Limits.GetMaxSubscribersPerClient()),
+	}
 	if restCfg != nil {
 		c, err := client.New(restCfg, client.Options{Scheme: controlplane.Scheme()})
 		if err != nil {
@@ -90,14 +98,15 @@ func buildGateway(restCfg *rest.Config, o options) (*gatewayRunnable, []string, 
 	}
 	proxy, err := mcp.NewProxy(mcp.Options{
 		Upstreams: upstreams, Healer: g.healer, AllowedOrigins: cfg.AllowedOrigins,
-		HoldTimeout: cfg.Healing.GetWaitTimeout(),
+		HoldTimeout: cfg.Healing.GetWaitTimeout(), Budget: budget,
+		MaxSessions: cfg.Limits.GetMaxSessions(), SessionIdleTimeout: cfg.Limits.GetSessionIdleTimeout(),
 	})
 	if err != nil {
 		return nil, nil, fmt.Errorf("gateway config %s: %w", o.gatewayConfig, err)
 	}
-	streams := healing.StreamOptions{}
 	g.server, err = gateway.New(cfg,
 		gateway.WithBindAddress(o.gatewayAddr),
+		gateway.WithBudget(budget),
 		gateway.WithLogger(log),
 		gateway.WithDelayReporter(hub),
 		gateway.Mount("GET /v1/healing/events", healing.NewEventsHandler(hub, streams)),

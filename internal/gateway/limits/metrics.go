@@ -53,3 +53,29 @@ func init() {
 
 // Refused counts one refusal for reason (one of the Reason constants).
 func Refused(reason string) { refusals.WithLabelValues(reason).Inc() }
+
+var (
+	sessions = prometheus.NewGauge(prometheus.GaugeOpts{
+		Namespace: "selfheal", Subsystem: "gateway", Name: "mcp_sessions",
+		Help: "MCP sessions the proxy remembers now.",
+	})
+	sessionsLimit = prometheus.NewGauge(prometheus.GaugeOpts{
+		Namespace: "selfheal", Subsystem: "gateway", Name: "mcp_sessions_limit",
+		Help: "The cap on remembered MCP sessions (limits.maxSessions).",
+	})
+	sessionEvictions = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Namespace: "selfheal", Subsystem: "gateway", Name: "mcp_session_evictions_total",
+		Help: "MCP sessions forgotten before their DELETE, by reason (idle: unused for limits.sessionIdleTimeout; capacity: least recently used over limits.maxSessions).",
+	}, []string{"reason"})
+)
+
+func init() { metrics.Registry.MustRegister(sessions, sessionsLimit, sessionEvictions) }
+
+// SetSessions reports the number of remembered MCP sessions.
+func SetSessions(n int) { sessions.Set(float64(n)) }
+
+// SessionsLimit reports the cap on remembered MCP sessions.
+func SessionsLimit(n int) { sessionsLimit.Set(float64(n)) }
+
+// SessionEvicted counts one session forgotten for reason (idle or capacity).
+func SessionEvicted(reason string) { sessionEvictions.WithLabelValues(reason).Inc() }

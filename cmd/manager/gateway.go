@@ -14,6 +14,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/metrics"
+	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
 	"github.com/selfheal-dev/selfheal/internal/controlplane"
 	"github.com/selfheal-dev/selfheal/internal/gateway"
@@ -130,10 +131,11 @@ func setupGateway(mgr ctrl.Manager, o options) ([]string, error) {
 }
 
 // runGatewayOnly runs the gateway without controllers (--enable-controllers=false),
-// with or without a reachable cluster, and serves metrics itself.
+// with or without a reachable cluster, and serves metrics itself: secured as the
+// manager's are when there is a cluster to authenticate scrapers against.
 func runGatewayOnly(ctx context.Context, o options) error {
 	log := ctrl.Log.WithName("setup")
-	restCfg, err := ctrl.GetConfig()
+	restCfg, err := clusterConfig()
 	if err != nil {
 		log.Info("No Kubernetes cluster configured: proxying only, healing is reported as unavailable", "reason", err.Error())
 		restCfg = nil
@@ -146,7 +148,25 @@ func runGatewayOnly(ctx context.Context, o options) error {
 		"cluster", restCfg != nil)
 	errc := make(chan error, 2)
 	go func() { errc <- g.Start(ctx) }()
-	if o.metricsAddr != "0" {
+	switch {
+	case o.metricsAddr == "0":
+	case o.metricsSecure && restCfg == nil:
+		log.Info("Metrics not served: --metrics-secure needs a cluster to authenticate scrapers; pass --metrics-secure=false to serve them over plain HTTP")
+	case o.metricsSecure:
+		hc, err := rest.HTTPClientFor(restCfg)
+		if err != nil {
+			return fmt.Errorf("metrics server: %w", err)
+		}
+		ms, err := metricsserver.NewServer(metricsOptions(o), restCfg, hc)
+		if err != nil {
+			return fmt.Errorf("metrics server: %w", err)
+		}
+		go func() {
+			if err := ms.Start(ctx); err != nil {
+				errc <- fmt.Errorf("metrics server: %w", err)
+			}
+		}()
+	default:
 		srv := &http.Server{Addr: o.metricsAddr, ReadHeaderTimeout: 10 * time.Second,
 			Handler: promhttp.HandlerFor(metrics.Registry, promhttp.HandlerOpts{})}
 		go func() {

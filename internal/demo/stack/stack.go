@@ -346,7 +346,9 @@ healing:
 	s.say("Starting selfheal (controllers and gateway) as ServiceAccount %s/%s, with the RBAC from config/rbac", ManagerNamespace, ManagerSA)
 	// No context: the manager outlives ctx; Stop ends it.
 	cmd := exec.Command(o.ManagerBinary, //nolint:gosec,noctx // our own binary
-		"--metrics-bind-address="+metrics, "--health-probe-bind-address="+probe,
+		// Plain-HTTP metrics: the demo's ServiceAccount has config/rbac's rules, and the
+		// suite scrapes without a token.
+		"--metrics-bind-address="+metrics, "--metrics-secure=false", "--health-probe-bind-address="+probe,
 		"--gateway-config="+cfgPath, "--gateway-bind-address="+gw,
 		"--caller-namespace="+ManagerNamespace, "--zap-log-level=info",
 	)

@@ -293,6 +293,7 @@ type gw struct {
 }
 
 type gwSetup struct {
+	tokens  string // the tokens file, instead of one chat-a token
 	yaml    string // replaces the default config body when set
 	attempt string // anthropic.attemptTimeout
 	opts    []gateway.Option
@@ -304,7 +305,11 @@ func startGateway(t testing.TB, upstream string, s gwSetup) *gw {
 	t.Helper()
 	dir := t.TempDir()
 	tokens := filepath.Join(dir, "tokens")
-	if err := os.WriteFile(tokens, []byte("# clients\nchat-a:"+clientToken+"\n"), 0o600); err != nil {
+	content := "# clients\nchat-a:" + clientToken + "\n"
+	if s.tokens != "" {
+		content = s.tokens
+	}
+	if err := os.WriteFile(tokens, []byte(content), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	attempt := s.attempt

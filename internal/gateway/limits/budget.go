@@ -10,6 +10,7 @@ import (
 	"io"
 	"net/http"
 	"sync/atomic"
+	"time"
 )
 
 // Errors of ReadBody. Callers answer them in their own error shape: ErrTooLarge
@@ -152,11 +153,13 @@ func ReadBody(r *http.Request, limit int64, budget *Budget) (*Body, error) {
 	}
 }
 
-// Refuse marks the response as the last on its connection. Call it before writing a
-// refusal whose request body was not read: net/http then closes the connection after
-// the answer instead of first draining (up to 256 KiB of) the unread body, which a
-// client dripping its body would otherwise turn into a held connection.
+// Refuse marks the response as the last on its connection and stops reading the
+// request. Call it before writing a refusal whose request body was not read:
+// net/http would otherwise drain (up to 256 KiB of) the unread body before and
+// after answering, which a client dripping its body turns into a held connection.
+// The answer is still written; only reads end.
 func Refuse(w http.ResponseWriter, retryAfter bool) {
+	_ = http.NewResponseController(w).SetReadDeadline(time.Now())
 	w.Header().Set("Connection", "close")
 	if retryAfter {
 		w.Header().Set("Retry-After", fmt.Sprint(RetryAfterSeconds))

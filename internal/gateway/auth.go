@@ -101,6 +101,7 @@ type Authenticator struct {
 	clientFor   func(name string) *access.Client
 	tokens      atomic.Pointer[TokenSet]
 	reloads     atomic.Uint64
+	watching    chan struct{} // closed once Watch sees changes
 }
 
 // DefaultReloadSettle is how long the tokens file must stay unchanged before a
@@ -127,7 +128,7 @@ func NoAuth() *Authenticator { return &Authenticator{disabled: true} }
 // comes from the client, so on /v1/* the gateway token must come from
 // TokenHeader. A missing file is an error; an empty one admits nobody.
 func NewAuthenticator(tokensFile string, passThrough bool, opts ...AuthOption) (*Authenticator, error) {
-	a := &Authenticator{path: tokensFile, passThrough: passThrough, settle: DefaultReloadSettle}
+	a := &Authenticator{path: tokensFile, passThrough: passThrough, settle: DefaultReloadSettle, watching: make(chan struct{})}
 	for _, o := range opts {
 		o(a)
 	}
@@ -159,6 +160,10 @@ func (a *Authenticator) Disabled() bool { return a.disabled }
 
 // Tokens is the number of client tokens accepted now.
 func (a *Authenticator) Tokens() int { return a.tokens.Load().Len() }
+
+// Watching is closed once Watch is watching the tokens file: changes made after
+// that are seen.
+func (a *Authenticator) Watching() <-chan struct{} { return a.watching }
 
 // Reloads counts the changes of the tokens file that were acted on (applied or
 // refused), for tests and logs.
@@ -207,6 +212,7 @@ func (a *Authenticator) Watch(ctx context.Context) error {
 	if err := w.Add(filepath.Dir(a.path)); err != nil {
 		return fmt.Errorf("watching tokens file: %w", err)
 	}
+	close(a.watching)
 	settle := time.NewTimer(a.settle)
 	settle.Stop()
 	defer settle.Stop()

@@ -297,6 +297,8 @@ type gwSetup struct {
 	yaml    string // replaces the default config body when set
 	attempt string // anthropic.attemptTimeout
 	opts    []gateway.Option
+	// configure adds options made from the parsed config.
+	configure func(*gateway.Config) []gateway.Option
 }
 
 // startGateway runs a gateway in front of upstream with the canary key
@@ -352,6 +354,9 @@ auth:
 			o.Rand = func() float64 { return 0.5 }
 		}),
 	}, s.opts...)
+	if s.configure != nil {
+		opts = append(opts, s.configure(cfg)...)
+	}
 	g.server, err = gateway.New(cfg, opts...)
 	if err != nil {
 		t.Fatal(err)

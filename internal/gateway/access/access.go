@@ -55,9 +55,24 @@ func (c *Client) ClientName() string {
 // Scoped reports whether c is limited in any way.
 func (c *Client) Scoped() bool { return c != nil && (c.upstreams != nil || c.namespaces != nil) }
 
-// AllowsNamespace reports whether c may see and report healings in namespace.
+// AllowsNamespace reports whether c may see and report healings in namespace: it
+// is in c's namespaces, and holds one of c's upstreams when c has those.
 func (c *Client) AllowsNamespace(namespace string) bool {
-	return c == nil || c.namespaces == nil || c.namespaces[namespace]
+	if c == nil {
+		return true
+	}
+	if c.namespaces != nil && !c.namespaces[namespace] {
+		return false
+	}
+	if c.targets == nil {
+		return true
+	}
+	for t := range c.targets {
+		if t.Namespace == namespace {
+			return true
+		}
+	}
+	return false
 }
 
 // AllowsUpstream reports whether c may call the MCP upstream name, which runs in

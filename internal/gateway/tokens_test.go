@@ -118,4 +118,3 @@ func TestEmptyTokensFileRefusesEveryoneLoudly(t *testing.T) {
 	}
 	waitUntil(t, func() bool { return strings.Contains(g.logs.String(), "every client is refused") })
 }
-

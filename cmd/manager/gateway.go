@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
-	"slices"
 	"time"
 
 	"github.com/go-logr/logr"
@@ -15,10 +14,12 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/metrics"
+	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
 	"github.com/selfheal-dev/selfheal/internal/controlplane"
 	"github.com/selfheal-dev/selfheal/internal/gateway"
 	"github.com/selfheal-dev/selfheal/internal/gateway/healing"
+	"github.com/selfheal-dev/selfheal/internal/gateway/limits"
 	"github.com/selfheal-dev/selfheal/internal/gateway/mcp"
 )
 
@@ -61,24 +62,20 @@ func buildGateway(restCfg *rest.Config, o options) (*gatewayRunnable, []string, 
 	}
 	log := ctrl.Log.WithName("gateway")
 	hub := healing.NewHub(healing.HubOptions{})
-	var namespaces []string
-	for _, u := range cfg.Upstreams {
-		if !slices.Contains(namespaces, u.Namespace) {
-			namespaces = append(namespaces, u.Namespace)
-		}
-	}
-	if ns := cfg.Healing.GetNamespace(); ns != "" && !slices.Contains(namespaces, ns) {
-		namespaces = append(namespaces, ns)
-	}
+	// Healings are only ever requested for the configured targets, so only their
+	// namespaces are watched and written.
+	namespaces := cfg.HealingNamespaces()
+	recorder := gateway.NewRecorder(cfg)
 
 	g := &gatewayRunnable{log: log}
-	healerOpts := healing.Options{Hub: hub, Namespaces: namespaces, Observe: func(upstream string, created bool) {
-		outcome := gateway.HealingJoined
-		if created {
-			outcome = gateway.HealingCreated
-		}
-		gateway.RecordHealingTriggered(upstream, outcome)
-	}}
+	healerOpts := healing.Options{Hub: hub, Namespaces: namespaces, Targets: cfg.HealingTargets(), Observe: recorder.HealingTriggered}
+	// One budget of buffered request bytes for every route that keeps a body, and
+	// one cap for every event stream.
+	budget := limits.NewBudget(cfg.Limits.GetMaxBufferedBytes())
+	streams := healing.StreamOptions{
+		Budget:  budget,
+		Streams: limits.NewStreams("sse", cfg.Limits.GetMaxSubscribers(), cfg.Limits.GetMaxSubscribersPerClient()),
+	}
 	if restCfg != nil {
 		c, err := client.New(restCfg, client.Options{Scheme: controlplane.Scheme()})
 		if err != nil {
@@ -102,14 +99,15 @@ func buildGateway(restCfg *rest.Config, o options) (*gatewayRunnable, []string, 
 	}
 	proxy, err := mcp.NewProxy(mcp.Options{
 		Upstreams: upstreams, Healer: g.healer, AllowedOrigins: cfg.AllowedOrigins,
-		HoldTimeout: cfg.Healing.GetWaitTimeout(),
+		HoldTimeout: cfg.Healing.GetWaitTimeout(), Budget: budget,
+		MaxSessions: cfg.Limits.GetMaxSessions(), SessionIdleTimeout: cfg.Limits.GetSessionIdleTimeout(),
 	})
 	if err != nil {
 		return nil, nil, fmt.Errorf("gateway config %s: %w", o.gatewayConfig, err)
 	}
-	streams := healing.StreamOptions{}
 	g.server, err = gateway.New(cfg,
 		gateway.WithBindAddress(o.gatewayAddr),
+		gateway.WithBudget(budget),
 		gateway.WithLogger(log),
 		gateway.WithDelayReporter(hub),
 		gateway.Mount("GET /v1/healing/events", healing.NewEventsHandler(hub, streams)),
@@ -133,10 +131,11 @@ func setupGateway(mgr ctrl.Manager, o options) ([]string, error) {
 }
 
 // runGatewayOnly runs the gateway without controllers (--enable-controllers=false),
-// with or without a reachable cluster, and serves metrics itself.
+// with or without a reachable cluster, and serves metrics itself: secured as the
+// manager's are when there is a cluster to authenticate scrapers against.
 func runGatewayOnly(ctx context.Context, o options) error {
 	log := ctrl.Log.WithName("setup")
-	restCfg, err := ctrl.GetConfig()
+	restCfg, err := clusterConfig()
 	if err != nil {
 		log.Info("No Kubernetes cluster configured: proxying only, healing is reported as unavailable", "reason", err.Error())
 		restCfg = nil
@@ -149,7 +148,25 @@ func runGatewayOnly(ctx context.Context, o options) error {
 		"cluster", restCfg != nil)
 	errc := make(chan error, 2)
 	go func() { errc <- g.Start(ctx) }()
-	if o.metricsAddr != "0" {
+	switch {
+	case o.metricsAddr == "0":
+	case o.metricsSecure && restCfg == nil:
+		log.Info("Metrics not served: --metrics-secure needs a cluster to authenticate scrapers; pass --metrics-secure=false to serve them over plain HTTP")
+	case o.metricsSecure:
+		hc, err := rest.HTTPClientFor(restCfg)
+		if err != nil {
+			return fmt.Errorf("metrics server: %w", err)
+		}
+		ms, err := metricsserver.NewServer(metricsOptions(o), restCfg, hc)
+		if err != nil {
+			return fmt.Errorf("metrics server: %w", err)
+		}
+		go func() {
+			if err := ms.Start(ctx); err != nil {
+				errc <- fmt.Errorf("metrics server: %w", err)
+			}
+		}()
+	default:
 		srv := &http.Server{Addr: o.metricsAddr, ReadHeaderTimeout: 10 * time.Second,
 			Handler: promhttp.HandlerFor(metrics.Registry, promhttp.HandlerOpts{})}
 		go func() {

@@ -8,12 +8,14 @@ import (
 	"flag"
 	"fmt"
 	"os"
+	"path/filepath"
 	"strings"
 	"time"
 
 	"k8s.io/apimachinery/pkg/runtime"
 	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
+	"k8s.io/client-go/rest"
 	"k8s.io/utils/ptr"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/cache"
@@ -21,10 +23,12 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/config"
 	"sigs.k8s.io/controller-runtime/pkg/healthz"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
+	"sigs.k8s.io/controller-runtime/pkg/metrics/filters"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
 	selfhealv1alpha1 "github.com/selfheal-dev/selfheal/api/v1alpha1"
 	"github.com/selfheal-dev/selfheal/internal/controller"
+	"github.com/selfheal-dev/selfheal/internal/gateway"
 )
 
 // shutdownTimeout bounds graceful shutdown: runnables (controllers, the gateway
@@ -33,6 +37,10 @@ const shutdownTimeout = 10 * time.Second
 
 type options struct {
 	metricsAddr             string
+	metricsSecure           bool
+	metricsCertPath         string
+	metricsCertName         string
+	metricsCertKey          string
 	probeAddr               string
 	leaderElect             bool
 	leaderElectionNamespace string
@@ -48,6 +56,11 @@ type options struct {
 func main() {
 	var o options
 	flag.StringVar(&o.metricsAddr, "metrics-bind-address", ":8080", "Address of the Prometheus metrics endpoint; 0 disables it.")
+	flag.BoolVar(&o.metricsSecure, "metrics-secure", true, "Serve metrics over HTTPS, only to callers the API server authenticates (TokenReview) "+
+		"and authorizes for GET /metrics (SubjectAccessReview); false serves plain HTTP to anyone.")
+	flag.StringVar(&o.metricsCertPath, "metrics-cert-path", "", "Directory with the metrics server's certificate; empty uses a self-signed one.")
+	flag.StringVar(&o.metricsCertName, "metrics-cert-name", "tls.crt", "Certificate file name in --metrics-cert-path.")
+	flag.StringVar(&o.metricsCertKey, "metrics-cert-key", "tls.key", "Key file name in --metrics-cert-path.")
 	flag.StringVar(&o.probeAddr, "health-probe-bind-address", ":8081", "Address of /healthz and /readyz.")
 	flag.BoolVar(&o.leaderElect, "leader-elect", false, "Elect a leader so only one replica runs the controllers (the gateway serves on every replica).")
 	flag.StringVar(&o.leaderElectionNamespace, "leader-election-namespace", "", "Namespace of the leader election Lease (default: the pod's namespace).")
@@ -55,7 +68,8 @@ func main() {
 	flag.StringVar(&o.watchNamespaces, "watch-namespaces", "", "Comma-separated namespaces to watch; empty watches all.")
 	flag.BoolVar(&o.enableControllers, "enable-controllers", true, "Run the healing controllers; false runs the gateway alone.")
 	flag.StringVar(&o.gatewayConfig, "gateway-config", "", "Gateway configuration file (YAML); empty disables the gateway.")
-	flag.StringVar(&o.gatewayAddr, "gateway-bind-address", ":8443", "Address the gateway serves on.")
+	flag.StringVar(&o.gatewayAddr, "gateway-bind-address", gateway.DefaultBindAddress,
+		"Address the gateway serves on (plain HTTP). The default is loopback only: set e.g. :8443 to serve a Service.")
 	flag.StringVar(&o.callerNamespace, "caller-namespace", "", "Namespace of the callers (the gateway) for network policy diagnosis; default: the pod's namespace.")
 	flag.StringVar(&o.callerLabels, "caller-labels", "app.kubernetes.io/name=selfheal", "Labels of the caller pods (k=v,...) for network policy diagnosis.")
 	zapOpts := zap.Options{}
@@ -97,7 +111,7 @@ func run(ctx context.Context, o options) error {
 	mgr, err := ctrl.NewManager(restCfg, ctrl.Options{
 		Scheme:                  scheme,
 		Cache:                   cacheOpts,
-		Metrics:                 metricsserver.Options{BindAddress: o.metricsAddr},
+		Metrics:                 metricsOptions(o),
 		HealthProbeBindAddress:  o.probeAddr,
 		LeaderElection:          o.leaderElect,
 		LeaderElectionID:        "selfheal.selfheal.dev",
@@ -146,6 +160,44 @@ func run(ctx context.Context, o options) error {
 		"leaderElection", o.leaderElect,
 	)
 	return mgr.Start(ctx)
+}
+
+// metricsOptions serves metrics the way the kubebuilder v4 scaffold does: over
+// HTTPS (a self-signed certificate unless --metrics-cert-path is given), and only
+// to callers the API server authenticates and authorizes for GET /metrics. This
+// needs create on tokenreviews and subjectaccessreviews (see README).
+func metricsOptions(o options) metricsserver.Options {
+	m := metricsserver.Options{BindAddress: o.metricsAddr, SecureServing: o.metricsSecure}
+	if o.metricsSecure {
+		m.FilterProvider = filters.WithAuthenticationAndAuthorization
+		if o.metricsCertPath != "" {
+			m.CertDir, m.CertName, m.KeyName = o.metricsCertPath, o.metricsCertName, o.metricsCertKey
+		}
+	}
+	return m
+}
+
+// errNoCluster says no kubeconfig and no in-cluster configuration exist.
+var errNoCluster = errors.New("no kubeconfig (--kubeconfig, $KUBECONFIG, ~/.kube/config) and not running in a cluster")
+
+// clusterConfig loads the cluster's configuration, or returns errNoCluster when
+// there is none to load. It looks before asking controller-runtime, which logs an
+// error with a stack trace when it finds nothing: running without a cluster is a
+// supported way to run the gateway, not an error.
+func clusterConfig() (*rest.Config, error) {
+	configured := os.Getenv("KUBECONFIG") != "" || os.Getenv("KUBERNETES_SERVICE_HOST") != ""
+	if f := flag.Lookup("kubeconfig"); f != nil && f.Value.String() != "" {
+		configured = true
+	}
+	if home, err := os.UserHomeDir(); err == nil {
+		if _, err := os.Stat(filepath.Join(home, ".kube", "config")); err == nil {
+			configured = true
+		}
+	}
+	if !configured {
+		return nil, errNoCluster
+	}
+	return ctrl.GetConfig()
 }
 
 // countPolicies states which HealingPolicies exist at startup, read directly from the

@@ -6,17 +6,22 @@ import (
 	"context"
 	"crypto/sha256"
 	"crypto/subtle"
+	"errors"
 	"fmt"
 	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
 	"sync/atomic"
+	"time"
 
 	"github.com/fsnotify/fsnotify"
+	"github.com/go-logr/logr"
 	ctrl "sigs.k8s.io/controller-runtime/pkg/log"
 
+	"github.com/selfheal-dev/selfheal/internal/gateway/access"
 	"github.com/selfheal-dev/selfheal/internal/gateway/anthropic"
+	"github.com/selfheal-dev/selfheal/internal/gateway/limits"
 )
 
 // TokenHeader carries the client's gateway token when the Authorization and
@@ -92,7 +97,28 @@ type Authenticator struct {
 	disabled    bool
 	passThrough bool
 	path        string
+	settle      time.Duration
+	clientFor   func(name string) *access.Client
 	tokens      atomic.Pointer[TokenSet]
+	reloads     atomic.Uint64
+	watching    chan struct{} // closed once Watch sees changes
+}
+
+// DefaultReloadSettle is how long the tokens file must stay unchanged before a
+// change is read: an editor writing in place is not read half-way.
+const DefaultReloadSettle = 250 * time.Millisecond
+
+// AuthOption configures an Authenticator.
+type AuthOption func(*Authenticator)
+
+// WithReloadSettle sets how long the tokens file must stay unchanged, with the
+// same content read twice, before a change is applied.
+func WithReloadSettle(d time.Duration) AuthOption { return func(a *Authenticator) { a.settle = d } }
+
+// WithClients resolves a token's name to its access (scope). Default: every
+// token is unrestricted.
+func WithClients(f func(name string) *access.Client) AuthOption {
+	return func(a *Authenticator) { a.clientFor = f }
 }
 
 // NoAuth admits every request (auth: {mode: none}).
@@ -100,12 +126,24 @@ func NoAuth() *Authenticator { return &Authenticator{disabled: true} }
 
 // NewAuthenticator loads the tokens file. passThrough says the Anthropic key
 // comes from the client, so on /v1/* the gateway token must come from
-// TokenHeader.
-func NewAuthenticator(tokensFile string, passThrough bool) (*Authenticator, error) {
-	a := &Authenticator{path: tokensFile, passThrough: passThrough}
-	if err := a.Reload(); err != nil {
-		return nil, err
+// TokenHeader. A missing file is an error; an empty one admits nobody.
+func NewAuthenticator(tokensFile string, passThrough bool, opts ...AuthOption) (*Authenticator, error) {
+	a := &Authenticator{path: tokensFile, passThrough: passThrough, settle: DefaultReloadSettle, watching: make(chan struct{})}
+	for _, o := range opts {
+		o(a)
 	}
+	if a.clientFor == nil {
+		a.clientFor = func(name string) *access.Client { return access.NewClient(name, nil, nil) }
+	}
+	data, err := os.ReadFile(a.path)
+	if err != nil {
+		return nil, fmt.Errorf("auth.tokensFile: %w", err)
+	}
+	ts, err := ParseTokens(data)
+	if err != nil {
+		return nil, fmt.Errorf("auth.tokensFile %s: %w", a.path, err)
+	}
+	a.tokens.Store(ts)
 	return a, nil
 }
 
@@ -114,26 +152,52 @@ func NewAuthenticatorFromConfig(c *Config) (*Authenticator, error) {
 	if c.Auth.AuthDisabled() {
 		return NoAuth(), nil
 	}
-	return NewAuthenticator(c.Auth.TokensFile, c.Anthropic.APIKey.PassThrough)
+	return NewAuthenticator(c.Auth.TokensFile, c.Anthropic.APIKey.PassThrough, WithClients(c.ClientFor))
 }
 
-// Reload re-reads the tokens file; on error the previous tokens stay.
-func (a *Authenticator) Reload() error {
-	data, err := os.ReadFile(a.path)
-	if err != nil {
-		return fmt.Errorf("auth.tokensFile: %w", err)
+// Disabled reports whether authentication is off (mode none).
+func (a *Authenticator) Disabled() bool { return a.disabled }
+
+// Tokens is the number of client tokens accepted now.
+func (a *Authenticator) Tokens() int { return a.tokens.Load().Len() }
+
+// Watching is closed once Watch is watching the tokens file: changes made after
+// that are seen.
+func (a *Authenticator) Watching() <-chan struct{} { return a.watching }
+
+// Reloads counts the changes of the tokens file that were acted on (applied or
+// refused), for tests and logs.
+func (a *Authenticator) Reloads() uint64 { return a.reloads.Load() }
+
+// apply acts on one settled read of the tokens file. The file is parsed whole and
+// swapped in atomically, or not at all: a file that does not parse keeps the
+// previous tokens. A missing or empty file admits nobody: a deleted Secret must
+// not leave its tokens valid.
+func (a *Authenticator) apply(log logr.Logger, data []byte, readErr error) {
+	defer a.reloads.Add(1)
+	if readErr != nil {
+		a.tokens.Store(&TokenSet{})
+		log.Error(readErr, "Tokens file unreadable or deleted: refusing every client until it is restored")
+		return
 	}
 	ts, err := ParseTokens(data)
 	if err != nil {
-		return fmt.Errorf("auth.tokensFile %s: %w", a.path, err)
+		log.Error(err, "Tokens file does not parse: keeping the previous client tokens", "count", a.Tokens())
+		return
 	}
 	a.tokens.Store(ts)
-	return nil
+	if ts.Len() == 0 {
+		log.Error(errors.New("no client tokens"), "Tokens file is empty: refusing every client")
+		return
+	}
+	log.Info("Reloaded client tokens", "count", ts.Len())
 }
 
 // Watch reloads the tokens file whenever it changes, until ctx is done. It
 // watches the directory, so the atomic symlink swap of a mounted Secret is
-// seen as well as an in-place write.
+// seen as well as an in-place write or a deletion. A change is applied once the
+// file has been quiet for the settle time and two reads agree, so a file read
+// while an editor is still writing it never becomes the token set.
 func (a *Authenticator) Watch(ctx context.Context) error {
 	if a.disabled {
 		<-ctx.Done()
@@ -148,6 +212,17 @@ func (a *Authenticator) Watch(ctx context.Context) error {
 	if err := w.Add(filepath.Dir(a.path)); err != nil {
 		return fmt.Errorf("watching tokens file: %w", err)
 	}
+	close(a.watching)
+	settle := time.NewTimer(a.settle)
+	settle.Stop()
+	defer settle.Stop()
+	// The last read of a change not yet applied: applied when the next read,
+	// one quiet settle time later, finds the same.
+	var (
+		pending    []byte
+		pendingErr bool
+		havePend   bool
+	)
 	for {
 		select {
 		case <-ctx.Done():
@@ -159,11 +234,17 @@ func (a *Authenticator) Watch(ctx context.Context) error {
 			if ev.Op&(fsnotify.Write|fsnotify.Create|fsnotify.Rename|fsnotify.Remove) == 0 || !tokensFileEvent(ev.Name, a.path) {
 				continue
 			}
-			if err := a.Reload(); err != nil {
-				log.Error(err, "Keeping previous client tokens")
+			havePend = false
+			settle.Reset(a.settle)
+		case <-settle.C:
+			data, err := os.ReadFile(a.path)
+			if !havePend || pendingErr != (err != nil) || !bytes.Equal(pending, data) {
+				pending, pendingErr, havePend = data, err != nil, true
+				settle.Reset(a.settle)
 				continue
 			}
-			log.Info("Reloaded client tokens", "count", a.tokens.Load().Len())
+			havePend = false
+			a.apply(log, data, err)
 		case err, ok := <-w.Errors:
 			if !ok {
 				return nil
@@ -174,10 +255,11 @@ func (a *Authenticator) Watch(ctx context.Context) error {
 }
 
 // Middleware admits requests carrying a known token and answers others 401
-// in the Anthropic error shape. anthropicRoute says the route is the Claude
-// pass-through, where in pass-through mode Authorization/x-api-key belong to
-// Anthropic. On other routes the header that carried the gateway token is
-// removed before the handler runs, so it never reaches an upstream.
+// in the Anthropic error shape, without reading their body. anthropicRoute
+// says the route is the Claude pass-through, where in pass-through mode
+// Authorization/x-api-key belong to Anthropic. On other routes the header that
+// carried the gateway token is removed before the handler runs, so it never
+// reaches an upstream. The client's access goes into the request context.
 func (a *Authenticator) Middleware(anthropicRoute bool, next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if a.disabled {
@@ -195,6 +277,7 @@ func (a *Authenticator) Middleware(anthropicRoute bool, next http.Handler) http.
 				msg = "invalid gateway token"
 			}
 			ctrl.FromContext(r.Context()).V(1).Info("Refused unauthenticated request", "path", r.URL.Path, "tokenHeader", from)
+			limits.Refuse(w, false)
 			anthropic.WriteError(w, http.StatusUnauthorized, anthropic.ErrAuthentication, msg)
 			return
 		}
@@ -203,6 +286,7 @@ func (a *Authenticator) Middleware(anthropicRoute bool, next http.Handler) http.
 		}
 		r.Header.Del(TokenHeader)
 		ctx := ctrl.IntoContext(r.Context(), ctrl.FromContext(r.Context()).WithValues("client", name))
+		ctx = access.NewContext(ctx, a.clientFor(name))
 		next.ServeHTTP(w, r.WithContext(ctx))
 	})
 }

@@ -5,12 +5,15 @@ import (
 	"fmt"
 	"net/url"
 	"os"
+	"slices"
 	"strings"
 	"time"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/validation"
 	"sigs.k8s.io/yaml"
+
+	"github.com/selfheal-dev/selfheal/internal/gateway/access"
 )
 
 // Defaults, all in one place. Getters on the config types apply them; the
@@ -24,11 +27,23 @@ const (
 	DefaultMaxBodyBytes   = 32 << 20
 	DefaultCallTimeout    = 30 * time.Second
 	DefaultReplay         = ReplayUnsent
-	DefaultHealingNS      = "default"
 	DefaultHealingWait    = 150 * time.Second
 	AuthModeNone          = "none"
 	AuthModeTokens        = "tokens"
 	upstreamURLSchemeHelp = "must be an absolute http(s) URL"
+
+	// Limits (limits.*). The memory a gateway can be made to hold is bounded by
+	// roughly maxBufferedBytes + maxConnections x ~25 KiB + maxSessions x 8 KiB,
+	// which the defaults keep well inside the manager's 256 MiB.
+	DefaultReadHeaderTimeout  = 10 * time.Second
+	DefaultBodyReadTimeout    = 30 * time.Second
+	DefaultIdleTimeout        = 120 * time.Second
+	DefaultMaxConnections     = 2048
+	DefaultMaxBufferedBytes   = 64 << 20
+	DefaultMaxSubscribers     = 1024
+	DefaultMaxClientSubs      = 64
+	DefaultMaxSessions        = 4096
+	DefaultSessionIdleTimeout = 30 * time.Minute
 )
 
 // ReplayMode says when a failed MCP call may be sent again after healing.
@@ -55,6 +70,81 @@ type Config struct {
 	// NetworkPolicy admits the gateway. Optional.
 	Caller  *CallerIdentity `json:"caller,omitempty"`
 	Healing HealingConfig   `json:"healing,omitempty"`
+	// Limits bound what clients can make the gateway hold. All optional.
+	Limits LimitsConfig `json:"limits,omitempty"`
+}
+
+// LimitsConfig bounds time and memory per client and in total. A limit that is
+// reached refuses at once (503 with Retry-After), it never queues.
+type LimitsConfig struct {
+	// ReadHeaderTimeout bounds the arrival of a request's headers.
+	ReadHeaderTimeout *metav1.Duration `json:"readHeaderTimeout,omitempty"`
+	// BodyReadTimeout bounds the arrival of a whole request body.
+	BodyReadTimeout *metav1.Duration `json:"bodyReadTimeout,omitempty"`
+	// IdleTimeout closes kept-alive connections with no request for this long.
+	IdleTimeout *metav1.Duration `json:"idleTimeout,omitempty"`
+	// MaxConnections caps open client connections, event streams included.
+	MaxConnections *int `json:"maxConnections,omitempty"`
+	// MaxBufferedBytes is the budget, across all requests, of request body bytes
+	// held in memory (bodies are kept whole so calls can be retried or replayed).
+	MaxBufferedBytes *int64 `json:"maxBufferedBytes,omitempty"`
+	// MaxSubscribers caps open event streams (GET /v1/healing/events and report
+	// streams); MaxSubscribersPerClient caps them per client token.
+	MaxSubscribers          *int `json:"maxSubscribers,omitempty"`
+	MaxSubscribersPerClient *int `json:"maxSubscribersPerClient,omitempty"`
+	// MaxSessions caps the MCP sessions the proxy remembers (least recently used
+	// go first); SessionIdleTimeout forgets a session unused for this long.
+	MaxSessions        *int             `json:"maxSessions,omitempty"`
+	SessionIdleTimeout *metav1.Duration `json:"sessionIdleTimeout,omitempty"`
+}
+
+// GetReadHeaderTimeout returns limits.readHeaderTimeout, defaulted.
+func (l LimitsConfig) GetReadHeaderTimeout() time.Duration {
+	return durationOr(l.ReadHeaderTimeout, DefaultReadHeaderTimeout)
+}
+
+// GetBodyReadTimeout returns limits.bodyReadTimeout, defaulted.
+func (l LimitsConfig) GetBodyReadTimeout() time.Duration {
+	return durationOr(l.BodyReadTimeout, DefaultBodyReadTimeout)
+}
+
+// GetIdleTimeout returns limits.idleTimeout, defaulted.
+func (l LimitsConfig) GetIdleTimeout() time.Duration {
+	return durationOr(l.IdleTimeout, DefaultIdleTimeout)
+}
+
+// GetMaxConnections returns limits.maxConnections, defaulted.
+func (l LimitsConfig) GetMaxConnections() int { return intOr(l.MaxConnections, DefaultMaxConnections) }
+
+// GetMaxBufferedBytes returns limits.maxBufferedBytes, defaulted.
+func (l LimitsConfig) GetMaxBufferedBytes() int64 {
+	if l.MaxBufferedBytes == nil {
+		return DefaultMaxBufferedBytes
+	}
+	return *l.MaxBufferedBytes
+}
+
+// GetMaxSubscribers returns limits.maxSubscribers, defaulted.
+func (l LimitsConfig) GetMaxSubscribers() int { return intOr(l.MaxSubscribers, DefaultMaxSubscribers) }
+
+// GetMaxSubscribersPerClient returns limits.maxSubscribersPerClient, defaulted.
+func (l LimitsConfig) GetMaxSubscribersPerClient() int {
+	return intOr(l.MaxSubscribersPerClient, DefaultMaxClientSubs)
+}
+
+// GetMaxSessions returns limits.maxSessions, defaulted.
+func (l LimitsConfig) GetMaxSessions() int { return intOr(l.MaxSessions, DefaultMaxSessions) }
+
+// GetSessionIdleTimeout returns limits.sessionIdleTimeout, defaulted.
+func (l LimitsConfig) GetSessionIdleTimeout() time.Duration {
+	return durationOr(l.SessionIdleTimeout, DefaultSessionIdleTimeout)
+}
+
+func intOr(p *int, def int) int {
+	if p == nil {
+		return def
+	}
+	return *p
 }
 
 // AnthropicConfig configures the /v1/* pass-through.
@@ -103,6 +193,24 @@ type AuthConfig struct {
 	// blank lines and lines starting with # are ignored.
 	TokensFile string `json:"tokensFile,omitempty"`
 	Mode       string `json:"mode,omitempty"`
+	// AllowUnauthenticated lets mode none serve on a non-loopback address.
+	// Without it the gateway refuses to start there: anyone who can reach the
+	// port would spend the organisation's Claude key.
+	AllowUnauthenticated bool `json:"allowUnauthenticated,omitempty"`
+	// Clients limits named tokens (the name before ":" in the tokens file).
+	// Tokens not listed are unrestricted.
+	Clients []ClientScope `json:"clients,omitempty"`
+}
+
+// ClientScope limits one client token. An empty list leaves that axis open.
+type ClientScope struct {
+	Name string `json:"name"`
+	// Upstreams the client may call at /mcp/{name}; it then reports, and sees
+	// the healings of, only these upstreams' Services.
+	Upstreams []string `json:"upstreams,omitempty"`
+	// Namespaces whose healings the client may report and see, and whose
+	// upstreams it may call.
+	Namespaces []string `json:"namespaces,omitempty"`
 }
 
 // CallerIdentity is how the gateway's pods look to a NetworkPolicy.
@@ -113,10 +221,19 @@ type CallerIdentity struct {
 
 // HealingConfig configures HealingRequest creation and waiting.
 type HealingConfig struct {
-	// Namespace for reports (POST /v1/healing-requests) that name none.
+	// Namespace for reports (POST /v1/healing-requests) that name none. It does
+	// not widen what may be healed: see Targets.
 	Namespace string `json:"namespace,omitempty"`
+	// Targets are Services, besides the upstreams' own, that reports may name.
+	Targets []HealingTargetConfig `json:"targets,omitempty"`
 	// WaitTimeout is how long a held call waits for a healing's outcome.
 	WaitTimeout *metav1.Duration `json:"waitTimeout,omitempty"`
+}
+
+// HealingTargetConfig is a Service reports may name.
+type HealingTargetConfig struct {
+	Namespace string `json:"namespace"`
+	Service   string `json:"service"`
 }
 
 // GetBaseURL returns the Anthropic base URL, defaulted.
@@ -169,12 +286,59 @@ func (u UpstreamConfig) GetReplay() ReplayMode {
 // AuthDisabled reports whether the config explicitly turned auth off.
 func (a AuthConfig) AuthDisabled() bool { return a.Mode == AuthModeNone }
 
-// GetNamespace returns the namespace for reports that name none, defaulted.
-func (h HealingConfig) GetNamespace() string {
-	if h.Namespace == "" {
-		return DefaultHealingNS
+// HealingTargets are the Services healings may be requested for: the
+// configured upstreams' and healing.targets, in order, without repeats.
+func (c *Config) HealingTargets() []access.Target {
+	var out []access.Target
+	add := func(t access.Target) {
+		if !slices.Contains(out, t) {
+			out = append(out, t)
+		}
 	}
-	return h.Namespace
+	for _, u := range c.Upstreams {
+		add(access.Target{Namespace: u.Namespace, Service: u.Service})
+	}
+	for _, t := range c.Healing.Targets {
+		add(access.Target{Namespace: t.Namespace, Service: t.Service})
+	}
+	return out
+}
+
+// HealingNamespaces are the namespaces of HealingTargets, without repeats: the
+// only ones the gateway creates HealingRequests in and watches.
+func (c *Config) HealingNamespaces() []string {
+	var out []string
+	for _, t := range c.HealingTargets() {
+		if !slices.Contains(out, t.Namespace) {
+			out = append(out, t.Namespace)
+		}
+	}
+	return out
+}
+
+// ClientFor returns the access of the client token called name: its scope
+// from auth.clients, or unrestricted.
+func (c *Config) ClientFor(name string) *access.Client {
+	for _, cs := range c.Auth.Clients {
+		if cs.Name != name {
+			continue
+		}
+		var ups map[string]access.Target
+		if len(cs.Upstreams) > 0 {
+			ups = map[string]access.Target{}
+			for _, n := range cs.Upstreams {
+				if u, ok := c.Upstream(n); ok {
+					ups[n] = access.Target{Namespace: u.Namespace, Service: u.Service}
+				}
+			}
+		}
+		var nss []string
+		if len(cs.Namespaces) > 0 {
+			nss = cs.Namespaces
+		}
+		return access.NewClient(name, ups, nss)
+	}
+	return access.NewClient(name, nil, nil)
 }
 
 // GetWaitTimeout returns how long a held call waits for healing, defaulted.
@@ -298,6 +462,34 @@ func (c *Config) Validate() error {
 	case c.Auth.TokensFile == "":
 		errs.add("auth", "required: tokensFile: PATH, or mode: none to run without client authentication")
 	}
+	if c.Auth.AllowUnauthenticated && !c.Auth.AuthDisabled() {
+		errs.add("auth.allowUnauthenticated", "only applies to mode: none")
+	}
+	clientSeen := map[string]int{}
+	for i, cs := range c.Auth.Clients {
+		f := fmt.Sprintf("auth.clients[%d]", i)
+		if c.Auth.AuthDisabled() {
+			errs.add(f, "client scopes need tokensFile (mode: none has no clients)")
+			break
+		}
+		if cs.Name == "" || strings.ContainsAny(cs.Name, ": \t") {
+			errs.add(f+".name", "must be the name of a token in the tokens file (the part before \":\")")
+		} else if j, dup := clientSeen[cs.Name]; dup {
+			errs.add(f+".name", "duplicate of auth.clients[%d].name %q", j, cs.Name)
+		} else {
+			clientSeen[cs.Name] = i
+		}
+		for j, u := range cs.Upstreams {
+			if _, ok := seen[u]; !ok {
+				errs.add(fmt.Sprintf("%s.upstreams[%d]", f, j), "%q is not a configured upstream", u)
+			}
+		}
+		for j, ns := range cs.Namespaces {
+			if msgs := validation.IsDNS1123Label(ns); len(msgs) > 0 {
+				errs.add(fmt.Sprintf("%s.namespaces[%d]", f, j), "must be a Kubernetes namespace name (%s)", strings.Join(msgs, "; "))
+			}
+		}
+	}
 
 	for i, o := range c.AllowedOrigins {
 		if o == "*" {
@@ -334,7 +526,48 @@ func (c *Config) Validate() error {
 	if c.Healing.WaitTimeout != nil && c.Healing.WaitTimeout.Duration <= 0 {
 		errs.add("healing.waitTimeout", "must be positive")
 	}
+	for i, t := range c.Healing.Targets {
+		f := fmt.Sprintf("healing.targets[%d]", i)
+		if msgs := validation.IsDNS1123Label(t.Namespace); len(msgs) > 0 {
+			errs.add(f+".namespace", "must be a Kubernetes namespace name (%s)", strings.Join(msgs, "; "))
+		}
+		if msgs := validation.IsDNS1035Label(t.Service); len(msgs) > 0 {
+			errs.add(f+".service", "must be a Kubernetes Service name (%s)", strings.Join(msgs, "; "))
+		}
+	}
+	c.Limits.validate(&errs)
+	if c.Anthropic.GetMaxBodyBytes() > c.Limits.GetMaxBufferedBytes() {
+		errs.add("anthropic.maxBodyBytes", "must not exceed limits.maxBufferedBytes (%d)", c.Limits.GetMaxBufferedBytes())
+	}
 	return errors.Join(errs...)
+}
+
+func (l *LimitsConfig) validate(errs *fieldErrs) {
+	for _, d := range []struct {
+		field string
+		v     *metav1.Duration
+	}{
+		{"readHeaderTimeout", l.ReadHeaderTimeout}, {"bodyReadTimeout", l.BodyReadTimeout},
+		{"idleTimeout", l.IdleTimeout}, {"sessionIdleTimeout", l.SessionIdleTimeout},
+	} {
+		if d.v != nil && d.v.Duration <= 0 {
+			errs.add("limits."+d.field, "must be positive")
+		}
+	}
+	for _, n := range []struct {
+		field string
+		v     *int
+	}{
+		{"maxConnections", l.MaxConnections}, {"maxSubscribers", l.MaxSubscribers},
+		{"maxSubscribersPerClient", l.MaxSubscribersPerClient}, {"maxSessions", l.MaxSessions},
+	} {
+		if n.v != nil && *n.v <= 0 {
+			errs.add("limits."+n.field, "must be positive")
+		}
+	}
+	if l.MaxBufferedBytes != nil && *l.MaxBufferedBytes <= 0 {
+		errs.add("limits.maxBufferedBytes", "must be positive")
+	}
 }
 
 func (a *AnthropicConfig) validate(errs *fieldErrs) {

@@ -45,8 +45,12 @@ func TestConfigDefaults(t *testing.T) {
 	if !ok || u.GetCallTimeout() != 30*time.Second || u.GetReplay() != gateway.ReplayUnsent {
 		t.Fatalf("upstream defaults wrong: %+v", u)
 	}
-	if c.Healing.GetNamespace() != "default" || c.Healing.GetWaitTimeout() <= 0 || !c.Auth.AuthDisabled() {
+	if c.Healing.GetWaitTimeout() <= 0 || !c.Auth.AuthDisabled() {
 		t.Fatal("healing/auth defaults wrong")
+	}
+	// The healing scope is the upstreams' Services: no namespace is allowed by default.
+	if ns := c.HealingNamespaces(); len(ns) != 1 || ns[0] != "mcp" {
+		t.Fatalf("healing namespaces %v, want only the upstream's", ns)
 	}
 	if c.Anthropic.APIKey.Key().Value() != canaryKey {
 		t.Fatal("key not loaded from env")

@@ -293,9 +293,12 @@ type gw struct {
 }
 
 type gwSetup struct {
+	tokens  string // the tokens file, instead of one chat-a token
 	yaml    string // replaces the default config body when set
 	attempt string // anthropic.attemptTimeout
 	opts    []gateway.Option
+	// configure adds options made from the parsed config.
+	configure func(*gateway.Config) []gateway.Option
 }
 
 // startGateway runs a gateway in front of upstream with the canary key
@@ -304,7 +307,11 @@ func startGateway(t testing.TB, upstream string, s gwSetup) *gw {
 	t.Helper()
 	dir := t.TempDir()
 	tokens := filepath.Join(dir, "tokens")
-	if err := os.WriteFile(tokens, []byte("# clients\nchat-a:"+clientToken+"\n"), 0o600); err != nil {
+	content := "# clients\nchat-a:" + clientToken + "\n"
+	if s.tokens != "" {
+		content = s.tokens
+	}
+	if err := os.WriteFile(tokens, []byte(content), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	attempt := s.attempt
@@ -347,6 +354,9 @@ auth:
 			o.Rand = func() float64 { return 0.5 }
 		}),
 	}, s.opts...)
+	if s.configure != nil {
+		opts = append(opts, s.configure(cfg)...)
+	}
 	g.server, err = gateway.New(cfg, opts...)
 	if err != nil {
 		t.Fatal(err)

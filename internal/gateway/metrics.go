@@ -5,6 +5,8 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"sigs.k8s.io/controller-runtime/pkg/metrics"
+
+	"github.com/selfheal-dev/selfheal/internal/gateway/anthropic"
 )
 
 // Metrics of the gateway, served on the manager's metrics endpoint. Label
@@ -64,8 +66,8 @@ var (
 		Namespace: "selfheal",
 		Subsystem: "gateway",
 		Name:      "healings_triggered_total",
-		Help: "Failed calls that triggered healing, by upstream (MCP upstream name, or " +
-			"\"chat-api\" for POST /v1/healing-requests) and outcome (\"created\" a new " +
+		Help: "Failed calls that triggered healing, by upstream (MCP upstream name, " +
+			"\"chat-api\" for POST /v1/healing-requests, \"other\" for any name the config does not know) and outcome (\"created\" a new " +
 			"HealingRequest or \"joined\" an active one).",
 	}, []string{"upstream", "outcome"})
 )
@@ -81,29 +83,61 @@ func init() {
 		ProcessingDelays, ProcessingDelaySeconds, HealingsTriggered)
 }
 
-// RecordHealingTriggered counts one failed call that created or joined a
-// HealingRequest.
-func RecordHealingTriggered(upstream, outcome string) {
-	HealingsTriggered.WithLabelValues(upstream, outcome).Inc()
-}
+// OtherUpstream is the upstream label of every name the config does not know.
+const OtherUpstream = "other"
 
 // Recorder feeds the vectors above; it implements anthropic.Recorder and
-// serves the MCP proxy the same way.
-type Recorder struct{}
+// serves the MCP proxy the same way. Upstream labels come only from the
+// configuration: any other name (a client's report can carry anything)
+// becomes "other", so no client can grow the label set.
+type Recorder struct {
+	known map[string]bool
+}
+
+// NewRecorder returns a Recorder that knows cfg's upstreams, "anthropic" and
+// "chat-api".
+func NewRecorder(cfg *Config) Recorder {
+	known := map[string]bool{anthropic.Upstream: true, ChatAPIUpstream: true}
+	for _, u := range cfg.Upstreams {
+		known[u.Name] = true
+	}
+	return Recorder{known: known}
+}
+
+// ChatAPIUpstream labels healings reported through POST /v1/healing-requests.
+const ChatAPIUpstream = "chat-api"
+
+// label is upstream if the config knows it, else OtherUpstream.
+func (r Recorder) label(upstream string) string {
+	if r.known[upstream] {
+		return upstream
+	}
+	return OtherUpstream
+}
+
+// HealingTriggered counts one failed call that created (or joined) a
+// HealingRequest.
+func (r Recorder) HealingTriggered(upstream string, created bool) {
+	outcome := HealingJoined
+	if created {
+		outcome = HealingCreated
+	}
+	HealingsTriggered.WithLabelValues(r.label(upstream), outcome).Inc()
+}
 
 // ObserveAttempt counts one outbound attempt and its latency.
-func (Recorder) ObserveAttempt(upstream, code string, latency time.Duration) {
-	UpstreamRequests.WithLabelValues(upstream, code).Inc()
-	UpstreamLatency.WithLabelValues(upstream).Observe(latency.Seconds())
+func (r Recorder) ObserveAttempt(upstream, code string, latency time.Duration) {
+	UpstreamRequests.WithLabelValues(r.label(upstream), code).Inc()
+	UpstreamLatency.WithLabelValues(r.label(upstream)).Observe(latency.Seconds())
 }
 
 // ObserveRetry counts one retry.
-func (Recorder) ObserveRetry(upstream, reason string) {
-	Retries.WithLabelValues(upstream, reason).Inc()
+func (r Recorder) ObserveRetry(upstream, reason string) {
+	Retries.WithLabelValues(r.label(upstream), reason).Inc()
 }
 
 // ObserveDelay counts one retry wait.
-func (Recorder) ObserveDelay(upstream string, wait time.Duration) {
-	ProcessingDelays.WithLabelValues(upstream).Inc()
-	ProcessingDelaySeconds.WithLabelValues(upstream).Observe(wait.Seconds())
+func (r Recorder) ObserveDelay(upstream string, wait time.Duration) {
+	ProcessingDelays.WithLabelValues(r.label(upstream)).Inc()
+	ProcessingDelaySeconds.WithLabelValues(r.label(upstream)).Observe(wait.Seconds())
 }

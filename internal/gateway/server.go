@@ -8,9 +8,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"net/url"
+	"slices"
+	"strings"
 	"sync/atomic"
 	"time"
 
@@ -18,10 +21,16 @@ import (
 	ctrl "sigs.k8s.io/controller-runtime/pkg/log"
 
 	"github.com/selfheal-dev/selfheal/internal/gateway/anthropic"
+	"github.com/selfheal-dev/selfheal/internal/gateway/limits"
 )
 
-// DefaultBindAddress is where the gateway listens unless told otherwise.
-const DefaultBindAddress = ":8090"
+// DefaultBindAddress is where the gateway listens unless told otherwise:
+// loopback, so a gateway is only reachable from elsewhere when asked to be.
+const DefaultBindAddress = "127.0.0.1:8443"
+
+// maxHeaderBytes bounds a request's headers (net/http's default is 1 MiB, which
+// times maxConnections unauthenticated clients would be a lot of memory).
+const maxHeaderBytes = 32 << 10
 
 // ShutdownTimeout bounds the drain of in-flight calls on shutdown.
 const ShutdownTimeout = 10 * time.Second
@@ -45,9 +54,11 @@ type Server struct {
 	delays     anthropic.DelayReporter
 	mounts     []mount
 	onShutdown []func()
+	budget     *limits.Budget
 
-	handler http.Handler
-	ready   atomic.Bool
+	handler     http.Handler
+	bodyTimeout time.Duration
+	ready       atomic.Bool
 }
 
 // Option configures a Server.
@@ -76,6 +87,10 @@ func WithDelayReporter(d anthropic.DelayReporter) Option { return func(s *Server
 func WithAnthropicOptions(f func(*anthropic.Options)) Option {
 	return func(s *Server) { s.anthropicO = f }
 }
+
+// WithBudget shares the budget of buffered request bytes with the mounted
+// handlers (default: one made from limits.maxBufferedBytes).
+func WithBudget(b *limits.Budget) Option { return func(s *Server) { s.budget = b } }
 
 // Mount serves h at pattern (a Go 1.22 ServeMux pattern such as
 // "GET /v1/healing/events" or "/mcp/{name}") behind client authentication.
@@ -107,8 +122,15 @@ func New(cfg *Config, opts ...Option) (*Server, error) {
 		}
 		s.auth = a
 	}
+	if s.auth.Disabled() && !cfg.Auth.AllowUnauthenticated && !isLoopback(s.bindAddress()) {
+		return nil, fmt.Errorf("auth.mode: none would serve the Claude key to anyone who reaches %s, which is not a loopback address: "+
+			"bind the gateway to 127.0.0.1, use auth.tokensFile, or set auth.allowUnauthenticated: true", s.bindAddress())
+	}
 	if s.transport == nil {
 		s.transport = NewOutboundTransport(OutboundOptions{})
+	}
+	if s.budget == nil {
+		s.budget = limits.NewBudget(cfg.Limits.GetMaxBufferedBytes())
 	}
 	base, err := url.Parse(cfg.Anthropic.GetBaseURL())
 	if err != nil {
@@ -121,8 +143,9 @@ func New(cfg *Config, opts ...Option) (*Server, error) {
 		TotalTimeout:   cfg.Anthropic.GetTotalTimeout(),
 		AttemptTimeout: cfg.Anthropic.GetAttemptTimeout(),
 		MaxBodyBytes:   cfg.Anthropic.GetMaxBodyBytes(),
+		Budget:         s.budget,
 		Delays:         s.delays,
-		Metrics:        Recorder{},
+		Metrics:        NewRecorder(cfg),
 	}
 	if !cfg.Anthropic.APIKey.PassThrough {
 		key := cfg.Anthropic.APIKey.Key()
@@ -139,27 +162,33 @@ func New(cfg *Config, opts ...Option) (*Server, error) {
 		return nil, err
 	}
 
-	mux := http.NewServeMux()
-	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { _, _ = w.Write([]byte("ok")) })
-	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, _ *http.Request) {
+	rt := newRoutes()
+	rt.handle("GET /healthz", http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { _, _ = w.Write([]byte("ok")) }))
+	rt.handle("GET /readyz", http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
 		if !s.ready.Load() {
 			http.Error(w, "not ready", http.StatusServiceUnavailable)
 			return
 		}
 		_, _ = w.Write([]byte("ok"))
-	})
-	mux.Handle("/v1/", s.auth.Middleware(true, proxy))
+	}))
 	for _, m := range s.mounts {
 		h := m.handler
 		if !m.public {
 			h = s.auth.Middleware(false, h)
+			if strings.HasPrefix(patternPath(m.pattern), "/v1/") {
+				h = originCheck(cfg.AllowedOrigins, h)
+			}
 		}
-		mux.Handle(m.pattern, h)
+		rt.handle(m.pattern, h)
 	}
-	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
-		anthropic.WriteError(w, http.StatusNotFound, "not_found_error", "no route for "+r.URL.Path)
-	})
-	s.handler = s.withLogger(recoverPanics(mux))
+	rt.handle("/v1/", apiPathGuard(rt.reservedV1(), originCheck(cfg.AllowedOrigins, s.auth.Middleware(true, proxy))))
+	rt.handle("/", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		limits.Refuse(w, false)
+		anthropic.WriteError(w, http.StatusNotFound, anthropic.ErrNotFound, "no route for "+r.URL.Path)
+	}))
+	mux := rt.mux()
+	s.bodyTimeout = cfg.Limits.GetBodyReadTimeout()
+	s.handler = s.withLogger(recoverPanics(s.bodyDeadline(mux)))
 	s.log.V(1).Info("Gateway configured", "config", cfg, "apiKey", cfg.Anthropic.APIKey.Key())
 	return s, nil
 }
@@ -184,11 +213,16 @@ func (s *Server) Start(ctx context.Context) error {
 			return fmt.Errorf("gateway listen on %s: %w", s.addr, err)
 		}
 	}
+	ln = limits.ConnLimit(ln, s.cfg.Limits.GetMaxConnections())
+	// No ReadTimeout: it would also end long streams. Bodies get their own
+	// deadline (bodyDeadline); headers this one.
 	srv := &http.Server{
 		Handler:           s.handler,
-		ReadHeaderTimeout: 10 * time.Second,
-		IdleTimeout:       120 * time.Second,
+		ReadHeaderTimeout: s.cfg.Limits.GetReadHeaderTimeout(),
+		IdleTimeout:       s.cfg.Limits.GetIdleTimeout(),
+		MaxHeaderBytes:    maxHeaderBytes,
 	}
+	s.warnIfOpen(ln.Addr().String())
 	for _, f := range s.onShutdown {
 		srv.RegisterOnShutdown(f)
 	}
@@ -223,6 +257,83 @@ func (s *Server) Start(ctx context.Context) error {
 		return fmt.Errorf("gateway serve: %w", err)
 	}
 	return nil
+}
+
+// bindAddress is the address the gateway serves on.
+func (s *Server) bindAddress() string {
+	if s.ln != nil {
+		return s.ln.Addr().String()
+	}
+	return s.addr
+}
+
+// warnIfOpen says, at every start, when no client token can get in or when
+// every client can.
+func (s *Server) warnIfOpen(addr string) {
+	switch {
+	case s.auth.Disabled():
+		s.log.Info("WARNING: client authentication is off (auth.mode: none): anyone who reaches this address uses the organisation's Claude key",
+			"address", addr, "allowUnauthenticated", s.cfg.Auth.AllowUnauthenticated)
+	case s.auth.Tokens() == 0:
+		s.log.Error(errors.New("no client tokens"), "The tokens file holds no token: every client is refused", "tokensFile", s.cfg.Auth.TokensFile)
+	}
+}
+
+// isLoopback reports whether addr (host:port) only accepts local connections.
+func isLoopback(addr string) bool {
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return false
+	}
+	if host == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
+}
+
+// bodyDeadline gives a request body bodyTimeout to arrive, whoever reads it (a
+// handler, or net/http discarding what a handler left). The deadline is lifted
+// once the body has been read, so a long response (a stream) is not cut.
+func (s *Server) bodyDeadline(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.ContentLength != 0 && r.Body != nil && r.Body != http.NoBody {
+			rc := http.NewResponseController(w)
+			if rc.SetReadDeadline(time.Now().Add(s.bodyTimeout)) == nil {
+				r.Body = &deadlineBody{ReadCloser: r.Body, rc: rc}
+			}
+		}
+		next.ServeHTTP(w, r)
+	})
+}
+
+type deadlineBody struct {
+	io.ReadCloser
+	rc   *http.ResponseController
+	done bool
+}
+
+func (b *deadlineBody) Read(p []byte) (int, error) {
+	n, err := b.ReadCloser.Read(p)
+	if errors.Is(err, io.EOF) && !b.done {
+		b.done = true
+		_ = b.rc.SetReadDeadline(time.Time{})
+	}
+	return n, err
+}
+
+// originCheck refuses browser requests from origins not in allowed ("*" allows
+// any). Requests without Origin do not come from a browser and pass.
+func originCheck(allowed []string, next http.Handler) http.Handler {
+	any := slices.Contains(allowed, "*")
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if o := r.Header.Get("Origin"); o != "" && !any && !slices.Contains(allowed, o) {
+			limits.Refuse(w, false)
+			anthropic.WriteError(w, http.StatusForbidden, anthropic.ErrPermission, fmt.Sprintf("origin %q is not allowed (allowedOrigins)", o))
+			return
+		}
+		next.ServeHTTP(w, r)
+	})
 }
 
 func (s *Server) withLogger(next http.Handler) http.Handler {

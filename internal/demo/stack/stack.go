@@ -325,14 +325,16 @@ healing:
 
 	s.say("Starting selfheal's controller as ServiceAccount %s/%s and its gateway as %s/%s, with the RBAC from config/default",
 		ManagerNamespace, ControllerSA, ManagerNamespace, GatewaySA)
+	// Plain-HTTP metrics: the suite scrapes without a token (secure metrics are the
+	// default in the Deployments).
 	controller, err := s.startProcess(o.ManagerBinary, "controller", ControllerSA, nil,
-		"--metrics-bind-address="+metrics, "--health-probe-bind-address="+probe,
+		"--metrics-bind-address="+metrics, "--metrics-secure=false", "--health-probe-bind-address="+probe,
 		"--caller-namespace="+ManagerNamespace, "--zap-log-level=info")
 	if err != nil {
 		return err
 	}
 	gateway, err := s.startProcess(o.ManagerBinary, "gateway", GatewaySA, []string{"SELFHEAL_ANTHROPIC_API_KEY=" + apiKey},
-		"--enable-controllers=false", "--metrics-bind-address="+gwMetrics,
+		"--enable-controllers=false", "--metrics-bind-address="+gwMetrics, "--metrics-secure=false",
 		"--gateway-config="+cfgPath, "--gateway-bind-address="+gw, "--zap-log-level=info")
 	if err != nil {
 		return err

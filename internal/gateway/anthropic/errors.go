@@ -15,6 +15,8 @@ const (
 	ErrAPI             = "api_error"
 	ErrOverloaded      = "overloaded_error"
 	ErrRateLimit       = "rate_limit_error"
+	ErrNotFound        = "not_found_error"
+	ErrPermission      = "permission_error"
 )
 
 // TokenHeader carries the client's gateway token when Authorization and

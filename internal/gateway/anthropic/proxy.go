@@ -26,17 +26,21 @@ import (
 	"fmt"
 	"io"
 	"math/rand/v2"
+	"net"
 	"net/http"
 	"net/url"
 	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/go-logr/logr"
 	"k8s.io/utils/clock"
 	ctrl "sigs.k8s.io/controller-runtime/pkg/log"
+
+	"github.com/selfheal-dev/selfheal/internal/gateway/limits"
 )
 
 // Upstream is the upstream label of this proxy in metrics and events.
@@ -87,6 +91,8 @@ type Options struct {
 	TotalTimeout   time.Duration
 	AttemptTimeout time.Duration
 	MaxBodyBytes   int64
+	// Budget is shared by all requests' buffered bodies; nil reserves nothing.
+	Budget *limits.Budget
 
 	KeepaliveAfter    time.Duration
 	KeepaliveInterval time.Duration
@@ -176,17 +182,27 @@ var readerPool = sync.Pool{New: func() any { return bufio.NewReaderSize(nil, 16<
 
 // ServeHTTP proxies one request.
 func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, p.o.MaxBodyBytes))
-	if err != nil {
-		var tooBig *http.MaxBytesError
-		if errors.As(err, &tooBig) {
-			WriteError(w, http.StatusRequestEntityTooLarge, ErrRequestTooLarge,
-				fmt.Sprintf("request body exceeds the gateway limit of %d bytes", p.o.MaxBodyBytes))
-			return
-		}
-		WriteError(w, http.StatusBadRequest, ErrInvalidRequest, "reading request body: "+err.Error())
+	// The body is kept whole so that a retry can send it again; its bytes
+	// count against the gateway's budget until the exchange ends.
+	held, err := limits.ReadBody(r, p.o.MaxBodyBytes, p.o.Budget)
+	switch {
+	case errors.Is(err, limits.ErrTooLarge):
+		limits.Refuse(w, false)
+		WriteError(w, http.StatusRequestEntityTooLarge, ErrRequestTooLarge,
+			fmt.Sprintf("request body exceeds the gateway limit of %d bytes", p.o.MaxBodyBytes))
+		return
+	case errors.Is(err, limits.ErrBudget):
+		limits.Refuse(w, true)
+		w.Header().Set("X-Should-Retry", "true")
+		WriteError(w, http.StatusServiceUnavailable, ErrOverloaded, "gateway busy: too many request bytes in flight, retry shortly")
+		return
+	case err != nil:
+		limits.Refuse(w, false)
+		WriteError(w, http.StatusBadRequest, ErrInvalidRequest, "reading request body: "+errorClass(err))
 		return
 	}
+	defer held.Release()
+	body := held.Bytes
 	stream := false
 	if r.Method == http.MethodPost && strings.HasPrefix(r.URL.Path, "/v1/messages") {
 		var probe struct {
@@ -482,11 +498,13 @@ func (x *exchange) deliver(o *outcome) {
 	defer o.release()
 	w := x.w
 	if o.res == nil {
-		status, msg := http.StatusBadGateway, "Anthropic API unreachable: "+o.err.Error()
+		// The transport error names the upstream URL and addresses: it goes to
+		// the log, the client gets its class.
+		status, msg := http.StatusBadGateway, "Anthropic API unreachable ("+errorClass(o.err)+")"
 		if o.reason == ReasonTimeout {
-			status, msg = http.StatusGatewayTimeout, "Anthropic API did not answer in time: "+o.err.Error()
+			status, msg = http.StatusGatewayTimeout, "Anthropic API did not answer in time"
 		}
-		x.log.V(1).Info("Answering gateway error", "status", status)
+		x.log.Info("Answering gateway error", "status", status, "error", o.err.Error())
 		if x.committed {
 			x.writeErrorEvent(ErrorBody(ErrAPI, msg))
 			return
@@ -591,7 +609,7 @@ func (x *exchange) pump(o *outcome) {
 	}
 	msg := "Anthropic stream ended before message_stop"
 	if !errors.Is(err, io.EOF) {
-		msg = "Anthropic stream was cut: " + err.Error()
+		msg = "Anthropic stream was cut (" + errorClass(err) + ")"
 	}
 	x.log.V(1).Info("Reporting broken stream to client", "error", err.Error())
 	x.writeErrorEvent(ErrorBody(ErrAPI, msg))
@@ -605,6 +623,28 @@ func (x *exchange) writeErrorEvent(data []byte) {
 	b.WriteString("\n\n")
 	_, _ = x.w.Write(b.Bytes())
 	_ = http.NewResponseController(x.w).Flush()
+}
+
+// errorClass names what kind of network failure err is, without the addresses
+// and URLs its text carries.
+func errorClass(err error) string {
+	var ne net.Error
+	switch {
+	case errors.Is(err, syscall.ECONNREFUSED):
+		return "connection refused"
+	case errors.Is(err, syscall.ECONNRESET), errors.Is(err, io.ErrUnexpectedEOF), errors.Is(err, io.EOF):
+		return "connection reset"
+	case errors.As(err, &ne) && ne.Timeout():
+		return "timeout"
+	case errors.Is(err, context.Canceled):
+		return "canceled"
+	default:
+		var dnsErr *net.DNSError
+		if errors.As(err, &dnsErr) {
+			return "name resolution failed"
+		}
+		return "network error"
+	}
 }
 
 func isSSE(h http.Header) bool {

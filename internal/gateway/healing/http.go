@@ -6,7 +6,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"mime"
 	"net"
 	"net/http"
@@ -18,6 +17,8 @@ import (
 	ctrl "sigs.k8s.io/controller-runtime"
 
 	"github.com/selfheal-dev/selfheal/api/v1alpha1"
+	"github.com/selfheal-dev/selfheal/internal/gateway/access"
+	"github.com/selfheal-dev/selfheal/internal/gateway/limits"
 )
 
 // StreamOptions tunes the SSE handlers. Zero values take the defaults.
@@ -34,6 +35,10 @@ type StreamOptions struct {
 	Clock clock.WithTicker
 	// MaxBodyBytes limits POST /v1/healing-requests bodies. Default 64 KiB.
 	MaxBodyBytes int64
+	// Budget is the gateway's budget of buffered request bytes; nil reserves nothing.
+	Budget *limits.Budget
+	// Streams caps open event streams, in total and per client; nil is no cap.
+	Streams *limits.Streams
 }
 
 func (o *StreamOptions) defaults() {
@@ -74,7 +79,12 @@ func (h *EventsHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	q := r.URL.Query()
-	filter := Filter{Namespace: q.Get("namespace"), Service: q.Get("service"), Request: q.Get("request")}
+	client := access.FromContext(r.Context())
+	filter := Filter{Namespace: q.Get("namespace"), Service: q.Get("service"), Request: q.Get("request"), Client: client}
+	if filter.Namespace != "" && !client.AllowsNamespace(filter.Namespace) {
+		refuse(w, http.StatusForbidden, fmt.Sprintf("namespace %q is outside this client's scope", filter.Namespace))
+		return
+	}
 	lastRaw := r.Header.Get("Last-Event-ID")
 	if lastRaw == "" {
 		lastRaw = q.Get("lastEventId")
@@ -88,6 +98,11 @@ func (h *EventsHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 		lastID, resume = id, true
+	}
+	release, err := h.opts.Streams.Acquire(client.ClientName())
+	if err != nil {
+		refuseBusy(w, err.Error())
+		return
 	}
 	sub, backlog, missed := h.hub.Subscribe(filter, lastID, resume)
 
@@ -119,11 +134,23 @@ func (h *EventsHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 				}
 			}
 		}()
-		go h.stream(ctx, sw, sub, backlog, missed, lastID)
+		go h.stream(ctx, sw, sub, backlog, missed, lastID, release)
 		return
 	}
 	sw.start()
-	h.stream(r.Context(), sw, sub, backlog, missed, lastID)
+	h.stream(r.Context(), sw, sub, backlog, missed, lastID, release)
+}
+
+// refuse answers a request whose body is not read, closing the connection.
+func refuse(w http.ResponseWriter, status int, msg string) {
+	limits.Refuse(w, false)
+	writeJSONError(w, status, msg)
+}
+
+// refuseBusy answers 503 with Retry-After for a limit that was reached.
+func refuseBusy(w http.ResponseWriter, msg string) {
+	limits.Refuse(w, true)
+	writeJSONError(w, http.StatusServiceUnavailable, msg)
 }
 
 // hijack takes over an HTTP/1.x connection; it declines on HTTP/2 and when a
@@ -145,7 +172,8 @@ func hijack(w http.ResponseWriter, r *http.Request) (net.Conn, bool) {
 	return conn, true
 }
 
-func (h *EventsHandler) stream(ctx context.Context, sw *sseWriter, sub *Subscription, backlog []*Event, missed bool, lastID uint64) {
+func (h *EventsHandler) stream(ctx context.Context, sw *sseWriter, sub *Subscription, backlog []*Event, missed bool, lastID uint64, release func()) {
+	defer release()
 	defer sub.Close()
 	if sw.conn != nil {
 		defer func() { _ = sw.conn.Close() }()
@@ -377,18 +405,21 @@ func (h *ReportHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
-	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, h.opts.MaxBodyBytes))
-	if err != nil {
-		var mbe *http.MaxBytesError
-		if errors.As(err, &mbe) {
-			writeJSONError(w, http.StatusRequestEntityTooLarge, fmt.Sprintf("body larger than %d bytes", mbe.Limit))
-			return
-		}
-		writeJSONError(w, http.StatusBadRequest, "reading body: "+err.Error())
+	held, err := limits.ReadBody(r, h.opts.MaxBodyBytes, h.opts.Budget)
+	switch {
+	case errors.Is(err, limits.ErrTooLarge):
+		refuse(w, http.StatusRequestEntityTooLarge, fmt.Sprintf("body larger than %d bytes", h.opts.MaxBodyBytes))
+		return
+	case errors.Is(err, limits.ErrBudget):
+		refuseBusy(w, err.Error())
+		return
+	case err != nil:
+		refuse(w, http.StatusBadRequest, "reading body failed")
 		return
 	}
+	defer held.Release()
 	var req ReportRequest
-	dec := json.NewDecoder(bytes.NewReader(body))
+	dec := json.NewDecoder(bytes.NewReader(held.Bytes))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(&req); err != nil {
 		writeJSONError(w, http.StatusBadRequest, "malformed JSON: "+err.Error())
@@ -429,20 +460,38 @@ func (h *ReportHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		writeJSONError(w, http.StatusUnprocessableEntity, err.Error())
 		return
 	}
+	target := access.Target{Namespace: f.Namespace, Service: f.Service}
+	if client := access.FromContext(r.Context()); !client.AllowsTarget(target) {
+		writeJSONError(w, http.StatusForbidden, fmt.Sprintf("service %q in namespace %q is outside the scope of client %q", f.Service, f.Namespace, client.ClientName()))
+		return
+	}
+	acceptSSE := acceptsSSE(r)
+	release := func() {}
+	if acceptSSE {
+		// Take the stream before creating anything: a refused report changes nothing.
+		if release, err = h.opts.Streams.Acquire(access.FromContext(r.Context()).ClientName()); err != nil {
+			refuseBusy(w, err.Error())
+			return
+		}
+	}
+	defer release()
+	log := ctrl.LoggerFrom(r.Context()).WithValues("namespace", f.Namespace, "service", f.Service)
 	name, err := h.healer.Trigger(r.Context(), f)
 	switch {
+	case errors.Is(err, ErrOutOfScope):
+		writeJSONError(w, http.StatusForbidden, err.Error())
+		return
 	case errors.Is(err, ErrInvalidFailure):
 		writeJSONError(w, http.StatusUnprocessableEntity, err.Error())
 		return
-	case errors.Is(err, ErrHealingUnavailable):
-		ctrl.LoggerFrom(r.Context()).Info("Healing unavailable for a reported failure", "namespace", f.Namespace, "service", f.Service, "error", err.Error())
-		writeJSONError(w, http.StatusServiceUnavailable, "healing unavailable: "+err.Error())
-		return
 	case err != nil:
-		writeJSONError(w, http.StatusServiceUnavailable, "healing unavailable: "+err.Error())
+		// The cause (API server addresses, RBAC) is for the operator's log.
+		log.Info("Healing unavailable for a reported failure", "error", err.Error())
+		limits.Refuse(w, true)
+		writeJSONError(w, http.StatusServiceUnavailable, "healing unavailable: the gateway cannot create HealingRequests now (see the gateway log)")
 		return
 	}
-	if !acceptsSSE(r) {
+	if !acceptSSE {
 		w.Header().Set("Content-Type", "application/json")
 		w.Header().Set("Location", "/v1/healing/events?request="+name)
 		w.WriteHeader(http.StatusAccepted)

@@ -8,6 +8,8 @@ import (
 	"time"
 
 	"k8s.io/utils/clock"
+
+	"github.com/selfheal-dev/selfheal/internal/gateway/access"
 )
 
 // Event types, as they appear in the SSE `event:` field.
@@ -67,9 +69,16 @@ type Filter struct {
 	Namespace string
 	Service   string
 	Request   string
+	// Client limits the events to the healings the client may see. A scoped
+	// client sees no processing_delay events: they belong to no healing and
+	// would tell it about other clients' calls.
+	Client *access.Client
 }
 
 func (f Filter) matches(e *Event) bool {
+	if f.Client.Scoped() && (e.Namespace == "" || !f.Client.AllowsTarget(access.Target{Namespace: e.Namespace, Service: e.Service})) {
+		return false
+	}
 	return (f.Namespace == "" || f.Namespace == e.Namespace) &&
 		(f.Service == "" || f.Service == e.Service) &&
 		(f.Request == "" || f.Request == e.Request)

@@ -21,6 +21,7 @@ import (
 
 	"github.com/selfheal-dev/selfheal/api/v1alpha1"
 	"github.com/selfheal-dev/selfheal/internal/diagnostics"
+	"github.com/selfheal-dev/selfheal/internal/gateway/access"
 )
 
 // LabelService is set on the HealingRequests the gateway creates, naming the target
@@ -34,6 +35,9 @@ var (
 	ErrHealingUnavailable = errors.New("healing unavailable")
 	// ErrInvalidFailure means the reported failure cannot become a HealingRequest.
 	ErrInvalidFailure = errors.New("invalid failure report")
+	// ErrOutOfScope means the gateway does not heal the named Service: it is not a
+	// configured target.
+	ErrOutOfScope = errors.New("not a healing target of this gateway")
 	// ErrSlowSubscriber ends a subscription that fell behind.
 	ErrSlowSubscriber = errors.New("subscriber too slow: events dropped")
 	// ErrHubClosed ends every subscription when the gateway shuts down.
@@ -63,6 +67,9 @@ type Options struct {
 	Hub *Hub
 	// Namespaces the gateway may create requests in and watches; empty means any.
 	Namespaces []string
+	// Targets are the only Services requests may be created for; empty means any
+	// in Namespaces.
+	Targets []access.Target
 	// APITimeout bounds each Trigger's API calls. Default 10s.
 	APITimeout time.Duration
 	Clock      clock.PassiveClock
@@ -77,6 +84,7 @@ type Healer struct {
 	reader     client.Reader
 	hub        *Hub
 	namespaces []string
+	targets    []access.Target
 	apiTimeout time.Duration
 	clock      clock.PassiveClock
 	onTrigger  func(upstream string, created bool)
@@ -109,6 +117,7 @@ func New(opts Options) *Healer {
 		reader:     opts.APIReader,
 		hub:        opts.Hub,
 		namespaces: opts.Namespaces,
+		targets:    opts.Targets,
 		apiTimeout: opts.APITimeout,
 		clock:      opts.Clock,
 		onTrigger:  opts.Observe,
@@ -178,15 +187,15 @@ func (h *Healer) Trigger(ctx context.Context, f Failure) (string, error) {
 	if err := f.Validate(); err != nil {
 		return "", err
 	}
-	if len(h.namespaces) > 0 && !slices.Contains(h.namespaces, f.Namespace) {
-		return "", fmt.Errorf("%w: namespace %q is not watched by the gateway", ErrHealingUnavailable, f.Namespace)
+	if err := h.InScope(access.Target{Namespace: f.Namespace, Service: f.Service}); err != nil {
+		return "", err
 	}
 	if !h.Available() {
 		return "", ErrHealingUnavailable
 	}
 	key := f.Namespace + "/" + f.Service
 	if name, ok := h.activeFor(key); ok {
-		h.observed(f.Upstream, false)
+		h.observed(f, false)
 		return name, nil
 	}
 	// me identifies this call: the flight's function is this call's closure only when
@@ -214,9 +223,21 @@ func (h *Healer) Trigger(ctx context.Context, f Failure) (string, error) {
 			return "", res.Err
 		}
 		t := res.Val.(triggered)
-		h.observed(f.Upstream, t.creator == me)
+		h.observed(f, t.creator == me)
 		return t.name, nil
 	}
+}
+
+// InScope says whether the gateway heals t: it must be a configured target (and in
+// a namespace the gateway watches). The error wraps ErrOutOfScope.
+func (h *Healer) InScope(t access.Target) error {
+	if len(h.namespaces) > 0 && !slices.Contains(h.namespaces, t.Namespace) {
+		return fmt.Errorf("%w: namespace %q is not one the gateway heals in", ErrOutOfScope, t.Namespace)
+	}
+	if len(h.targets) > 0 && !slices.Contains(h.targets, t) {
+		return fmt.Errorf("%w: service %q in namespace %q is not a configured upstream's Service or a healing.targets entry", ErrOutOfScope, t.Service, t.Namespace)
+	}
+	return nil
 }
 
 // triggered is the shared result of one flight of Trigger calls.
@@ -225,10 +246,17 @@ type triggered struct {
 	creator *byte // the call that created the request; nil when it was joined
 }
 
-func (h *Healer) observed(upstream string, created bool) {
-	if h.onTrigger != nil {
-		h.onTrigger(upstream, created)
+// observed tells Observe about a trigger. A reported failure is labelled by its
+// source, never by the upstream name the client put in the report.
+func (h *Healer) observed(f Failure, created bool) {
+	if h.onTrigger == nil {
+		return
 	}
+	label := f.Upstream
+	if f.Source == v1alpha1.TriggerSourceChatAPI {
+		label = string(v1alpha1.TriggerSourceChatAPI)
+	}
+	h.onTrigger(label, created)
 }
 
 func (h *Healer) activeFor(key string) (string, bool) {

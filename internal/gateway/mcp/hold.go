@@ -102,17 +102,26 @@ func (p *Proxy) hold(w http.ResponseWriter, r *http.Request, up *upstream, msg *
 		w.WriteHeader(http.StatusOK)
 		_ = h.rc.Flush()
 	}
-	log.Info("Holding MCP call: upstream failed", "failureClass", fail.class, "detail", fail.detail)
+	log.Info("Holding MCP call: upstream failed", "failureClass", fail.class, "detail", fail.detail, "cause", fail.cause)
 
 	replays := 0
 	for {
 		var out healOutcome
-		if fail.class == v1alpha1.FailureMCPSessionLost && sess != nil && up.healedWithin(time.Now(), sessionLossGrace) {
-			// The healing that just ended restarted the upstream: its sessions are gone
-			// by design. Re-create the session and replay; no new incident.
-			log.Info("Recovering an MCP session lost to a recent healing")
+		switch {
+		case fail.class == v1alpha1.FailureMCPSessionLost && sess != nil:
+			// A 404 for a known session means the upstream is up: a new session is
+			// all the call needs, so re-create it and replay at once rather than wait
+			// on a healing that may have no controller to answer it. The incident is
+			// still reported, in the background, unless a healing that just ended
+			// restarted the upstream (its sessions are gone by design).
+			if up.healedWithin(time.Now(), sessionLossGrace) {
+				log.Info("Recovering an MCP session lost to a recent healing")
+			} else {
+				log.Info("Recovering a lost MCP session; reporting the incident in the background")
+				p.reportLater(ctx, up, fail)
+			}
 			out = healOutcome{healed: true}
-		} else {
+		default:
 			out = p.heal(ctx, up, h, fail)
 			if out.healed {
 				up.markHealed(time.Now())
@@ -121,12 +130,8 @@ func (p *Proxy) hold(w http.ResponseWriter, r *http.Request, up *upstream, msg *
 		if ctx.Err() != nil {
 			return
 		}
-		sessionLost := fail.class == v1alpha1.FailureMCPSessionLost && sess != nil
 		switch {
 		case out.healed:
-		case sessionLost && (out.unavailable || (out.event != nil && out.event.Phase == string(v1alpha1.PhaseSkipped))):
-			// The upstream answered 404, so it runs: a new session is all it needs.
-			log.Info("Recovering the lost MCP session without a healing", "reason", out.err)
 		case out.unavailable:
 			h.fail(codeHealingUnavailable,
 				fmt.Sprintf("upstream %s failed (%s) and healing is unavailable: %s", up.Name, fail.class, out.err),
@@ -156,7 +161,8 @@ func (p *Proxy) hold(w http.ResponseWriter, r *http.Request, up *upstream, msg *
 		resp, next, err := p.replay(ctx, up, r, body, sess, fail, log)
 		if err != nil {
 			if ctx.Err() == nil {
-				h.fail(codeUpstreamUnavailable, "replaying the call failed: "+err.Error(), nil)
+				log.Error(err, "Replaying the MCP call")
+				h.fail(codeUpstreamUnavailable, "replaying the call failed", nil)
 			}
 			return
 		}
@@ -207,15 +213,11 @@ func (p *Proxy) heal(ctx context.Context, up *upstream, h *heldCall, fail *failu
 	if fail.class == v1alpha1.FailureHTTP5xx {
 		status = fail.status
 	}
-	name, err := p.opts.Healer.Trigger(ctx, healing.Failure{
-		Namespace: up.Namespace, Service: up.Service, Upstream: up.Name,
-		Class: fail.class, HTTPStatus: status, Message: fail.detail,
-	})
+	name, err := p.opts.Healer.Trigger(ctx, p.incident(up, fail, status))
 	if err != nil {
-		if !errors.Is(err, healing.ErrHealingUnavailable) {
-			ctrl.LoggerFrom(ctx).Error(err, "Triggering a healing")
-		}
-		return healOutcome{unavailable: true, err: err.Error()}
+		// The cause may name the API server; the client gets the class.
+		ctrl.LoggerFrom(ctx).Info("Healing unavailable", "upstream", up.Name, "error", err.Error())
+		return healOutcome{unavailable: true, err: healingUnavailableReason(err)}
 	}
 	h.notify("warning", fmt.Sprintf("Upstream %s failed (%s): healing %s/%s (HealingRequest %s); holding the call",
 		up.Name, fail.class, up.Namespace, up.Service, name),
@@ -239,6 +241,52 @@ func (p *Proxy) heal(ctx context.Context, up *upstream, h *heldCall, fail *failu
 	}
 	return healOutcome{err: fmt.Sprintf("healing %s did not finish within %s", name, p.opts.HoldTimeout),
 		event: &healing.Event{Request: name, Namespace: up.Namespace, Service: up.Service}}
+}
+
+// incident is the HealingRequest's account of a failure: the cause as the gateway
+// saw it (the cluster's operators may read upstream addresses; clients may not).
+func (p *Proxy) incident(up *upstream, fail *failure, status int) healing.Failure {
+	msg := fail.detail
+	if fail.cause != "" {
+		msg = fail.detail + ": " + fail.cause
+	}
+	return healing.Failure{
+		Namespace: up.Namespace, Service: up.Service, Upstream: up.Name,
+		Class: fail.class, HTTPStatus: status, Message: msg,
+	}
+}
+
+// reportLater creates or joins the HealingRequest for fail without holding the
+// call for it. It outlives the call (bounded by ReportTimeout).
+func (p *Proxy) reportLater(ctx context.Context, up *upstream, fail *failure) {
+	if p.opts.Healer == nil {
+		return
+	}
+	f := p.incident(up, fail, 0)
+	log := ctrl.LoggerFrom(ctx).WithValues("upstream", up.Name)
+	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), p.opts.ReportTimeout)
+	go func() {
+		defer cancel()
+		name, err := p.opts.Healer.Trigger(rctx, f)
+		if err != nil {
+			log.Info("Could not report the lost MCP session", "error", err.Error())
+			return
+		}
+		log.Info("Reported the lost MCP session", "healingRequest", name)
+	}()
+}
+
+// healingUnavailableReason says why healing is unavailable without the error's
+// details (API server URLs, RBAC messages), which go to the log.
+func healingUnavailableReason(err error) string {
+	switch {
+	case errors.Is(err, healing.ErrOutOfScope):
+		return "the upstream's Service is not a healing target"
+	case errors.Is(err, healing.ErrInvalidFailure):
+		return "the failure cannot be reported"
+	default:
+		return "the gateway cannot reach the cluster's healing"
+	}
 }
 
 func diagnosisMessage(up *upstream, out healOutcome) string {

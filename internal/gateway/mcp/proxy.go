@@ -24,10 +24,13 @@ import (
 	"time"
 
 	"github.com/go-logr/logr"
+	"k8s.io/utils/clock"
 	ctrl "sigs.k8s.io/controller-runtime"
 
 	"github.com/selfheal-dev/selfheal/api/v1alpha1"
+	"github.com/selfheal-dev/selfheal/internal/gateway/access"
 	"github.com/selfheal-dev/selfheal/internal/gateway/healing"
+	"github.com/selfheal-dev/selfheal/internal/gateway/limits"
 )
 
 // ReplayMode says when a call that failed may be sent again after a healing.
@@ -88,22 +91,34 @@ type Options struct {
 	Transport http.RoundTripper
 	// RetryInterval paces the reconnection of held standalone GET streams. Default 500ms.
 	RetryInterval time.Duration
+	// Budget is the gateway's budget of buffered request bytes; nil reserves nothing.
+	Budget *limits.Budget
+	// MaxSessions caps remembered sessions (least recently used forgotten first).
+	// Default 4096.
+	MaxSessions int
+	// SessionIdleTimeout forgets a session unused for this long. Default 30m.
+	SessionIdleTimeout time.Duration
+	// ReportTimeout bounds the background report of a lost session. Default 10s.
+	ReportTimeout time.Duration
+	// Clock times session idleness; tests inject a fake one.
+	Clock clock.PassiveClock
 }
 
 // Proxy is the http.Handler for /mcp/{name}.
 type Proxy struct {
 	opts      Options
 	upstreams map[string]*upstream
+	sessions  *sessionStore
 	client    *http.Client
 	log       logr.Logger
 }
 
 type upstream struct {
 	Upstream
-	url *url.URL
+	url      *url.URL
+	sessions *sessionStore
 
-	mu       sync.Mutex
-	sessions map[string]*session // client session id -> session
+	mu sync.Mutex
 	// healedAt is when a healing of this upstream last ended Healed.
 	healedAt time.Time
 }
@@ -128,6 +143,9 @@ func (u *upstream) healedWithin(now time.Time, d time.Duration) bool {
 // remembers the client's initialize so the session can be re-created upstream.
 type session struct {
 	clientID string
+	// key and lastUsed belong to the sessionStore (under its lock).
+	key      sessionKey
+	lastUsed time.Time
 
 	mu              sync.Mutex
 	upstreamID      string
@@ -158,6 +176,18 @@ func NewProxy(opts Options) (*Proxy, error) {
 	if opts.RetryInterval <= 0 {
 		opts.RetryInterval = 500 * time.Millisecond
 	}
+	if opts.MaxSessions <= 0 {
+		opts.MaxSessions = 4096
+	}
+	if opts.SessionIdleTimeout <= 0 {
+		opts.SessionIdleTimeout = 30 * time.Minute
+	}
+	if opts.ReportTimeout <= 0 {
+		opts.ReportTimeout = 10 * time.Second
+	}
+	if opts.Clock == nil {
+		opts.Clock = clock.RealClock{}
+	}
 	if opts.Transport == nil {
 		t := http.DefaultTransport.(*http.Transport).Clone()
 		t.MaxIdleConnsPerHost = 64
@@ -166,6 +196,7 @@ func NewProxy(opts Options) (*Proxy, error) {
 	p := &Proxy{
 		opts:      opts,
 		upstreams: map[string]*upstream{},
+		sessions:  newSessionStore(opts.MaxSessions, opts.SessionIdleTimeout, opts.Clock),
 		client:    &http.Client{Transport: opts.Transport, CheckRedirect: noRedirects},
 		log:       ctrl.Log.WithName("mcp-proxy"),
 	}
@@ -190,7 +221,7 @@ func NewProxy(opts Options) (*Proxy, error) {
 		if u.CallTimeout <= 0 {
 			u.CallTimeout = 30 * time.Second
 		}
-		p.upstreams[u.Name] = &upstream{Upstream: u, url: parsed, sessions: map[string]*session{}}
+		p.upstreams[u.Name] = &upstream{Upstream: u, url: parsed, sessions: p.sessions}
 	}
 	return p, nil
 }
@@ -205,7 +236,13 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	name := r.PathValue("name")
 	up := p.upstreams[name]
 	if up == nil {
+		limits.Refuse(w, false)
 		writeHTTPError(w, http.StatusNotFound, nil, codeInvalidRequest, fmt.Sprintf("unknown MCP upstream %q", name))
+		return
+	}
+	if client := access.FromContext(r.Context()); !client.AllowsUpstream(up.Name, up.Namespace) {
+		limits.Refuse(w, false)
+		writeHTTPError(w, http.StatusForbidden, nil, codeInvalidRequest, fmt.Sprintf("MCP upstream %q is outside the scope of client %q", name, client.ClientName()))
 		return
 	}
 	switch r.Method {
@@ -225,14 +262,7 @@ func (p *Proxy) originAllowed(origin string) bool {
 	return slices.Contains(p.opts.AllowedOrigins, "*") || slices.Contains(p.opts.AllowedOrigins, origin)
 }
 
-func (u *upstream) session(clientID string) *session {
-	if clientID == "" {
-		return nil
-	}
-	u.mu.Lock()
-	defer u.mu.Unlock()
-	return u.sessions[clientID]
-}
+func (u *upstream) session(clientID string) *session { return u.sessions.get(u.Name, clientID) }
 
 // failure is an upstream outcome the cluster may be able to fix.
 type failure struct {
@@ -240,7 +270,11 @@ type failure struct {
 	status int
 	// unsent is true when the upstream provably never received the request.
 	unsent bool
+	// detail is for the client: what happened, without upstream addresses.
 	detail string
+	// cause is for the log and the HealingRequest: the transport error as it
+	// was, URLs and addresses included. Empty when detail says it all.
+	cause string
 	// sessionID is the upstream session the failed request addressed.
 	sessionID string
 }
@@ -334,21 +368,21 @@ func (c *cancelOnClose) Close() error {
 }
 
 func classifyError(err error, timedOut, gotConn bool) *failure {
-	f := &failure{detail: healing.Redact(err.Error(), 512)}
+	f := &failure{cause: healing.Redact(err.Error(), 512)}
 	var opErr *net.OpError
 	switch {
 	case timedOut:
 		f.class, f.detail = v1alpha1.FailureTimeout, "upstream did not answer within the call timeout"
 	case errors.Is(err, syscall.ECONNREFUSED):
-		f.class, f.unsent = v1alpha1.FailureConnectionRefused, true
+		f.class, f.unsent, f.detail = v1alpha1.FailureConnectionRefused, true, "connection refused"
 	case errors.As(err, &opErr) && opErr.Op == "dial":
-		f.class, f.unsent = v1alpha1.FailureConnectionRefused, true
+		f.class, f.unsent, f.detail = v1alpha1.FailureConnectionRefused, true, "could not connect"
 	case errors.Is(err, syscall.ECONNRESET), errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF):
-		f.class = v1alpha1.FailureConnectionReset
+		f.class, f.detail = v1alpha1.FailureConnectionReset, "connection reset"
 	case isTimeout(err):
-		f.class = v1alpha1.FailureTimeout
+		f.class, f.detail = v1alpha1.FailureTimeout, "upstream timed out"
 	default:
-		f.class = v1alpha1.FailureOther
+		f.class, f.detail = v1alpha1.FailureOther, "upstream request failed"
 	}
 	if !gotConn {
 		// No connection was ever obtained: nothing was sent.
@@ -427,16 +461,25 @@ func relay(w http.ResponseWriter, resp *http.Response, clientSessionID string) e
 
 func (p *Proxy) servePOST(w http.ResponseWriter, r *http.Request, up *upstream) {
 	log := ctrl.LoggerFrom(r.Context()).WithValues("upstream", up.Name)
-	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, p.opts.MaxBodyBytes))
-	if err != nil {
-		var mbe *http.MaxBytesError
-		if errors.As(err, &mbe) {
-			writeHTTPError(w, http.StatusRequestEntityTooLarge, nil, codeInvalidRequest, fmt.Sprintf("request body exceeds %d bytes", mbe.Limit))
-			return
-		}
-		writeHTTPError(w, http.StatusBadRequest, nil, codeParseError, "reading request body: "+err.Error())
+	// The body is kept for a replay after healing, held against the budget until
+	// the call ends.
+	held, err := limits.ReadBody(r, p.opts.MaxBodyBytes, p.opts.Budget)
+	switch {
+	case errors.Is(err, limits.ErrTooLarge):
+		limits.Refuse(w, false)
+		writeHTTPError(w, http.StatusRequestEntityTooLarge, nil, codeInvalidRequest, fmt.Sprintf("request body exceeds %d bytes", p.opts.MaxBodyBytes))
+		return
+	case errors.Is(err, limits.ErrBudget):
+		limits.Refuse(w, true)
+		writeHTTPError(w, http.StatusServiceUnavailable, nil, codeUpstreamUnavailable, "gateway busy: too many request bytes in flight, retry shortly")
+		return
+	case err != nil:
+		limits.Refuse(w, false)
+		writeHTTPError(w, http.StatusBadRequest, nil, codeParseError, "reading request body failed")
 		return
 	}
+	defer held.Release()
+	body := held.Bytes
 	trimmed := bytes.TrimSpace(body)
 	if !json.Valid(trimmed) {
 		writeHTTPError(w, http.StatusBadRequest, nil, codeParseError, "parse error: request body is not valid JSON")
@@ -493,20 +536,23 @@ func (p *Proxy) rememberSession(up *upstream, resp *http.Response, initialize []
 	if clientID == "" {
 		return // a sessionless upstream
 	}
+	if len(initialize) > maxRememberedInitialize {
+		p.log.Info("Not remembering an MCP session: its initialize is too large to keep for recovery",
+			"upstream", up.Name, "bytes", len(initialize))
+		return
+	}
 	var init struct {
 		Params struct {
 			ProtocolVersion string `json:"protocolVersion"`
 		} `json:"params"`
 	}
 	_ = json.Unmarshal(initialize, &init)
-	up.mu.Lock()
-	defer up.mu.Unlock()
-	up.sessions[clientID] = &session{
+	up.sessions.put(up.Name, &session{
 		clientID:        clientID,
 		upstreamID:      upstreamID,
 		initialize:      bytes.Clone(initialize),
 		protocolVersion: init.Params.ProtocolVersion,
-	}
+	})
 }
 
 func (p *Proxy) serveDELETE(w http.ResponseWriter, r *http.Request, up *upstream) {
@@ -514,9 +560,7 @@ func (p *Proxy) serveDELETE(w http.ResponseWriter, r *http.Request, up *upstream
 	sess := up.session(clientSID)
 	resp, fail, err := p.forward(r.Context(), up, http.MethodDelete, r.URL.RawQuery, r.Header, nil, sess.current(), sess != nil)
 	if clientSID != "" {
-		up.mu.Lock()
-		delete(up.sessions, clientSID)
-		up.mu.Unlock()
+		up.sessions.remove(up.Name, clientSID)
 	}
 	switch {
 	case err != nil:

@@ -69,9 +69,7 @@ type scope struct {
 	policies   []v1.HealingPolicy
 	holder     *v1.HealingPolicy
 	holderName string
-	// planned: plan ran in this reconcile, so the request may hold a reservation.
-	planned bool
-	report  *diagnostics.Report
+	report     *diagnostics.Report
 	// result is the smallest requeue asked for by a phase.
 	result ctrl.Result
 	// events wait for the status patch that records their transition.
@@ -136,14 +134,6 @@ func (r *HealingRequestReconciler) Reconcile(ctx context.Context, req ctrl.Reque
 			}
 			log.Error(err, "Healing step failed; retrying with backoff", "phase", hr.Status.Phase)
 			return ctrl.Result{}, err
-		}
-	}
-	// A request ends only once the ledger holds no reservation of it that did not
-	// become an action; until then its status is left as it was and the end retried.
-	if hr.Status.Phase.IsTerminal() && s.mayHoldReservations() {
-		if err := r.release(ctx, s); err != nil {
-			hr.Status, s.events = before.Status, nil
-			return ctrl.Result{}, fmt.Errorf("releasing unused reservations: %w", err)
 		}
 	}
 	if !hr.Status.Phase.IsTerminal() && hr.Status.Deadline != nil {
@@ -558,14 +548,17 @@ func (r *HealingRequestReconciler) plan(ctx context.Context, s *scope) error {
 	if hr.Status.Phase != v1.PhaseDiagnosing {
 		return nil
 	}
-	s.planned = true
 	lastEnded, err := r.lastHealingEnded(ctx, hr)
 	if err != nil {
 		return err
 	}
+	// The ledger as cached, without this request's own reservation for the attempt
+	// being planned: a reconcile that reserved and then failed to record the intent
+	// must not be refused by its own entry. reserve grants that entry again.
 	var ledger []v1.LedgerEntry
 	if s.holder != nil {
-		ledger = s.holder.Status.Ledger
+		ledger, _ = remediation.Release(s.holder.Status.Ledger, hr.Name,
+			func(e v1.LedgerEntry) bool { return e.Attempt != hr.Status.Attempts+1 })
 	}
 	d := remediation.Plan(remediation.Input{
 		Issue: s.report.Issue, Snapshot: s.report.Snapshot, Policy: s.policy,

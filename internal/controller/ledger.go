@@ -6,6 +6,7 @@ import (
 	"time"
 
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/meta"
 	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/client-go/util/retry"
 	ctrl "sigs.k8s.io/controller-runtime"
@@ -73,17 +74,23 @@ func (r *HealingRequestReconciler) reserve(ctx context.Context, s *scope, st rem
 	return refusal, nil
 }
 
-// release removes this request's reservations that did not become actions. It runs
-// when the request reaches a terminal phase.
+// release removes the reservations of a finished request that did not become actions.
+// It runs only once the terminal status is persisted (from retain): a reconcile that
+// worked from a stale copy of the request may decide to end it, but its status patch
+// then fails, and a release made before it would free the reservation of an action
+// that is still going to run.
 func (r *HealingRequestReconciler) release(ctx context.Context, s *scope) error {
 	hr := s.hr
-	done := map[int32]v1.ActionType{}
-	for _, a := range hr.Status.Actions {
-		if a.Type.Disruptive() && (a.Outcome == v1.OutcomeSucceeded || a.Outcome == v1.OutcomeIntended) {
-			done[a.Attempt] = a.Type
-		}
+	if !hr.Status.Phase.IsTerminal() || s.holder == nil {
+		return nil
 	}
-	keep := func(e v1.LedgerEntry) bool { t, ok := done[e.Attempt]; return ok && t == e.Action }
+	keep := performed(hr)
+	// A request that never planned reserved nothing; for one that did, the cache may
+	// not show its reservation yet, so the API server is asked.
+	planned := meta.FindStatusCondition(hr.Status.Conditions, v1.ConditionRemediationAllowed) != nil
+	if _, cached := remediation.Release(s.holder.Status.Ledger, hr.Name, keep); !cached && !planned {
+		return nil
+	}
 	return retry.RetryOnConflict(ledgerBackoff, func() error {
 		holder, err := r.freshHolder(ctx, s)
 		if apierrors.IsNotFound(err) {
@@ -102,20 +109,16 @@ func (r *HealingRequestReconciler) release(ctx context.Context, s *scope) error 
 	})
 }
 
-// mayHoldReservations says whether release has anything to look for: the request
-// planned in this reconcile, or the ledger as cached holds one of its entries.
-func (s *scope) mayHoldReservations() bool {
-	if s.planned {
-		return true
-	}
-	if s.holder != nil {
-		for _, e := range s.holder.Status.Ledger {
-			if e.Request == s.hr.Name {
-				return true
-			}
+// performed says which ledger entries of hr stand for an action that ran (or may
+// have: an intent still open counts).
+func performed(hr *v1.HealingRequest) func(v1.LedgerEntry) bool {
+	done := map[int32]v1.ActionType{}
+	for _, a := range hr.Status.Actions {
+		if a.Type.Disruptive() && (a.Outcome == v1.OutcomeSucceeded || a.Outcome == v1.OutcomeIntended) {
+			done[a.Attempt] = a.Type
 		}
 	}
-	return false
+	return func(e v1.LedgerEntry) bool { t, ok := done[e.Attempt]; return ok && t == e.Action }
 }
 
 // freshHolder reads the ledger policy from the API server: a reservation counted on a

@@ -2,12 +2,14 @@ package controller
 
 import (
 	"context"
+	"fmt"
 	"sort"
 
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	v1 "github.com/selfheal-dev/selfheal/api/v1alpha1"
+	"github.com/selfheal-dev/selfheal/internal/remediation"
 )
 
 // retain deletes a terminal HealingRequest once it is older than the policy's TTL or
@@ -15,6 +17,17 @@ import (
 // moment the TTL expires. kubectl get hr stays a readable audit log; etcd stays bounded.
 func (r *HealingRequestReconciler) retain(ctx context.Context, s *scope) (ctrl.Result, error) {
 	hr := s.hr
+	// First, the ledger keeps only what this request really did.
+	var policies v1.HealingPolicyList
+	if err := r.Client.List(ctx, &policies, client.InNamespace(hr.Namespace)); err != nil {
+		return ctrl.Result{}, err
+	}
+	if s.holder = remediation.LedgerHolder(policies.Items); s.holder != nil {
+		s.holderName = s.holder.Name
+	}
+	if err := r.release(ctx, s); err != nil {
+		return ctrl.Result{}, fmt.Errorf("releasing reservations that did not become actions: %w", err)
+	}
 	spec := v1.HealingPolicySpec{}
 	if hr.Status.Policy != "" {
 		p := &v1.HealingPolicy{}

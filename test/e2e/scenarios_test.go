@@ -15,15 +15,17 @@ import (
 	. "github.com/onsi/ginkgo/v2"
 	. "github.com/onsi/gomega"
 	appsv1 "k8s.io/api/apps/v1"
+	authorizationv1 "k8s.io/api/authorization/v1"
+	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	v1 "github.com/selfheal-dev/selfheal/api/v1alpha1"
 	"github.com/selfheal-dev/selfheal/internal/controlplane"
+	"github.com/selfheal-dev/selfheal/internal/demo/alerts"
 	"github.com/selfheal-dev/selfheal/internal/demo/chat"
 	"github.com/selfheal-dev/selfheal/internal/demo/fakeclaude"
-	"github.com/selfheal-dev/selfheal/internal/demo/alerts"
 	"github.com/selfheal-dev/selfheal/internal/demo/stack"
 )
 
@@ -455,6 +457,45 @@ spec:
 		expectAlertsIn(answer)
 		Eventually(events.types).Should(ContainElement(chat.EventProcessingDelay))
 		Expect(requestsSince(ctx, before)).To(BeEmpty(), "Claude failures never create HealingRequests")
+	})
+
+	It("11. is installed from config/default: restricted pods, two identities, writes only where opted in", func(ctx SpecContext) {
+		// Both Deployments got their pods in selfheal-system, whose namespace enforces
+		// the restricted Pod Security Standard (a pod violating it is never created).
+		for _, name := range []string{"selfheal-controller", "selfheal-gateway"} {
+			Eventually(func(g Gomega) {
+				dep := &appsv1.Deployment{}
+				g.Expect(env.Client.Get(ctx, client.ObjectKey{Namespace: stack.ManagerNamespace, Name: name}, dep)).To(Succeed())
+				g.Expect(dep.Status.ReadyReplicas).To(Equal(*dep.Spec.Replicas), name)
+			}).WithTimeout(time.Minute).Should(Succeed())
+		}
+		ns := &corev1.Namespace{}
+		Expect(env.Client.Get(ctx, client.ObjectKey{Name: stack.ManagerNamespace}, ns)).To(Succeed())
+		Expect(ns.Labels).To(HaveKeyWithValue("pod-security.kubernetes.io/enforce", "restricted"))
+
+		can := func(sa, verb, group, resource, sub, namespace string) bool {
+			GinkgoHelper()
+			review := &authorizationv1.SubjectAccessReview{Spec: authorizationv1.SubjectAccessReviewSpec{
+				User:   controlplane.ServiceAccountUser(stack.ManagerNamespace, sa),
+				Groups: controlplane.ServiceAccountGroups(stack.ManagerNamespace),
+				ResourceAttributes: &authorizationv1.ResourceAttributes{Namespace: namespace, Verb: verb,
+					Group: group, Resource: resource, Subresource: sub},
+			}}
+			Expect(env.Client.Create(ctx, review)).To(Succeed())
+			return review.Status.Allowed
+		}
+		// The gateway: HealingRequests only.
+		Expect(can(stack.GatewaySA, "create", "selfheal.dev", "healingrequests", "", stack.Namespace)).To(BeTrue())
+		Expect(can(stack.GatewaySA, "patch", "apps", "deployments", "", stack.Namespace)).To(BeFalse())
+		Expect(can(stack.GatewaySA, "get", "", "pods", "log", stack.Namespace)).To(BeFalse())
+		Expect(can(stack.GatewaySA, "delete", "", "pods", "", stack.Namespace)).To(BeFalse())
+		// The controller: reads everywhere, writes only where the namespace opted in.
+		Expect(can(stack.ControllerSA, "list", "", "pods", "", "default")).To(BeTrue())
+		Expect(can(stack.ControllerSA, "patch", "apps", "deployments", "", stack.Namespace)).To(BeTrue())
+		Expect(can(stack.ControllerSA, "update", "apps", "deployments", "scale", stack.Namespace)).To(BeTrue())
+		Expect(can(stack.ControllerSA, "patch", "apps", "deployments", "", "default")).To(BeFalse())
+		Expect(can(stack.ControllerSA, "delete", "", "pods", "", "default")).To(BeFalse())
+		Expect(can(stack.ControllerSA, "update", "", "secrets", "", stack.Namespace)).To(BeFalse())
 	})
 })
 

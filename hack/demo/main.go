@@ -439,7 +439,7 @@ func (d *demo) fail(err error) {
 	if d.dir == "" {
 		return
 	}
-	for _, name := range []string{"controller", "gateway"} {
+	for _, name := range []string{"controller-1", "controller-2", "gateway"} {
 		path := filepath.Join(d.dir, name+".log")
 		data, err := os.ReadFile(path)
 		if err != nil {
@@ -458,7 +458,7 @@ func (d *demo) fail(err error) {
 
 // logPaths names the logs of selfheal's two processes (the stack writes them).
 func (d *demo) logPaths() string {
-	return filepath.Join(d.dir, "controller.log") + ", " + filepath.Join(d.dir, "gateway.log")
+	return filepath.Join(d.dir, "controller-*.log") + ", " + filepath.Join(d.dir, "gateway.log")
 }
 
 func (d *demo) printf(format string, args ...any) {

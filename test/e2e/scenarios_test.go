@@ -497,6 +497,8 @@ spec:
 		Expect(can(stack.ControllerSA, "delete", "", "pods", "", "default")).To(BeFalse())
 		Expect(can(stack.ControllerSA, "update", "", "secrets", "", stack.Namespace)).To(BeFalse())
 	})
+
+	It("12. SIGKILLed leaders mid-healing: the standby takes over, each healing ends once with one action", handover)
 })
 
 // scrape reads a metrics endpoint.

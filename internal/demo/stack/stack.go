@@ -87,10 +87,12 @@ type Stack struct {
 	Kubectl string
 	Dir     string
 
-	progress   io.Writer
-	processes  []*process
-	cancel     context.CancelFunc
-	followDone chan struct{}
+	progress      io.Writer
+	processes     []*process
+	controllers   int
+	managerBinary string
+	cancel        context.CancelFunc
+	followDone    chan struct{}
 }
 
 // Start brings everything up; on error what was started is stopped.
@@ -116,10 +118,12 @@ func Start(ctx context.Context, o Options) (s *Stack, err error) {
 			return nil, err
 		}
 	}
-	s = &Stack{Dir: o.Dir, progress: o.Progress}
+	started := &Stack{Dir: o.Dir, progress: o.Progress}
+	s = started
 	defer func() {
 		if err != nil {
-			s.Stop()
+			// Every error return has set s to nil already: stop what was started.
+			started.Stop()
 			s = nil
 		}
 	}()
@@ -280,11 +284,11 @@ func (s *Stack) WaitServing(ctx context.Context, serving bool) error {
 }
 
 func (s *Stack) startManager(ctx context.Context, o Options, apiKey, baseURL string) error {
-	ports, err := freePorts(ctx, 4)
+	ports, err := freePorts(ctx, 2)
 	if err != nil {
 		return err
 	}
-	gw, gwMetrics, probe, metrics := ports[0], ports[1], ports[2], ports[3]
+	gw, gwMetrics := ports[0], ports[1]
 	// The gateway watches the tokens file's directory: alone in its own, so that writes
 	// to the logs (in Dir) do not make it reload and log, in a loop.
 	tokens := filepath.Join(s.Dir, "gateway", "tokens")
@@ -325,13 +329,13 @@ healing:
 
 	s.say("Starting selfheal's controller as ServiceAccount %s/%s and its gateway as %s/%s, with the RBAC from config/default",
 		ManagerNamespace, ControllerSA, ManagerNamespace, GatewaySA)
-	// Plain-HTTP metrics: the suite scrapes without a token (secure metrics are the
-	// default in the Deployments).
-	controller, err := s.startProcess(o.ManagerBinary, "controller", ControllerSA, nil,
-		"--metrics-bind-address="+metrics, "--metrics-secure=false", "--health-probe-bind-address="+probe,
-		"--caller-namespace="+ManagerNamespace, "--zap-log-level=info")
-	if err != nil {
-		return err
+	// Two controllers with leader election, as config/default deploys them: the first
+	// leads (it is waited for before the second starts), the other stands by.
+	s.managerBinary = o.ManagerBinary
+	for range 2 {
+		if _, err := s.StartController(ctx); err != nil {
+			return err
+		}
 	}
 	gateway, err := s.startProcess(o.ManagerBinary, "gateway", GatewaySA, []string{"SELFHEAL_ANTHROPIC_API_KEY=" + apiKey},
 		"--enable-controllers=false", "--metrics-bind-address="+gwMetrics, "--metrics-secure=false",
@@ -340,19 +344,101 @@ healing:
 		return err
 	}
 	s.GatewayURL, s.GatewayMetricsURL = "http://"+gw, "http://"+gwMetrics
-	s.ProbeURL, s.MetricsURL = "http://"+probe, "http://"+metrics
+	leader := s.leader()
+	s.ProbeURL, s.MetricsURL = leader.probeURL, leader.metricsURL
 	err = wait.PollUntilContextTimeout(ctx, 100*time.Millisecond, 60*time.Second, true, func(context.Context) (bool, error) {
-		for _, p := range []*process{controller, gateway} {
-			if p.exited() {
-				return false, fmt.Errorf("the %s exited; see %s", p.name, p.logPath)
-			}
+		if gateway.exited() {
+			return false, fmt.Errorf("the gateway exited; see %s", gateway.logPath)
 		}
-		return httpOK(s.ProbeURL+"/readyz") && httpOK(s.GatewayURL+"/readyz"), nil
+		return httpOK(s.GatewayURL + "/readyz"), nil
 	})
 	if err != nil {
-		return fmt.Errorf("waiting for selfheal: %w (logs: %s, %s)", err, controller.logPath, gateway.logPath)
+		return fmt.Errorf("waiting for the gateway: %w (log: %s)", err, gateway.logPath)
 	}
 	return nil
+}
+
+// Lease timing of the stack's controllers: short, so a killed leader is replaced
+// within seconds (the Deployments keep the defaults: 15 s, 10 s, 2 s).
+const (
+	leaseDuration = 3 * time.Second
+	renewDeadline = 2 * time.Second
+	retryPeriod   = 500 * time.Millisecond
+)
+
+// StartController starts one more controller process (leader-elected, plain-HTTP
+// metrics so the suite scrapes without a token) and waits until it is ready; when no
+// other controller leads, it waits until this one leads.
+func (s *Stack) StartController(ctx context.Context) (string, error) {
+	ports, err := freePorts(ctx, 2)
+	if err != nil {
+		return "", err
+	}
+	s.controllers++
+	name := fmt.Sprintf("controller-%d", s.controllers)
+	p, err := s.startProcess(s.managerBinary, name, ControllerSA, nil,
+		"--metrics-bind-address="+ports[0], "--metrics-secure=false", "--health-probe-bind-address="+ports[1],
+		"--leader-elect", "--leader-election-namespace="+ManagerNamespace,
+		"--leader-elect-lease-duration="+leaseDuration.String(), "--leader-elect-renew-deadline="+renewDeadline.String(),
+		"--leader-elect-retry-period="+retryPeriod.String(),
+		"--caller-namespace="+ManagerNamespace, "--zap-log-level=info")
+	if err != nil {
+		return "", err
+	}
+	p.metricsURL, p.probeURL, p.controller = "http://"+ports[0], "http://"+ports[1], true
+	lead := s.leader() == nil
+	err = wait.PollUntilContextTimeout(ctx, 100*time.Millisecond, 60*time.Second, true, func(context.Context) (bool, error) {
+		if p.exited() {
+			return false, fmt.Errorf("%s exited; see %s", name, p.logPath)
+		}
+		return httpOK(p.probeURL+"/readyz") && (!lead || p.leads()), nil
+	})
+	if err != nil {
+		return "", fmt.Errorf("waiting for %s: %w (log: %s)", name, err, p.logPath)
+	}
+	return name, nil
+}
+
+// leader is the controller process that holds the lease, nil when none does. A
+// process acquires the lease at most once in its life (it exits when it loses it), so
+// the running one whose log says it acquired it leads.
+func (s *Stack) leader() *process {
+	for _, p := range s.processes {
+		if p.controller && !p.exited() && p.leads() {
+			return p
+		}
+	}
+	return nil
+}
+
+// KillLeader SIGKILLs the leading controller, as a node failure would: no lease
+// release, no graceful shutdown. It returns the killed process's name.
+func (s *Stack) KillLeader() (string, error) {
+	p := s.leader()
+	if p == nil {
+		return "", errors.New("no controller leads")
+	}
+	_ = p.cmd.Process.Signal(syscall.SIGKILL)
+	<-p.done
+	return p.name, nil
+}
+
+// WaitLeader waits until a running controller leads and returns its name.
+func (s *Stack) WaitLeader(ctx context.Context) (string, error) {
+	var name string
+	err := wait.PollUntilContextTimeout(ctx, 100*time.Millisecond, 60*time.Second, true, func(context.Context) (bool, error) {
+		if p := s.leader(); p != nil {
+			name = p.name
+			return true, nil
+		}
+		return false, nil
+	})
+	return name, err
+}
+
+func (p *process) leads() bool {
+	b, _ := os.ReadFile(p.logPath)
+	return strings.Contains(strings.ToLower(string(b)), "successfully acquired lease")
 }
 
 // process is one selfheal process of the stack.
@@ -360,6 +446,9 @@ type process struct {
 	name, logPath string
 	cmd           *exec.Cmd
 	done          chan struct{}
+	// controller processes: their endpoints.
+	controller           bool
+	metricsURL, probeURL string
 }
 
 // startProcess runs the manager binary authenticated as ServiceAccount sa (a client
@@ -404,6 +493,9 @@ func (p *process) exited() bool {
 
 // stop ends the process gracefully, or kills it after 15 s.
 func (p *process) stop() {
+	if p.exited() {
+		return
+	}
 	_ = p.cmd.Process.Signal(syscall.SIGTERM)
 	select {
 	case <-p.done:

@@ -34,6 +34,10 @@ type Options struct {
 	Diagnoser diagnostics.Engine
 }
 
+// restartedAtAnnotation is the one pod annotation the cache keeps: verification tells
+// the pods of a restart by it.
+const restartedAtAnnotation = "kubectl.kubernetes.io/restartedAt"
+
 // Field indexes registered on the manager's cache.
 const (
 	// indexTargetService indexes HealingRequests by spec.target.service.
@@ -96,24 +100,56 @@ func Setup(mgr ctrl.Manager, o Options) error {
 	return hp.SetupWithManager(mgr)
 }
 
-// podTransform strips from cached pods what no check reads (environment, volumes,
-// commands, managed fields), so the cache of a large namespace stays small.
+// podTransform strips from cached pods what no check reads, so the cache of a large
+// cluster stays small (measured by BenchmarkManagerHeapPerPod and BenchmarkScale).
+// Kept: identity, labels, owners, the restart stamp annotation, the node, each
+// container's name, image, ports and limits, and the status the checks read (phase,
+// reason, message, pod IP, the Ready, ContainersReady and PodScheduled conditions, and
+// the container states). A check that starts reading another field must keep it here.
 func podTransform(obj any) (any, error) {
 	pod, ok := obj.(*corev1.Pod)
 	if !ok {
 		return obj, nil
 	}
-	pod.ManagedFields = nil
-	pod.Spec.Volumes = nil
-	strip := func(cs []corev1.Container) {
-		for i := range cs {
-			cs[i].Env, cs[i].EnvFrom, cs[i].VolumeMounts, cs[i].VolumeDevices = nil, nil, nil, nil
-			cs[i].Command, cs[i].Args = nil, nil
-			cs[i].LivenessProbe, cs[i].StartupProbe = nil, nil
+	pod.ManagedFields, pod.GenerateName, pod.Finalizers = nil, "", nil
+	if stamp, ok := pod.Annotations[restartedAtAnnotation]; ok {
+		pod.Annotations = map[string]string{restartedAtAnnotation: stamp}
+	} else {
+		pod.Annotations = nil
+	}
+	pod.Spec = corev1.PodSpec{
+		Containers: trimContainers(pod.Spec.Containers), InitContainers: trimContainers(pod.Spec.InitContainers),
+		NodeName: pod.Spec.NodeName,
+	}
+	st := &pod.Status
+	var conditions []corev1.PodCondition
+	for _, c := range st.Conditions {
+		if c.Type == corev1.PodReady || c.Type == corev1.ContainersReady || c.Type == corev1.PodScheduled {
+			conditions = append(conditions, c)
 		}
 	}
-	strip(pod.Spec.Containers)
-	strip(pod.Spec.InitContainers)
-	pod.Spec.EphemeralContainers = nil
+	pod.Status = corev1.PodStatus{
+		Phase: st.Phase, Reason: st.Reason, Message: st.Message, PodIP: st.PodIP, Conditions: conditions,
+		ContainerStatuses: trimStatuses(st.ContainerStatuses), InitContainerStatuses: trimStatuses(st.InitContainerStatuses),
+	}
 	return pod, nil
+}
+
+func trimContainers(cs []corev1.Container) []corev1.Container {
+	out := make([]corev1.Container, len(cs))
+	for i, c := range cs {
+		// Limits only: the OOM and usage checks compare with limits; nothing reads requests.
+		out[i] = corev1.Container{Name: c.Name, Image: c.Image, Ports: c.Ports,
+			Resources: corev1.ResourceRequirements{Limits: c.Resources.Limits}}
+	}
+	return out
+}
+
+func trimStatuses(ss []corev1.ContainerStatus) []corev1.ContainerStatus {
+	out := make([]corev1.ContainerStatus, len(ss))
+	for i, s := range ss {
+		out[i] = corev1.ContainerStatus{Name: s.Name, State: s.State, LastTerminationState: s.LastTerminationState,
+			Ready: s.Ready, RestartCount: s.RestartCount, Started: s.Started}
+	}
+	return out
 }

@@ -102,14 +102,14 @@ func TestClassify(t *testing.T) {
 }
 
 func TestEvaluateReportsPanickingCheck(t *testing.T) {
-	boom := func(*Snapshot) selfhealv1alpha1.Finding { panic("bug") }
+	boom := func(*Snapshot, *Facts) selfhealv1alpha1.Finding { panic("bug") }
 	if _, err := Evaluate(snapshot(healthyPods()), PodStatusCheck, boom); err == nil || !strings.Contains(err.Error(), "check 1: panicked: bug") {
 		t.Fatalf("err = %v, want the panic reported as an error", err)
 	}
 }
 
 func TestEvaluateBoundsCustomFindings(t *testing.T) {
-	noisy := func(*Snapshot) selfhealv1alpha1.Finding {
+	noisy := func(*Snapshot, *Facts) selfhealv1alpha1.Finding {
 		ev := make([]string, 25)
 		for i := range ev {
 			ev[i] = strings.Repeat("é", 400)

@@ -74,9 +74,24 @@ func (r *HealingRequestReconciler) reserve(ctx context.Context, s *scope, st rem
 }
 
 // release removes this request's reservations that did not become actions. It runs
-// when the request reaches a terminal phase.
+// when the request reaches a terminal phase, before that phase is written.
+//
+// Only a reconcile whose view of the request is current may release: one that worked
+// from a stale cache (it saw the request still Pending, found an older active request
+// and ended it as a duplicate, while another reconcile had already reserved and
+// recorded the intent) would release a reservation that is about to become an action,
+// and the breaker would then count one action too few. Its status patch fails with a
+// conflict anyway; so does the release, before it changes the ledger.
 func (r *HealingRequestReconciler) release(ctx context.Context, s *scope) error {
 	hr := s.hr
+	current := &v1.HealingRequest{}
+	if err := r.APIReader.Get(ctx, client.ObjectKeyFromObject(hr), current); err != nil {
+		return client.IgnoreNotFound(err)
+	}
+	if current.ResourceVersion != hr.ResourceVersion {
+		return apierrors.NewConflict(v1.GroupVersion.WithResource("healingrequests").GroupResource(), hr.Name,
+			fmt.Errorf("the request changed since it was read (resourceVersion %s, now %s)", hr.ResourceVersion, current.ResourceVersion))
+	}
 	done := map[int32]v1.ActionType{}
 	for _, a := range hr.Status.Actions {
 		if a.Type.Disruptive() && (a.Outcome == v1.OutcomeSucceeded || a.Outcome == v1.OutcomeIntended) {

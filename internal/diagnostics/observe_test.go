@@ -78,7 +78,7 @@ func TestObserveReadsOnlyWhatVerificationNeeds(t *testing.T) {
 	}
 	w.service()
 	deny := defaultDeny()
-	deny.ObjectMeta.Namespace = ""
+	deny.Namespace = ""
 	w.create(&deny)
 	srv := newLogAndMetricsServer(t, w.ns, logs)
 	reader := &countingReader{Reader: c}

@@ -167,7 +167,11 @@ func BenchmarkEvaluate(b *testing.B) {
 	b.ReportAllocs()
 	b.ResetTimer()
 	for b.Loop() {
-		r, err := Evaluate(s, checks...)
+		// A new Snapshot each time, so the facts are derived each time too.
+		fresh := &Snapshot{Target: s.Target, Caller: s.Caller, GatheredAt: s.GatheredAt, Service: s.Service,
+			Workload: s.Workload, Deployment: s.Deployment, Pods: s.Pods, EndpointSlices: s.EndpointSlices,
+			Events: s.Events, Logs: s.Logs, NetworkPolicies: s.NetworkPolicies, Usage: s.Usage}
+		r, err := Evaluate(fresh, checks...)
 		if err != nil || r.Issue != selfhealv1alpha1.IssueOOMKilled {
 			b.Fatalf("issue %v, err %v", r, err)
 		}

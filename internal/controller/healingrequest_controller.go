@@ -69,7 +69,10 @@ type scope struct {
 	policies   []v1.HealingPolicy
 	holder     *v1.HealingPolicy
 	holderName string
-	report     *diagnostics.Report
+	// report is the full diagnosis; observed, in Verifying, the cheap observation
+	// (diagnostics.Engine.Observe) verification judges instead.
+	report   *diagnostics.Report
+	observed *diagnostics.Snapshot
 	// result is the smallest requeue asked for by a phase.
 	result ctrl.Result
 	// events wait for the status patch that records their transition.
@@ -330,11 +333,20 @@ func stepOf(a *v1.HealingAction) remediation.Step {
 }
 
 // diagnose gathers and classifies; every reconcile that may act or verify works from a
-// fresh diagnosis.
+// fresh look at the target. Verifying only observes (workload, pods, EndpointSlices;
+// no logs, events, policies or metrics): the findings stay those of the diagnosis.
 func (r *HealingRequestReconciler) diagnose(ctx context.Context, s *scope) error {
 	hr := s.hr
 	target := diagnostics.Target{Namespace: hr.Namespace, Service: hr.Spec.Target.Service,
 		Workload: hr.Spec.Target.Workload, FailureClass: hr.Spec.Trigger.FailureClass}
+	if hr.Status.Phase == v1.PhaseVerifying && intendedAction(hr) == nil {
+		snap, err := r.Diagnoser.Observe(ctx, target)
+		if err != nil {
+			return fmt.Errorf("observing: %w", err)
+		}
+		s.observed = snap
+		return nil
+	}
 	report, err := r.Diagnoser.Diagnose(ctx, target, r.Caller)
 	if err != nil {
 		return fmt.Errorf("diagnosing: %w", err)
@@ -357,138 +369,35 @@ func (r *HealingRequestReconciler) diagnose(ctx context.Context, s *scope) error
 	return nil
 }
 
-// verify, in Verifying, ends Healed once the rollout is complete and the Service has
-// ready endpoints; a failed attempt goes back to diagnosis while attempts remain.
-// Progress arrives by watches on the workload, pods and EndpointSlices.
-func (r *HealingRequestReconciler) verify(_ context.Context, s *scope) error {
+// verify, in Verifying, acts on remediation.Verify's verdict over the observation:
+// Healed ends the healing; a failed attempt goes back to diagnosis while attempts
+// remain; otherwise it waits. Progress arrives by watches on the workload, pods and
+// EndpointSlices.
+func (r *HealingRequestReconciler) verify(ctx context.Context, s *scope) error {
 	hr := s.hr
-	if hr.Status.Phase != v1.PhaseVerifying {
+	if hr.Status.Phase != v1.PhaseVerifying || s.observed == nil {
 		return nil
 	}
-	// The cache may not show our own action yet; judging the old state would heal
-	// (or fail) an attempt before it has started. The workload's watch brings it.
-	if pending := unobservedAction(hr, s.report.Snapshot); pending != "" {
-		setCondition(hr, v1.ConditionVerified, metav1.ConditionFalse, v1.ReasonWaitingForRollout, pending)
-		return errStop
-	}
-	v := remediation.Verify(s.report.Snapshot)
-	if v.Done {
+	v := remediation.Verify(remediation.ActionsOfAttempt(hr.Status.Actions, hr.Status.Attempts), s.observed)
+	if v.Outcome == remediation.VerdictHealed {
 		setCondition(hr, v1.ConditionVerified, metav1.ConditionTrue, v1.ReasonServiceAvailable, v.Message)
 		r.finish(s, v1.PhaseHealed, v1.ReasonHealed, fmt.Sprintf("Service %s is back: %s", hr.Spec.Target.Service, v.Message))
 		return errStop
 	}
 	setCondition(hr, v1.ConditionVerified, metav1.ConditionFalse, v1.ReasonWaitingForRollout, v.Message)
-	if oldPodsRemain(hr, s.report.Snapshot) || !attemptFailed(s.report) {
-		return errStop // wait for the watches, or the deadline
+	if v.Outcome != remediation.VerdictAttemptFailed {
+		return errStop // Unobserved or Waiting: the watches (or the deadline) bring the next look
 	}
-	hr.Status.Issue = s.report.Issue
+	hr.Status.Issue = v.Issue
 	if hr.Status.Attempts >= maxAttempts(s.policy) {
 		r.finish(s, v1.PhaseFailed, v1.ReasonAttemptsExhausted,
-			fmt.Sprintf("Still %s after %d attempts: %s", s.report.Issue, hr.Status.Attempts, s.report.Summary))
+			fmt.Sprintf("Still %s after %d attempts: %s", v.Issue, hr.Status.Attempts, v.Summary))
 		return errStop
 	}
 	hr.Status.Phase = v1.PhaseDiagnosing
-	addProgress(hr, s.now, fmt.Sprintf("Attempt %d did not heal the service (%s); diagnosing again", hr.Status.Attempts, s.report.Issue))
-	return nil
-}
-
-// attemptFailed reports whether the last attempt has visibly failed: the rollout is
-// complete, yet the new pods show a failure a wait will not cure.
-func attemptFailed(report *diagnostics.Report) bool {
-	snap := report.Snapshot
-	if snap == nil || !rolloutSettled(snap) {
-		return false
-	}
-	switch report.Issue {
-	case v1.IssueNoPods:
-		// Scaled to zero (again): waiting will not bring pods.
-		return specReplicas(snap) == 0
-	case v1.IssueHealthy, v1.IssueNoReadyPods, v1.IssueEndpointsMissing:
-		// Pods that are starting look like this too: wait for the watches.
-		return false
-	}
-	return true
-}
-
-// unobservedAction says which of the attempt's executed actions the snapshot does not
-// reflect yet; empty when it reflects them all.
-func unobservedAction(hr *v1.HealingRequest, snap *diagnostics.Snapshot) string {
-	for _, a := range hr.Status.Actions {
-		if a.Attempt != hr.Status.Attempts || a.Outcome != v1.OutcomeSucceeded {
-			continue
-		}
-		switch a.Type {
-		case v1.ActionRolloutRestart:
-			want := restartStamp(a)
-			if templateAnnotations(snap)[remediation.RestartedAtAnnotation] != want {
-				return "Waiting to observe the restart of " + a.Workload.String()
-			}
-		case v1.ActionScaleFromZero:
-			if specReplicas(snap) == 0 {
-				return "Waiting to observe the scale-up of " + a.Workload.String()
-			}
-		}
-	}
-	return ""
-}
-
-// oldPodsRemain reports whether pods from before the attempt's restart are still
-// visible and not terminating. The pod cache and the workload's status are separate
-// watches: the rollout can look settled while an old, failing pod is still listed, and
-// its failure is not the restart's. Pods of the restarted template carry the restart's
-// stamp in their annotations; old pods do not.
-func oldPodsRemain(hr *v1.HealingRequest, snap *diagnostics.Snapshot) bool {
-	for _, a := range hr.Status.Actions {
-		if a.Attempt != hr.Status.Attempts || a.Outcome != v1.OutcomeSucceeded || a.Type != v1.ActionRolloutRestart {
-			continue
-		}
-		stamp := restartStamp(a)
-		for i := range snap.Pods {
-			p := &snap.Pods[i]
-			if p.DeletionTimestamp == nil && p.Status.Phase != corev1.PodFailed && p.Status.Phase != corev1.PodSucceeded &&
-				p.Annotations[remediation.RestartedAtAnnotation] != stamp {
-				return true
-			}
-		}
-	}
-	return false
-}
-
-// restartStamp is the restartedAt value the action's restart puts on the pod template
-// (and so on every pod it creates): the intent's time, as the executor formats it.
-func restartStamp(a v1.HealingAction) string {
-	return remediation.RestartStamp(a.StartedAt.Time)
-}
-
-func templateAnnotations(snap *diagnostics.Snapshot) map[string]string {
-	switch {
-	case snap.Deployment != nil:
-		return snap.Deployment.Spec.Template.Annotations
-	case snap.StatefulSet != nil:
-		return snap.StatefulSet.Spec.Template.Annotations
-	}
-	return nil
-}
-
-func specReplicas(snap *diagnostics.Snapshot) int32 {
-	switch {
-	case snap.Deployment != nil && snap.Deployment.Spec.Replicas != nil:
-		return *snap.Deployment.Spec.Replicas
-	case snap.StatefulSet != nil && snap.StatefulSet.Spec.Replicas != nil:
-		return *snap.StatefulSet.Spec.Replicas
-	}
-	return 1
-}
-
-func rolloutSettled(snap *diagnostics.Snapshot) bool {
-	if d := snap.Deployment; d != nil {
-		want := specReplicas(snap)
-		return d.Status.ObservedGeneration >= d.Generation && d.Status.UpdatedReplicas == want && d.Status.Replicas == want
-	}
-	if st := snap.StatefulSet; st != nil {
-		return st.Status.ObservedGeneration >= st.Generation && st.Status.CurrentRevision == st.Status.UpdateRevision
-	}
-	return true
+	addProgress(hr, s.now, fmt.Sprintf("Attempt %d did not heal the service (%s); diagnosing again", hr.Status.Attempts, v.Issue))
+	// The next attempt is planned from a full diagnosis, as the first was.
+	return r.diagnose(ctx, s)
 }
 
 // execute runs the action whose intent the previous reconcile recorded. Executing is

@@ -11,6 +11,7 @@ import (
 
 	. "github.com/onsi/gomega"
 	appsv1 "k8s.io/api/apps/v1"
+	authorizationv1 "k8s.io/api/authorization/v1"
 	corev1 "k8s.io/api/core/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
@@ -121,17 +122,30 @@ func startManager(t testing.TB) (stop func()) {
 }
 
 // newNamespace creates a namespace for one test that opts in to remediation, as
-// config/samples/remediation_rolebinding.yaml does.
+// config/samples/remediation_rolebinding.yaml does, and waits until the API server's
+// authorizer sees the binding: a request created at once would otherwise find the
+// namespace not opted in (ManualInterventionRequired, NotPermitted).
 func newNamespace(t testing.TB) string {
 	t.Helper()
+	ctx := context.Background()
 	ns := newNamespaceWithoutOptIn(t)
-	if err := k8s.Create(context.Background(), &rbacv1.RoleBinding{
+	if err := k8s.Create(ctx, &rbacv1.RoleBinding{
 		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "selfheal-remediation"},
 		RoleRef:    rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "ClusterRole", Name: "selfheal-remediation"},
 		Subjects:   []rbacv1.Subject{{Kind: rbacv1.ServiceAccountKind, Namespace: managerNamespace, Name: managerSA}},
 	}); err != nil {
 		t.Fatal(err)
 	}
+	NewWithT(t).Eventually(func(g Gomega) {
+		review := &authorizationv1.SubjectAccessReview{Spec: authorizationv1.SubjectAccessReviewSpec{
+			User:   controlplane.ServiceAccountUser(managerNamespace, managerSA),
+			Groups: controlplane.ServiceAccountGroups(managerNamespace),
+			ResourceAttributes: &authorizationv1.ResourceAttributes{Namespace: ns, Group: "apps", Resource: "deployments",
+				Subresource: "scale", Verb: "update"},
+		}}
+		g.Expect(k8s.Create(ctx, review)).To(Succeed())
+		g.Expect(review.Status.Allowed).To(BeTrue(), "the RoleBinding in %s is not effective yet", ns)
+	}).WithTimeout(eventually).WithPolling(poll).Should(Succeed())
 	return ns
 }
 
@@ -159,9 +173,15 @@ func app(t testing.TB, ns, name string, replicas int32, mutate ...func(*appsv1.D
 				Spec: corev1.PodSpec{Containers: []corev1.Container{{
 					Name: "server", Image: "ghcr.io/selfheal-dev/" + name + ":1.0",
 					Ports: []corev1.ContainerPort{{Name: "mcp", ContainerPort: 8080}},
-					Resources: corev1.ResourceRequirements{Limits: corev1.ResourceList{
-						corev1.ResourceMemory: mustQuantity("128Mi"), corev1.ResourceCPU: mustQuantity("500m"),
-					}},
+					// Small requests: the one kwok node (32 CPUs) hosts every test's pods.
+					Resources: corev1.ResourceRequirements{
+						Limits: corev1.ResourceList{
+							corev1.ResourceMemory: mustQuantity("128Mi"), corev1.ResourceCPU: mustQuantity("500m"),
+						},
+						Requests: corev1.ResourceList{
+							corev1.ResourceMemory: mustQuantity("16Mi"), corev1.ResourceCPU: mustQuantity("10m"),
+						},
+					},
 				}}},
 			},
 		},

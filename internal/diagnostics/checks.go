@@ -5,15 +5,16 @@ import (
 	"sort"
 	"strings"
 
-	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/labels"
 
 	selfhealv1alpha1 "github.com/selfheal-dev/selfheal/api/v1alpha1"
 )
 
-// Check is a pure function of a Snapshot that returns exactly one finding.
-type Check func(*Snapshot) selfhealv1alpha1.Finding
+// Check is a pure function of a Snapshot and its Facts that returns exactly one
+// finding. Checks read what the pods, the workload, the endpoints and the policies say
+// from the Facts; the Snapshot is for the raw objects a check quotes as evidence.
+type Check func(*Snapshot, *Facts) selfhealv1alpha1.Finding
 
 // DefaultChecks returns every check, in the order findings are reported.
 func DefaultChecks() []Check {
@@ -54,7 +55,7 @@ func selectorString(svc *corev1.Service) string {
 
 // PodStatusCheck says whether the Service's pods run and are ready, and if not, the
 // most specific cause the kubelet and the scheduler report.
-func PodStatusCheck(s *Snapshot) selfhealv1alpha1.Finding {
+func PodStatusCheck(s *Snapshot, f *Facts) selfhealv1alpha1.Finding {
 	const check = selfhealv1alpha1.CheckPodStatus
 	if f, ok := noService(check, s); ok {
 		return f
@@ -62,121 +63,78 @@ func PodStatusCheck(s *Snapshot) selfhealv1alpha1.Finding {
 	if len(s.Service.Spec.Selector) == 0 {
 		return finding(check, skipped, nil, "skipped: service %s has no selector, so it selects no pods", s.Service.Name)
 	}
-	facts := analyzePods(s)
-	if facts.total == 0 {
-		return finding(check, fail, nil, "No pods match the selector %s of service %s%s.", selectorString(s.Service), s.Service.Name, workloadReplicasNote(s))
+	facts := &f.Pods
+	if facts.Total == 0 {
+		return finding(check, fail, nil, "No pods match the selector %s of service %s%s.", selectorString(s.Service), s.Service.Name, workloadReplicasNote(s, f))
 	}
 	ev := &evidence{}
-	for _, list := range [][]containerIssue{facts.imagePull, facts.configError, facts.crashLoop} {
+	for _, list := range [][]ContainerIssue{facts.ImagePull, facts.ConfigError, facts.CrashLoop} {
 		for _, c := range list {
 			ev.add("%s", c)
 		}
 	}
-	for _, list := range [][]podIssue{facts.unschedulable, facts.notReady, facts.pending} {
+	for _, list := range [][]PodIssue{facts.Unschedulable, facts.NotReady, facts.Pending} {
 		for _, p := range list {
 			ev.add("%s", p)
 		}
 	}
-	if facts.active == 0 {
-		for _, p := range facts.failed {
+	if facts.Active == 0 {
+		for _, p := range facts.Failed {
 			ev.add("%s", p)
 		}
-		return finding(check, fail, ev, "All %d pods of service %s have terminated; none is running.", facts.total, s.Service.Name)
+		return finding(check, fail, ev, "All %d pods of service %s have terminated; none is running.", facts.Total, s.Service.Name)
 	}
 	cause := primaryPodCause(facts)
-	if cause == "" && facts.ready == facts.active {
-		return finding(check, pass, ev, "All %d active pods of service %s are running and ready.", facts.active, s.Service.Name)
+	if cause == "" && facts.Ready == facts.Active {
+		return finding(check, pass, ev, "All %d active pods of service %s are running and ready.", facts.Active, s.Service.Name)
 	}
 	if cause == "" {
 		cause = "some pods are not ready"
 	}
 	result := fail
-	if facts.ready > 0 {
+	if facts.Ready > 0 {
 		result = warn
 	}
-	return finding(check, result, ev, "%d of %d active pods are ready; %s.", facts.ready, facts.active, cause)
+	return finding(check, result, ev, "%d of %d active pods are ready; %s.", facts.Ready, facts.Active, cause)
 }
 
 // primaryPodCause is the most specific reason pods fail, in the classifier's order.
-func primaryPodCause(f *podFacts) string {
+func primaryPodCause(f *PodFacts) string {
 	switch {
-	case len(f.imagePull) > 0:
-		c := f.imagePull[0]
-		return fmt.Sprintf("container %s of pod %s cannot pull its image (%s): %s", c.container, c.pod, c.reason, c.detail)
-	case len(f.configError) > 0:
-		c := f.configError[0]
-		return fmt.Sprintf("container %s of pod %s cannot be created (%s): %s", c.container, c.pod, c.reason, c.detail)
-	case len(f.unschedulable) > 0:
-		p := f.unschedulable[0]
-		return fmt.Sprintf("pod %s cannot be scheduled: %s", p.pod, p.detail)
-	case len(f.crashLoop) > 0:
-		c := f.crashLoop[0]
-		return fmt.Sprintf("container %s of pod %s is in %s, %s, restarts %d", c.container, c.pod, c.reason, c.detail, c.restarts)
-	case len(f.notReady) > 0:
-		p := f.notReady[0]
-		return fmt.Sprintf("pod %s is running but not ready (%s)", p.pod, p.detail)
-	case len(f.pending) > 0:
-		p := f.pending[0]
-		return fmt.Sprintf("pod %s is pending (%s)", p.pod, p.detail)
+	case len(f.ImagePull) > 0:
+		c := f.ImagePull[0]
+		return fmt.Sprintf("%s %s of pod %s cannot pull its image (%s): %s", c.Kind(), c.Container, c.Pod, c.Reason, c.Detail)
+	case len(f.ConfigError) > 0:
+		c := f.ConfigError[0]
+		return fmt.Sprintf("%s %s of pod %s cannot be created (%s): %s", c.Kind(), c.Container, c.Pod, c.Reason, c.Detail)
+	case len(f.Unschedulable) > 0:
+		p := f.Unschedulable[0]
+		return fmt.Sprintf("pod %s cannot be scheduled: %s", p.Pod, p.Detail)
+	case len(f.CrashLoop) > 0:
+		c := f.CrashLoop[0]
+		return fmt.Sprintf("%s %s of pod %s is in %s, %s, restarts %d", c.Kind(), c.Container, c.Pod, c.Reason, c.Detail, c.Restarts)
+	case len(f.NotReady) > 0:
+		p := f.NotReady[0]
+		return fmt.Sprintf("pod %s is running but not ready (%s)", p.Pod, p.Detail)
+	case len(f.Pending) > 0:
+		p := f.Pending[0]
+		return fmt.Sprintf("pod %s is pending (%s)", p.Pod, p.Detail)
 	}
 	return ""
 }
 
-func workloadReplicasNote(s *Snapshot) string {
+func workloadReplicasNote(s *Snapshot, f *Facts) string {
 	switch {
 	case s.Deployment != nil:
-		return fmt.Sprintf(" (deployment %s wants %d replicas)", s.Deployment.Name, replicas(s.Deployment.Spec.Replicas))
+		return fmt.Sprintf(" (deployment %s wants %d replicas)", s.Deployment.Name, f.Workload.DesiredReplicas)
 	case s.StatefulSet != nil:
-		return fmt.Sprintf(" (statefulset %s wants %d replicas)", s.StatefulSet.Name, replicas(s.StatefulSet.Spec.Replicas))
+		return fmt.Sprintf(" (statefulset %s wants %d replicas)", s.StatefulSet.Name, f.Workload.DesiredReplicas)
 	}
 	return ""
-}
-
-// replicas reads a replicas field; the API server defaults nil to 1.
-func replicas(r *int32) int32 {
-	if r == nil {
-		return 1
-	}
-	return *r
-}
-
-// endpointCounts counts endpoints over a Service's slices. An endpoint whose ready
-// condition is unset counts as ready, as the EndpointSlice API specifies.
-type endpointCounts struct {
-	ready, notReady int
-	notReadyPods    []string
-}
-
-func countEndpoints(s *Snapshot) endpointCounts {
-	var c endpointCounts
-	seen := map[string]bool{}
-	for _, slice := range s.EndpointSlices {
-		for _, ep := range slice.Endpoints {
-			key := strings.Join(ep.Addresses, ",")
-			if ep.TargetRef != nil {
-				key = ep.TargetRef.Kind + "/" + ep.TargetRef.Namespace + "/" + ep.TargetRef.Name
-			}
-			if seen[key] {
-				continue
-			}
-			seen[key] = true
-			if ep.Conditions.Ready == nil || *ep.Conditions.Ready {
-				c.ready++
-				continue
-			}
-			c.notReady++
-			name := strings.Join(ep.Addresses, ",")
-			if ep.TargetRef != nil {
-				name = ep.TargetRef.Name + " (" + name + ")"
-			}
-			c.notReadyPods = append(c.notReadyPods, name)
-		}
-	}
-	return c
 }
 
 // EndpointsCheck says whether the Service has ready endpoints to send traffic to.
-func EndpointsCheck(s *Snapshot) selfhealv1alpha1.Finding {
+func EndpointsCheck(s *Snapshot, f *Facts) selfhealv1alpha1.Finding {
 	const check = selfhealv1alpha1.CheckEndpoints
 	if f, ok := noService(check, s); ok {
 		return f
@@ -184,39 +142,39 @@ func EndpointsCheck(s *Snapshot) selfhealv1alpha1.Finding {
 	if s.Service.Spec.Type == corev1.ServiceTypeExternalName {
 		return finding(check, skipped, nil, "skipped: service %s is of type ExternalName and has no endpoints", s.Service.Name)
 	}
-	c := countEndpoints(s)
+	c := f.Endpoints
 	ev := &evidence{}
 	for _, sl := range s.EndpointSlices {
 		ev.add("endpointslice %s: %d endpoints", sl.Name, len(sl.Endpoints))
 	}
-	for _, p := range c.notReadyPods {
+	for _, p := range c.NotReadyNames {
 		ev.add("not ready: %s", p)
 	}
 	if len(s.Service.Spec.Selector) == 0 {
-		if c.ready == 0 {
+		if c.Ready == 0 {
 			return finding(check, fail, ev, "Service %s has no selector and no ready endpoints; its endpoints are managed by hand and none is ready.", s.Service.Name)
 		}
-		return finding(check, pass, ev, "Service %s has no selector; %d ready endpoints are managed by hand.", s.Service.Name, c.ready)
+		return finding(check, pass, ev, "Service %s has no selector; %d ready endpoints are managed by hand.", s.Service.Name, c.Ready)
 	}
-	facts := analyzePods(s)
-	if facts.total == 0 {
+	pods := &f.Pods
+	if pods.Total == 0 {
 		return finding(check, fail, ev, "The selector %s of service %s matches no pods, so it has no endpoints.", selectorString(s.Service), s.Service.Name)
 	}
-	if c.ready == 0 {
-		if facts.ready > 0 {
-			return finding(check, fail, ev, "Service %s has no ready endpoints although %d of its pods are ready (%d endpoints not ready).", s.Service.Name, facts.ready, c.notReady)
+	if c.Ready == 0 {
+		if pods.Ready > 0 {
+			return finding(check, fail, ev, "Service %s has no ready endpoints although %d of its pods are ready (%d endpoints not ready).", s.Service.Name, pods.Ready, c.NotReady)
 		}
-		return finding(check, fail, ev, "Service %s has no ready endpoints (%d not ready).", s.Service.Name, c.notReady)
+		return finding(check, fail, ev, "Service %s has no ready endpoints (%d not ready).", s.Service.Name, c.NotReady)
 	}
-	if c.notReady > 0 {
-		return finding(check, warn, ev, "Service %s has %d ready and %d not ready endpoints.", s.Service.Name, c.ready, c.notReady)
+	if c.NotReady > 0 {
+		return finding(check, warn, ev, "Service %s has %d ready and %d not ready endpoints.", s.Service.Name, c.Ready, c.NotReady)
 	}
-	return finding(check, pass, ev, "Service %s has %d ready endpoints.", s.Service.Name, c.ready)
+	return finding(check, pass, ev, "Service %s has %d ready endpoints.", s.Service.Name, c.Ready)
 }
 
 // PodLogsCheck shows the window of error lines from the unhealthy pods' logs. Logs
 // that cannot be read make the check Skipped, never Fail.
-func PodLogsCheck(s *Snapshot) selfhealv1alpha1.Finding {
+func PodLogsCheck(s *Snapshot, _ *Facts) selfhealv1alpha1.Finding {
 	const check = selfhealv1alpha1.CheckPodLogs
 	if f, ok := noService(check, s); ok {
 		return f
@@ -264,48 +222,10 @@ func previousMark(previous bool) string {
 	return ""
 }
 
-// deploymentCondition returns the condition of that type, or nil.
-func deploymentCondition(d *appsv1.Deployment, t appsv1.DeploymentConditionType) *appsv1.DeploymentCondition {
-	for i := range d.Status.Conditions {
-		if d.Status.Conditions[i].Type == t {
-			return &d.Status.Conditions[i]
-		}
-	}
-	return nil
-}
-
-// progressDeadlineExceeded reports Progressing=False with reason
-// ProgressDeadlineExceeded, as the deployment controller writes it.
-func progressDeadlineExceeded(d *appsv1.Deployment) *appsv1.DeploymentCondition {
-	c := deploymentCondition(d, appsv1.DeploymentProgressing)
-	if c != nil && c.Status == corev1.ConditionFalse && c.Reason == "ProgressDeadlineExceeded" {
-		return c
-	}
-	return nil
-}
-
-// selectorMismatch reports whether the Service selector fails to match the workload's
-// pod template, i.e. the Service can never select the workload's pods.
-func selectorMismatch(s *Snapshot) bool {
-	if s.Service == nil || len(s.Service.Spec.Selector) == 0 {
-		return false
-	}
-	var tmpl map[string]string
-	switch {
-	case s.Deployment != nil:
-		tmpl = s.Deployment.Spec.Template.Labels
-	case s.StatefulSet != nil:
-		tmpl = s.StatefulSet.Spec.Template.Labels
-	default:
-		return false
-	}
-	return !labels.SelectorFromSet(s.Service.Spec.Selector).Matches(labels.Set(tmpl))
-}
-
 // DeploymentConfigCheck looks at the workload's spec and status for what stops it
 // from serving: scaled to zero, paused, a stuck rollout, unavailable replicas, or a
 // Service selector that cannot match its pods.
-func DeploymentConfigCheck(s *Snapshot) selfhealv1alpha1.Finding {
+func DeploymentConfigCheck(s *Snapshot, f *Facts) selfhealv1alpha1.Finding {
 	const check = selfhealv1alpha1.CheckDeploymentConfig
 	if f, ok := noService(check, s); ok {
 		return f
@@ -326,13 +246,13 @@ func DeploymentConfigCheck(s *Snapshot) selfhealv1alpha1.Finding {
 		problems = append(problems, problem{r, fmt.Sprintf(format, args...)})
 	}
 	kind, name := string(s.Workload.Kind), s.Workload.Name
-	if selectorMismatch(s) {
+	if f.Workload.SelectorMismatch {
 		add(fail, "the selector %s of service %s does not match the pod template labels of %s %s", selectorString(s.Service), s.Service.Name, kind, name)
 	}
 	switch {
 	case s.Deployment != nil:
 		d := s.Deployment
-		want := replicas(d.Spec.Replicas)
+		want := f.Workload.DesiredReplicas
 		ev.add("deployment %s: replicas %d, updated %d, ready %d, available %d, unavailable %d",
 			d.Name, want, d.Status.UpdatedReplicas, d.Status.ReadyReplicas, d.Status.AvailableReplicas, d.Status.UnavailableReplicas)
 		for _, c := range d.Status.Conditions {
@@ -341,10 +261,10 @@ func DeploymentConfigCheck(s *Snapshot) selfhealv1alpha1.Finding {
 		if want == 0 {
 			add(fail, "Deployment %s is scaled to zero replicas", d.Name)
 		}
-		if c := progressDeadlineExceeded(d); c != nil {
+		if c := f.Workload.ProgressDeadlineExceeded; c != nil {
 			add(fail, "Deployment %s exceeded its progress deadline: %s", d.Name, oneLine(c.Message))
 		}
-		if d.Spec.Paused {
+		if f.Workload.Paused {
 			add(warn, "Deployment %s is paused, so rollouts (including restarts) do not proceed", d.Name)
 		}
 		if want > 0 && d.Status.UnavailableReplicas > 0 {
@@ -352,7 +272,7 @@ func DeploymentConfigCheck(s *Snapshot) selfhealv1alpha1.Finding {
 		}
 	case s.StatefulSet != nil:
 		st := s.StatefulSet
-		want := replicas(st.Spec.Replicas)
+		want := f.Workload.DesiredReplicas
 		ev.add("statefulset %s: replicas %d, ready %d, available %d, current revision %s, update revision %s",
 			st.Name, want, st.Status.ReadyReplicas, st.Status.AvailableReplicas, st.Status.CurrentRevision, st.Status.UpdateRevision)
 		if want == 0 {
@@ -372,7 +292,7 @@ func DeploymentConfigCheck(s *Snapshot) selfhealv1alpha1.Finding {
 		msgs[i] = p.message
 	}
 	msg := strings.Join(msgs, "; ")
-	return finding(check, problems[0].result, ev, "%s.", strings.ToUpper(msg[:1])+msg[1:])
+	return finding(check, problems[0].result, ev, "%s.", upperFirst(msg))
 }
 
 // containerSpecs returns the containers to judge limits on: from the workload's pod
@@ -398,14 +318,13 @@ func containerSpecs(s *Snapshot) (specs []corev1.Container, where string) {
 
 // ResourceLimitsCheck fails on containers that were OOMKilled (even when they are
 // running again) and warns on containers without memory or CPU limits.
-func ResourceLimitsCheck(s *Snapshot) selfhealv1alpha1.Finding {
+func ResourceLimitsCheck(s *Snapshot, f *Facts) selfhealv1alpha1.Finding {
 	const check = selfhealv1alpha1.CheckResourceLimits
 	if f, ok := noService(check, s); ok {
 		return f
 	}
-	facts := analyzePods(s)
 	ev := &evidence{}
-	for _, o := range facts.oomKilled {
+	for _, o := range f.Pods.OOMKilled {
 		ev.add("%s", o)
 	}
 	specs, where := containerSpecs(s)
@@ -431,9 +350,9 @@ func ResourceLimitsCheck(s *Snapshot) selfhealv1alpha1.Finding {
 		}
 	}
 	switch {
-	case len(facts.oomKilled) > 0:
-		o := facts.oomKilled[0]
-		return finding(check, fail, ev, "Container %s of pod %s was OOMKilled (%s); a restart will not fix this, its memory limit or usage must change.", o.container, o.pod, o.detail)
+	case len(f.Pods.OOMKilled) > 0:
+		o := f.Pods.OOMKilled[0]
+		return finding(check, fail, ev, "%s %s of pod %s was OOMKilled (%s); a restart will not fix this, its memory limit or usage must change.", o.KindTitle(), o.Container, o.Pod, o.Detail)
 	case len(missing) > 0:
 		return finding(check, warn, ev, "Containers without memory or CPU limits: %s.", strings.Join(missing, ", "))
 	case len(specs) == 0:
@@ -443,27 +362,27 @@ func ResourceLimitsCheck(s *Snapshot) selfhealv1alpha1.Finding {
 }
 
 // FailedPodsCheck lists pods in phase Failed, which are candidates for cleanup.
-func FailedPodsCheck(s *Snapshot) selfhealv1alpha1.Finding {
+func FailedPodsCheck(s *Snapshot, f *Facts) selfhealv1alpha1.Finding {
 	const check = selfhealv1alpha1.CheckFailedPods
 	if f, ok := noService(check, s); ok {
 		return f
 	}
-	facts := analyzePods(s)
-	if len(facts.failed) == 0 {
+	failed := f.Pods.Failed
+	if len(failed) == 0 {
 		return finding(check, pass, nil, "No pods of service %s are in phase Failed.", s.Service.Name)
 	}
 	ev := &evidence{}
-	for _, p := range facts.failed {
+	for _, p := range failed {
 		ev.add("%s", p)
 	}
-	return finding(check, warn, ev, "%d pods of service %s are in phase Failed and can be cleaned up.", len(facts.failed), s.Service.Name)
+	return finding(check, warn, ev, "%d pods of service %s are in phase Failed and can be cleaned up.", len(failed), s.Service.Name)
 }
 
 // usageThreshold is the share of a limit above which usage is reported.
 const usageThreshold = 0.9
 
 // ResourceUsageCheck compares usage from metrics.k8s.io with the containers' limits.
-func ResourceUsageCheck(s *Snapshot) selfhealv1alpha1.Finding {
+func ResourceUsageCheck(s *Snapshot, _ *Facts) selfhealv1alpha1.Finding {
 	const check = selfhealv1alpha1.CheckResourceUsage
 	if f, ok := noService(check, s); ok {
 		return f

@@ -28,7 +28,7 @@ func runCheckTable(t *testing.T, check Check, name selfhealv1alpha1.CheckName, c
 	t.Helper()
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			f := check(tc.snap)
+			f := check(tc.snap, tc.snap.Facts())
 			assertBounded(t, f)
 			if f.Check != name {
 				t.Errorf("check = %q, want %q", f.Check, name)
@@ -378,7 +378,7 @@ func TestNetworkPolicyCheck(t *testing.T) {
 func TestChecksSurviveEmptySnapshots(t *testing.T) {
 	for _, s := range []*Snapshot{nil, {}, {Service: &corev1.Service{}}, {Service: webService(), Pods: []corev1.Pod{{}}}} {
 		for i, check := range DefaultChecks() {
-			f := check(s)
+			f := check(s, s.Facts())
 			assertBounded(t, f)
 			if f.Check == "" {
 				t.Errorf("check %d returned no check name", i)
@@ -406,7 +406,7 @@ func TestDefaultChecksCoverEveryCheckName(t *testing.T) {
 		t.Fatalf("%d default checks, want %d", len(checks), len(want))
 	}
 	for i, c := range checks {
-		if got := c(s).Check; got != want[i] {
+		if got := c(s, s.Facts()).Check; got != want[i] {
 			t.Errorf("check %d is %s, want %s", i, got, want[i])
 		}
 	}

@@ -4,6 +4,8 @@ import (
 	"fmt"
 	"strings"
 
+	corev1 "k8s.io/api/core/v1"
+
 	selfhealv1alpha1 "github.com/selfheal-dev/selfheal/api/v1alpha1"
 )
 
@@ -31,11 +33,12 @@ import (
 //  12. FailedPods: the Service serves, but pods in phase Failed linger.
 //  13. Healthy.
 //
-// The issue is derived from the Snapshot with the same helpers the checks use, so it
+// The issue is derived from the Snapshot's Facts, which the checks read too, so it
 // does not depend on which checks ran; the findings supply the summary's wording when
-// the matching check ran.
+// the matching check ran. On an observation (Snapshot.Observation) rule 2 cannot hold:
+// the policies were not read.
 func Classify(s *Snapshot, findings []selfhealv1alpha1.Finding) (selfhealv1alpha1.IssueType, string) {
-	issue, fallback, check := classify(s)
+	issue, fallback, check := classify(s, s.Facts())
 	summary := fallback
 	if check != "" {
 		for _, f := range findings {
@@ -50,7 +53,7 @@ func Classify(s *Snapshot, findings []selfhealv1alpha1.Finding) (selfhealv1alpha
 
 // classify returns the issue, a summary built from facts, and the check whose finding
 // words the same problem.
-func classify(s *Snapshot) (selfhealv1alpha1.IssueType, string, selfhealv1alpha1.CheckName) {
+func classify(s *Snapshot, f *Facts) (selfhealv1alpha1.IssueType, string, selfhealv1alpha1.CheckName) {
 	if s == nil || s.Service == nil {
 		name := "target"
 		if s != nil {
@@ -59,25 +62,25 @@ func classify(s *Snapshot) (selfhealv1alpha1.IssueType, string, selfhealv1alpha1
 		return selfhealv1alpha1.IssueTargetNotFound, fmt.Sprintf("Service %s does not exist.", name), ""
 	}
 	svc := s.Service.Name
-	if v := evaluateNetworkPolicies(s); v.allBlocked() {
+	if v := f.Policies; v.AllBlocked() {
 		return selfhealv1alpha1.IssueNetworkPolicyBlocked,
-			fmt.Sprintf("NetworkPolicies %s select the pods of service %s and none admits %s on port %s.", strings.Join(v.selecting, ","), svc, callerString(s.Caller), portsString(v.blocked)),
+			fmt.Sprintf("NetworkPolicies %s select the pods of service %s and none admits %s on port %s.", strings.Join(v.Selecting, ","), svc, callerString(s.Caller), portsString(v.Blocked)),
 			selfhealv1alpha1.CheckNetworkPolicy
 	}
-	facts := analyzePods(s)
-	if len(facts.imagePull) > 0 {
-		c := facts.imagePull[0]
+	facts := &f.Pods
+	if len(facts.ImagePull) > 0 {
+		c := facts.ImagePull[0]
 		return selfhealv1alpha1.IssueImagePullBackOff,
-			fmt.Sprintf("Container %s of pod %s cannot pull its image: %s.", c.container, c.pod, c.detail),
+			fmt.Sprintf("%s %s of pod %s cannot pull its image: %s.", c.KindTitle(), c.Container, c.Pod, c.Detail),
 			selfhealv1alpha1.CheckPodStatus
 	}
-	if len(facts.configError) > 0 {
-		c := facts.configError[0]
+	if len(facts.ConfigError) > 0 {
+		c := facts.ConfigError[0]
 		return selfhealv1alpha1.IssueConfigError,
-			fmt.Sprintf("Container %s of pod %s cannot be created (%s): %s.", c.container, c.pod, c.reason, c.detail),
+			fmt.Sprintf("%s %s of pod %s cannot be created (%s): %s.", c.KindTitle(), c.Container, c.Pod, c.Reason, c.Detail),
 			selfhealv1alpha1.CheckPodStatus
 	}
-	if selectorMismatch(s) {
+	if f.Workload.SelectorMismatch {
 		return selfhealv1alpha1.IssueConfigError,
 			fmt.Sprintf("The selector %s of service %s does not match the pod template labels of %s %s.", selectorString(s.Service), svc, s.Workload.Kind, s.Workload.Name),
 			selfhealv1alpha1.CheckDeploymentConfig
@@ -87,32 +90,32 @@ func classify(s *Snapshot) (selfhealv1alpha1.IssueType, string, selfhealv1alpha1
 			fmt.Sprintf("The %s %s named by the request does not exist.", w.Kind, w.Name),
 			selfhealv1alpha1.CheckDeploymentConfig
 	}
-	if len(facts.unschedulable) > 0 {
-		p := facts.unschedulable[0]
+	if len(facts.Unschedulable) > 0 {
+		p := facts.Unschedulable[0]
 		return selfhealv1alpha1.IssueUnschedulable,
-			fmt.Sprintf("Pod %s cannot be scheduled: %s.", p.pod, p.detail),
+			fmt.Sprintf("Pod %s cannot be scheduled: %s.", p.Pod, p.Detail),
 			selfhealv1alpha1.CheckPodStatus
 	}
-	if len(facts.oomKilled) > 0 {
-		o := facts.oomKilled[0]
+	if len(facts.OOMKilled) > 0 {
+		o := facts.OOMKilled[0]
 		return selfhealv1alpha1.IssueOOMKilled,
-			fmt.Sprintf("Container %s of pod %s was OOMKilled (%s); its memory limit or usage must change.", o.container, o.pod, o.detail),
+			fmt.Sprintf("%s %s of pod %s was OOMKilled (%s); its memory limit or usage must change.", o.KindTitle(), o.Container, o.Pod, o.Detail),
 			selfhealv1alpha1.CheckResourceLimits
 	}
 
 	// Rules 8-11 are the ones a restart or scale-up can heal.
-	issue, summary, check := servingIssue(s, facts)
+	issue, summary, check := servingIssue(s, f)
 	if issue != selfhealv1alpha1.IssueHealthy {
-		if s.Deployment != nil && s.Deployment.Spec.Paused {
+		if s.Deployment != nil && f.Workload.Paused {
 			return selfhealv1alpha1.IssueDeploymentPaused,
 				fmt.Sprintf("Deployment %s is paused while %s", s.Deployment.Name, lowerFirst(summary)),
 				selfhealv1alpha1.CheckDeploymentConfig
 		}
 		return issue, summary, check
 	}
-	if len(facts.failed) > 0 {
+	if len(facts.Failed) > 0 {
 		return selfhealv1alpha1.IssueFailedPods,
-			fmt.Sprintf("Service %s serves, but %d pods in phase Failed linger.", svc, len(facts.failed)),
+			fmt.Sprintf("Service %s serves, but %d pods in phase Failed linger.", svc, len(facts.Failed)),
 			selfhealv1alpha1.CheckFailedPods
 	}
 	if c := s.Target.FailureClass; c == selfhealv1alpha1.FailureTimeout || c == selfhealv1alpha1.FailureHTTP5xx {
@@ -124,32 +127,41 @@ func classify(s *Snapshot) (selfhealv1alpha1.IssueType, string, selfhealv1alpha1
 	return selfhealv1alpha1.IssueHealthy, fmt.Sprintf("Service %s is healthy: its pods are ready and it has ready endpoints.", svc), ""
 }
 
-func servingIssue(s *Snapshot, facts *podFacts) (selfhealv1alpha1.IssueType, string, selfhealv1alpha1.CheckName) {
+func servingIssue(s *Snapshot, f *Facts) (selfhealv1alpha1.IssueType, string, selfhealv1alpha1.CheckName) {
 	svc := s.Service.Name
-	if len(facts.crashLoop) > 0 {
-		c := facts.crashLoop[0]
+	facts := &f.Pods
+	if len(facts.CrashLoop) > 0 {
+		c := facts.CrashLoop[0]
 		return selfhealv1alpha1.IssueCrashLoopBackOff,
-			fmt.Sprintf("Container %s of pod %s is in CrashLoopBackOff (%s, restarts %d).", c.container, c.pod, c.detail, c.restarts),
+			fmt.Sprintf("%s %s of pod %s is in CrashLoopBackOff (%s, restarts %d).", c.KindTitle(), c.Container, c.Pod, c.Detail, c.Restarts),
 			selfhealv1alpha1.CheckPodStatus
 	}
 	if len(s.Service.Spec.Selector) > 0 {
-		if facts.active == 0 {
+		if facts.Active == 0 {
 			return selfhealv1alpha1.IssueNoPods,
-				fmt.Sprintf("Service %s has no running pods%s.", svc, workloadReplicasNote(s)),
+				fmt.Sprintf("Service %s has no running pods%s.", svc, workloadReplicasNote(s, f)),
 				selfhealv1alpha1.CheckPodStatus
 		}
-		if facts.ready == 0 {
+		if facts.Ready == 0 {
 			return selfhealv1alpha1.IssueNoReadyPods,
-				fmt.Sprintf("None of the %d pods of service %s is ready; %s.", facts.active, svc, primaryPodCause(facts)),
+				fmt.Sprintf("None of the %d pods of service %s is ready; %s.", facts.Active, svc, primaryPodCause(facts)),
 				selfhealv1alpha1.CheckPodStatus
 		}
 	}
-	if s.Service.Spec.Type != "ExternalName" && countEndpoints(s).ready == 0 {
+	if s.Service.Spec.Type != corev1.ServiceTypeExternalName && f.Endpoints.Ready == 0 {
 		return selfhealv1alpha1.IssueEndpointsMissing,
-			fmt.Sprintf("Service %s has no ready endpoints although %d pods are ready.", svc, facts.ready),
+			fmt.Sprintf("Service %s has no ready endpoints although %d pods are ready.", svc, facts.Ready),
 			selfhealv1alpha1.CheckEndpoints
 	}
 	return selfhealv1alpha1.IssueHealthy, "", ""
+}
+
+// upperFirst capitalizes an ASCII first letter, to start a sentence.
+func upperFirst(s string) string {
+	if s == "" {
+		return s
+	}
+	return strings.ToUpper(s[:1]) + s[1:]
 }
 
 func lowerFirst(s string) string {

@@ -102,14 +102,14 @@ func TestClassify(t *testing.T) {
 }
 
 func TestEvaluateReportsPanickingCheck(t *testing.T) {
-	boom := func(*Snapshot) selfhealv1alpha1.Finding { panic("bug") }
+	boom := func(*Snapshot, *Facts) selfhealv1alpha1.Finding { panic("bug") }
 	if _, err := Evaluate(snapshot(healthyPods()), PodStatusCheck, boom); err == nil || !strings.Contains(err.Error(), "check 1: panicked: bug") {
 		t.Fatalf("err = %v, want the panic reported as an error", err)
 	}
 }
 
 func TestEvaluateBoundsCustomFindings(t *testing.T) {
-	noisy := func(*Snapshot) selfhealv1alpha1.Finding {
+	noisy := func(*Snapshot, *Facts) selfhealv1alpha1.Finding {
 		ev := make([]string, 25)
 		for i := range ev {
 			ev[i] = strings.Repeat("é", 400)
@@ -167,7 +167,11 @@ func BenchmarkEvaluate(b *testing.B) {
 	b.ReportAllocs()
 	b.ResetTimer()
 	for b.Loop() {
-		r, err := Evaluate(s, checks...)
+		// A new Snapshot each time, so the facts are derived each time too.
+		fresh := &Snapshot{Target: s.Target, Caller: s.Caller, GatheredAt: s.GatheredAt, Service: s.Service,
+			Workload: s.Workload, Deployment: s.Deployment, Pods: s.Pods, EndpointSlices: s.EndpointSlices,
+			Events: s.Events, Logs: s.Logs, NetworkPolicies: s.NetworkPolicies, Usage: s.Usage}
+		r, err := Evaluate(fresh, checks...)
 		if err != nil || r.Issue != selfhealv1alpha1.IssueOOMKilled {
 			b.Fatalf("issue %v, err %v", r, err)
 		}

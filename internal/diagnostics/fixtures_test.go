@@ -251,7 +251,7 @@ func sliceFor(pods ...corev1.Pod) discoveryv1.EndpointSlice {
 		if p.Status.Phase == corev1.PodFailed || p.Status.PodIP == "" {
 			continue
 		}
-		ready := isPodReady(&p)
+		ready := PodReady(&p)
 		s.Endpoints = append(s.Endpoints, discoveryv1.Endpoint{
 			Addresses:  []string{fmt.Sprintf("10.244.1.%d", 17+i)},
 			Conditions: discoveryv1.EndpointConditions{Ready: ptr.To(ready), Serving: ptr.To(ready), Terminating: ptr.To(false)},

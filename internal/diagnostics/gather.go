@@ -115,11 +115,48 @@ func NewGatherer(reader client.Reader, kube kubernetes.Interface, clk clock.Pass
 	return &Gatherer{reader: reader, kube: kube, clock: clk, opts: opts, metrics: &metricsProbe{ttl: opts.MetricsCacheTTL}}
 }
 
-// Gather reads the target's state. A missing Service is not an error (Service is nil);
-// unreadable logs and metrics are recorded in the Snapshot; other API errors are
-// returned so the caller retries.
+// Gather reads the target's state for a diagnosis. A missing Service is not an error
+// (Service is nil); unreadable logs and metrics are recorded in the Snapshot; other API
+// errors are returned so the caller retries.
 func (g *Gatherer) Gather(ctx context.Context, t Target, c Caller) (*Snapshot, error) {
-	s := &Snapshot{Target: t, Caller: c, GatheredAt: g.clock.Now()}
+	s, err := g.observe(ctx, t)
+	if err != nil {
+		return nil, err
+	}
+	s.Caller = c
+	if s.Service == nil {
+		return s, nil
+	}
+	ns := t.Namespace
+	if s.Events, err = g.events(ctx, s); err != nil {
+		return nil, err
+	}
+	policies := &networkingv1.NetworkPolicyList{}
+	if err := g.reader.List(ctx, policies, client.InNamespace(ns)); err != nil {
+		return nil, fmt.Errorf("listing network policies in %s: %w", ns, err)
+	}
+	s.NetworkPolicies = policies.Items
+	s.Logs = g.logs(ctx, ns, s.Pods)
+	s.Usage = g.usage(ctx, s)
+	return s, nil
+}
+
+// Observe reads only what verification judges: the Service, the workload, its pods
+// and the Service's EndpointSlices, all from the reader (the cache). No events, no
+// network policies, no pod logs, no metrics: the Snapshot is marked Observation.
+func (g *Gatherer) Observe(ctx context.Context, t Target) (*Snapshot, error) {
+	s, err := g.observe(ctx, t)
+	if err != nil {
+		return nil, err
+	}
+	s.Observation = true
+	return s, nil
+}
+
+// observe reads the Service, resolves the workload, and reads the pods and the
+// EndpointSlices: what every gather needs.
+func (g *Gatherer) observe(ctx context.Context, t Target) (*Snapshot, error) {
+	s := &Snapshot{Target: t, GatheredAt: g.clock.Now()}
 	ns := t.Namespace
 
 	svc := &corev1.Service{}
@@ -148,19 +185,6 @@ func (g *Gatherer) Gather(ctx context.Context, t Target, c Caller) (*Snapshot, e
 		return nil, fmt.Errorf("listing endpoint slices of service %s/%s: %w", ns, svc.Name, err)
 	}
 	s.EndpointSlices = slices.Items
-
-	if s.Events, err = g.events(ctx, s); err != nil {
-		return nil, err
-	}
-
-	policies := &networkingv1.NetworkPolicyList{}
-	if err := g.reader.List(ctx, policies, client.InNamespace(ns)); err != nil {
-		return nil, fmt.Errorf("listing network policies in %s: %w", ns, err)
-	}
-	s.NetworkPolicies = policies.Items
-
-	s.Logs = g.logs(ctx, ns, s.Pods)
-	s.Usage = g.usage(ctx, s)
 	return s, nil
 }
 

@@ -3,7 +3,6 @@ package diagnostics
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"net/http"
 	"net/http/httptest"
@@ -33,19 +32,30 @@ import (
 )
 
 // A real kube-apiserver and etcd (envtest), shared by the tests of this package and
-// started on first use.
+// started by TestMain. The gather tests are the only proof that the reads work against
+// a real API server, so a missing control plane fails the package instead of skipping
+// them (CI always builds it: hack/controlplane.sh).
 var (
-	envOnce    sync.Once
-	testEnv    *envtest.Environment
-	envCfg     *rest.Config
-	envErr     error
-	errNoAsset = errors.New("no control plane binaries")
+	testEnv *envtest.Environment
+	envCfg  *rest.Config
 )
 
 func TestMain(m *testing.M) {
+	dir := assetsDir()
+	if dir == "" {
+		fmt.Fprintln(os.Stderr, "internal/diagnostics: the gather tests need etcd and kube-apiserver, and none were found: "+
+			"run hack/controlplane.sh (it builds them once and prints their directory) or set KUBEBUILDER_ASSETS to that directory")
+		os.Exit(1)
+	}
+	testEnv = &envtest.Environment{BinaryAssetsDirectory: dir}
+	var err error
+	if envCfg, err = testEnv.Start(); err != nil {
+		fmt.Fprintf(os.Stderr, "internal/diagnostics: starting the API server from %s: %v\n", dir, err)
+		os.Exit(1)
+	}
 	code := m.Run()
-	if testEnv != nil {
-		_ = testEnv.Stop()
+	if err := testEnv.Stop(); err != nil {
+		fmt.Fprintf(os.Stderr, "internal/diagnostics: stopping the API server: %v\n", err)
 	}
 	os.Exit(code)
 }
@@ -79,23 +89,9 @@ func isExec(p string) bool {
 	return err == nil && st.Mode()&0o111 != 0
 }
 
+// apiServer is the API server TestMain started.
 func apiServer(t *testing.T) *rest.Config {
 	t.Helper()
-	envOnce.Do(func() {
-		dir := assetsDir()
-		if dir == "" {
-			envErr = errNoAsset
-			return
-		}
-		testEnv = &envtest.Environment{BinaryAssetsDirectory: dir}
-		envCfg, envErr = testEnv.Start()
-	})
-	if errors.Is(envErr, errNoAsset) {
-		t.Skip("control plane binaries not built yet: run hack/controlplane.sh or set KUBEBUILDER_ASSETS")
-	}
-	if envErr != nil {
-		t.Fatalf("starting the API server: %v", envErr)
-	}
 	return envCfg
 }
 
@@ -436,6 +432,8 @@ func TestGatherReturnsAPIErrors(t *testing.T) {
 // standing in for a kubelet and metrics-server, which envtest does not run.
 type logAndMetricsServer struct {
 	*httptest.Server
+	// requests counts every request: log reads, discovery and metrics.
+	requests      atomic.Int32
 	discoveryHits atomic.Int32
 	mu            sync.Mutex
 	logQueries    []string
@@ -483,7 +481,10 @@ func newLogAndMetricsServer(t *testing.T, ns string, logs map[string]string) *lo
 		w.Header().Set("Content-Type", "text/plain")
 		_, _ = w.Write([]byte(body))
 	})
-	s.Server = httptest.NewServer(mux)
+	s.Server = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		s.requests.Add(1)
+		mux.ServeHTTP(w, r)
+	}))
 	t.Cleanup(s.Close)
 	return s
 }

@@ -34,7 +34,7 @@ func logPriority(p *corev1.Pod) int {
 		return 1
 	case restarted:
 		return 3
-	case !isPodReady(p):
+	case !PodReady(p):
 		return 2
 	}
 	return -1

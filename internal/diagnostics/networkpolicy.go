@@ -24,42 +24,44 @@ type podShape struct {
 	spec   *corev1.PodSpec
 }
 
-// servicePort is a Service port resolved to the pod's port it reaches.
-type servicePort struct {
-	port     int32
-	protocol corev1.Protocol
-	// target is the container port number; 0 when a named targetPort resolves to no
-	// container port, in which case targetName still lets named policy ports match.
-	target     int32
-	targetName string
+// ServicePort is a Service port resolved to the pod's port it reaches.
+type ServicePort struct {
+	Port     int32
+	Protocol corev1.Protocol
+	// Target is the container port number; 0 when a named targetPort resolves to no
+	// container port, in which case TargetName still lets named policy ports match.
+	Target     int32
+	TargetName string
 }
 
-func (p servicePort) String() string {
-	if p.target != 0 && p.target != p.port {
-		return fmt.Sprintf("%d/%s (target port %d)", p.port, p.protocol, p.target)
+func (p ServicePort) String() string {
+	if p.Target != 0 && p.Target != p.Port {
+		return fmt.Sprintf("%d/%s (target port %d)", p.Port, p.Protocol, p.Target)
 	}
-	return fmt.Sprintf("%d/%s", p.port, p.protocol)
+	return fmt.Sprintf("%d/%s", p.Port, p.Protocol)
 }
 
-// npVerdict is the outcome of evaluating the namespace's policies for one caller.
-type npVerdict struct {
-	evaluated bool
-	// selecting are the ingress policies that select at least one target pod.
-	selecting []string
-	// blocked are the Service ports no target pod admits the caller on;
-	// partial are ports some pods admit and others do not.
-	blocked, partial []servicePort
-	checked          []servicePort
-	// callerUnknown is set when admission depended on who the caller is and no
-	// caller was given.
-	callerUnknown bool
-	reason        string
+// PolicyFacts are the outcome of evaluating the namespace's ingress policies for the
+// caller.
+type PolicyFacts struct {
+	// Evaluated is false when there was nothing to evaluate against (Reason says why):
+	// no pods or pod template, or the policies were not read.
+	Evaluated bool
+	Reason    string
+	// Selecting are the ingress policies that select at least one target pod, sorted.
+	Selecting []string
+	// Blocked are the Service ports no target pod admits the caller on; Partial are
+	// ports some pods admit and others do not; Checked are all ports judged.
+	Blocked, Partial, Checked []ServicePort
+	// CallerUnknown is set when admission depended on who the caller is and no caller
+	// was given.
+	CallerUnknown bool
 }
 
-// allBlocked reports whether the caller is admitted on none of the checked ports: the
+// AllBlocked reports whether the caller is admitted on none of the checked ports: the
 // caller cannot reach the Service at all.
-func (v npVerdict) allBlocked() bool {
-	return v.evaluated && len(v.checked) > 0 && len(v.blocked) == len(v.checked)
+func (v PolicyFacts) AllBlocked() bool {
+	return v.Evaluated && len(v.Checked) > 0 && len(v.Blocked) == len(v.Checked)
 }
 
 func targetShapes(s *Snapshot) []podShape {
@@ -91,8 +93,8 @@ func targetShapes(s *Snapshot) []podShape {
 	return nil
 }
 
-func resolvePorts(svc *corev1.Service, callerPort int32, pod podShape) []servicePort {
-	var out []servicePort
+func resolvePorts(svc *corev1.Service, callerPort int32, pod podShape) []ServicePort {
+	var out []ServicePort
 	for _, sp := range svc.Spec.Ports {
 		if callerPort != 0 && sp.Port != callerPort {
 			continue
@@ -101,15 +103,15 @@ func resolvePorts(svc *corev1.Service, callerPort int32, pod podShape) []service
 		if proto == "" {
 			proto = corev1.ProtocolTCP
 		}
-		r := servicePort{port: sp.Port, protocol: proto}
+		r := ServicePort{Port: sp.Port, Protocol: proto}
 		switch {
 		case sp.TargetPort.Type == intstr.String && sp.TargetPort.StrVal != "":
-			r.targetName = sp.TargetPort.StrVal
-			r.target = namedContainerPort(pod.spec, sp.TargetPort.StrVal, proto)
+			r.TargetName = sp.TargetPort.StrVal
+			r.Target = namedContainerPort(pod.spec, sp.TargetPort.StrVal, proto)
 		case sp.TargetPort.IntVal != 0:
-			r.target = sp.TargetPort.IntVal
+			r.Target = sp.TargetPort.IntVal
 		default:
-			r.target = sp.Port
+			r.Target = sp.Port
 		}
 		out = append(out, r)
 	}
@@ -198,7 +200,7 @@ func peerAdmits(peer networkingv1.NetworkPolicyPeer, policyNS string, c Caller) 
 	return admits
 }
 
-func portAdmits(ports []networkingv1.NetworkPolicyPort, target servicePort, pod podShape) bool {
+func portAdmits(ports []networkingv1.NetworkPolicyPort, target ServicePort, pod podShape) bool {
 	if len(ports) == 0 {
 		return true
 	}
@@ -207,7 +209,7 @@ func portAdmits(ports []networkingv1.NetworkPolicyPort, target servicePort, pod 
 		if p.Protocol != nil {
 			proto = *p.Protocol
 		}
-		if proto != target.protocol {
+		if proto != target.Protocol {
 			continue
 		}
 		if p.Port == nil {
@@ -218,15 +220,15 @@ func portAdmits(ports []networkingv1.NetworkPolicyPort, target servicePort, pod 
 			if p.EndPort != nil && *p.EndPort > end {
 				end = *p.EndPort
 			}
-			if target.target >= p.Port.IntVal && target.target <= end {
+			if target.Target >= p.Port.IntVal && target.Target <= end {
 				return true
 			}
 			continue
 		}
-		if target.targetName != "" && p.Port.StrVal == target.targetName {
+		if target.TargetName != "" && p.Port.StrVal == target.TargetName {
 			return true
 		}
-		if n := namedContainerPort(pod.spec, p.Port.StrVal, proto); n != 0 && n == target.target {
+		if n := namedContainerPort(pod.spec, p.Port.StrVal, proto); n != 0 && n == target.Target {
 			return true
 		}
 	}
@@ -234,7 +236,7 @@ func portAdmits(ports []networkingv1.NetworkPolicyPort, target servicePort, pod 
 }
 
 // ruleAdmits evaluates one ingress rule for the caller on one port.
-func ruleAdmits(rule networkingv1.NetworkPolicyIngressRule, policyNS string, c Caller, port servicePort, pod podShape) admission {
+func ruleAdmits(rule networkingv1.NetworkPolicyIngressRule, policyNS string, c Caller, port ServicePort, pod podShape) admission {
 	if !portAdmits(rule.Ports, port, pod) {
 		return denies
 	}
@@ -253,24 +255,28 @@ func ruleAdmits(rule networkingv1.NetworkPolicyIngressRule, policyNS string, c C
 	return result
 }
 
-func evaluateNetworkPolicies(s *Snapshot) npVerdict {
-	v := npVerdict{}
+func evaluateNetworkPolicies(s *Snapshot) PolicyFacts {
+	v := PolicyFacts{}
 	if s.Service == nil {
+		return v
+	}
+	if s.Observation {
+		v.Reason = "network policies are not read by an observation"
 		return v
 	}
 	shapes := targetShapes(s)
 	if len(shapes) == 0 {
-		v.reason = "no pods or pod template to evaluate policies against"
+		v.Reason = "no pods or pod template to evaluate policies against"
 		return v
 	}
-	v.evaluated = true
+	v.Evaluated = true
 	selecting := map[string]bool{}
 	type portKey struct {
 		port  int32
 		proto corev1.Protocol
 	}
 	admittedBy := map[portKey]int{}
-	var ports []servicePort
+	var ports []ServicePort
 	for _, shape := range shapes {
 		var policies []*networkingv1.NetworkPolicy
 		for i := range s.NetworkPolicies {
@@ -285,7 +291,7 @@ func evaluateNetworkPolicies(s *Snapshot) npVerdict {
 			ports = shapePorts
 		}
 		for _, port := range shapePorts {
-			key := portKey{port.port, port.protocol}
+			key := portKey{port.Port, port.Protocol}
 			if len(policies) == 0 {
 				admittedBy[key]++
 				continue
@@ -307,22 +313,22 @@ func evaluateNetworkPolicies(s *Snapshot) npVerdict {
 			case admits:
 				admittedBy[key]++
 			case unknown:
-				v.callerUnknown = true
+				v.CallerUnknown = true
 				admittedBy[key]++ // benefit of the doubt; reported as a warning
 			}
 		}
 	}
 	for name := range selecting {
-		v.selecting = append(v.selecting, name)
+		v.Selecting = append(v.Selecting, name)
 	}
-	sort.Strings(v.selecting)
-	v.checked = ports
+	sort.Strings(v.Selecting)
+	v.Checked = ports
 	for _, port := range ports {
-		switch n := admittedBy[portKey{port.port, port.protocol}]; {
+		switch n := admittedBy[portKey{port.Port, port.Protocol}]; {
 		case n == 0:
-			v.blocked = append(v.blocked, port)
+			v.Blocked = append(v.Blocked, port)
 		case n < len(shapes):
-			v.partial = append(v.partial, port)
+			v.Partial = append(v.Partial, port)
 		}
 	}
 	return v
@@ -339,7 +345,7 @@ func callerString(c Caller) string {
 	return s
 }
 
-func portsString(ports []servicePort) string {
+func portsString(ports []ServicePort) string {
 	parts := make([]string, len(ports))
 	for i, p := range ports {
 		parts[i] = p.String()
@@ -349,41 +355,41 @@ func portsString(ports []servicePort) string {
 
 // NetworkPolicyCheck says whether the ingress policies that select the target pods
 // admit the caller on the Service port, and names the policies that block it.
-func NetworkPolicyCheck(s *Snapshot) selfhealv1alpha1.Finding {
+func NetworkPolicyCheck(s *Snapshot, f *Facts) selfhealv1alpha1.Finding {
 	const check = selfhealv1alpha1.CheckNetworkPolicy
 	if f, ok := noService(check, s); ok {
 		return f
 	}
-	v := evaluateNetworkPolicies(s)
-	if !v.evaluated {
-		return finding(check, skipped, nil, "skipped: %s", v.reason)
+	v := f.Policies
+	if !v.Evaluated {
+		return finding(check, skipped, nil, "skipped: %s", v.Reason)
 	}
 	ev := &evidence{}
-	for _, name := range v.selecting {
+	for _, name := range v.Selecting {
 		ev.add("networkpolicy %s selects the target pods for ingress", name)
 	}
 	caller := callerString(s.Caller)
 	switch {
-	case len(v.selecting) == 0:
+	case len(v.Selecting) == 0:
 		return finding(check, pass, ev, "No ingress NetworkPolicy selects the pods of service %s, so all traffic is admitted.", s.Service.Name)
-	case len(v.checked) == 0:
+	case len(v.Checked) == 0:
 		return finding(check, skipped, ev, "skipped: service %s has no ports to evaluate", s.Service.Name)
-	case v.allBlocked() && len(v.selecting) == 1:
+	case v.AllBlocked() && len(v.Selecting) == 1:
 		return finding(check, fail, ev, "NetworkPolicy %s selects the pods of service %s and does not admit %s on port %s.",
-			v.selecting[0], s.Service.Name, caller, portsString(v.blocked))
-	case v.allBlocked():
+			v.Selecting[0], s.Service.Name, caller, portsString(v.Blocked))
+	case v.AllBlocked():
 		return finding(check, fail, ev, "NetworkPolicies %s select the pods of service %s and none admits %s on port %s.",
-			strings.Join(v.selecting, ","), s.Service.Name, caller, portsString(v.blocked))
-	case len(v.blocked) > 0:
+			strings.Join(v.Selecting, ","), s.Service.Name, caller, portsString(v.Blocked))
+	case len(v.Blocked) > 0:
 		return finding(check, warn, ev, "NetworkPolicies %s select the pods of service %s and admit %s on some ports but not on %s.",
-			strings.Join(v.selecting, ","), s.Service.Name, caller, portsString(v.blocked))
-	case len(v.partial) > 0:
+			strings.Join(v.Selecting, ","), s.Service.Name, caller, portsString(v.Blocked))
+	case len(v.Partial) > 0:
 		return finding(check, warn, ev, "NetworkPolicies %s admit %s on port %s to some pods of service %s but not others.",
-			strings.Join(v.selecting, ","), caller, portsString(v.partial), s.Service.Name)
-	case v.callerUnknown:
+			strings.Join(v.Selecting, ","), caller, portsString(v.Partial), s.Service.Name)
+	case v.CallerUnknown:
 		return finding(check, warn, ev, "NetworkPolicies %s select the pods of service %s; whether they admit the caller is unknown because no caller was given.",
-			strings.Join(v.selecting, ","), s.Service.Name)
+			strings.Join(v.Selecting, ","), s.Service.Name)
 	}
 	return finding(check, pass, ev, "NetworkPolicies %s select the pods of service %s and admit %s on port %s.",
-		strings.Join(v.selecting, ","), s.Service.Name, caller, portsString(v.checked))
+		strings.Join(v.Selecting, ","), s.Service.Name, caller, portsString(v.Checked))
 }

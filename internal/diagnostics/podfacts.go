@@ -22,66 +22,120 @@ const (
 	reasonUnschedulable              = corev1.PodReasonUnschedulable
 )
 
-// containerIssue is one container in one pod that is in a bad state.
-type containerIssue struct {
-	pod, container string
-	reason         string
-	// detail is the most specific cause known: the kubelet's message, or a cause
-	// derived from the pod's events.
-	detail   string
-	restarts int32
+// ContainerIssue is one container in one pod that is in a bad state: waiting for a
+// reason (CrashLoopBackOff, ImagePullBackOff, CreateContainerConfigError, ...) or
+// OOMKilled.
+type ContainerIssue struct {
+	Pod, Container string
+	// Init: an init container.
+	Init bool
+	// Image is the container's image as the pod spec names it.
+	Image string
+	// Reason is the kubelet's waiting reason, or OOMKilled.
+	Reason string
+	// Message is the kubelet's waiting message as written (for OOMKilled: empty).
+	Message string
+	// Detail is the most specific cause known: the kubelet's message, the last
+	// termination, or a cause derived from the pod's events.
+	Detail   string
+	Restarts int32
+	// MemoryLimit is the container's memory limit; empty when it has none.
+	MemoryLimit string
 }
 
-func (c containerIssue) String() string {
-	s := fmt.Sprintf("pod %s container %s: %s", c.pod, c.container, c.reason)
-	if c.detail != "" {
-		s += ": " + c.detail
+// Kind says "container" or "init container".
+func (c ContainerIssue) Kind() string {
+	if c.Init {
+		return "init container"
 	}
-	if c.restarts > 0 {
-		s += fmt.Sprintf(" (restarts: %d)", c.restarts)
+	return "container"
+}
+
+// KindTitle is Kind at the start of a sentence.
+func (c ContainerIssue) KindTitle() string {
+	if c.Init {
+		return "Init container"
+	}
+	return "Container"
+}
+
+func (c ContainerIssue) String() string {
+	s := fmt.Sprintf("pod %s %s %s: %s", c.Pod, c.Kind(), c.Container, c.Reason)
+	if c.Detail != "" {
+		s += ": " + c.Detail
+	}
+	if c.Restarts > 0 {
+		s += fmt.Sprintf(" (restarts: %d)", c.Restarts)
 	}
 	return s
 }
 
-type podIssue struct {
-	pod, reason, detail string
+// PodIssue is one pod that is in a bad state as a whole.
+type PodIssue struct {
+	Pod string
+	// Reason is the pod's or the condition's reason (Unschedulable, Evicted, ...).
+	Reason string
+	// Message is the condition's or the pod's message as written.
+	Message string
+	// Detail is the one-line cause for people.
+	Detail string
 }
 
-func (p podIssue) String() string {
-	s := "pod " + p.pod
-	if p.reason != "" {
-		s += ": " + p.reason
+func (p PodIssue) String() string {
+	s := "pod " + p.Pod
+	if p.Reason != "" {
+		s += ": " + p.Reason
 	}
-	if p.detail != "" {
-		s += ": " + p.detail
+	if p.Detail != "" {
+		s += ": " + p.Detail
 	}
 	return s
 }
 
-// podFacts is what the pods say, shared by the checks and the classifier so both read
-// the pods the same way.
-type podFacts struct {
-	total  int
-	active int // not Succeeded or Failed
-	ready  int
-
-	crashLoop     []containerIssue
-	imagePull     []containerIssue
-	configError   []containerIssue
-	oomKilled     []containerIssue
-	unschedulable []podIssue
-	notReady      []podIssue // running, not ready, no more specific cause
-	pending       []podIssue // pending without a more specific cause
-	failed        []podIssue // phase Failed
+// PodFact is one pod as verification needs it.
+type PodFact struct {
+	Name string
+	// Active: neither terminated (Succeeded, Failed) nor being deleted.
+	Active bool
+	// Ready: active and its Ready condition is True.
+	Ready bool
+	// RestartedAt is the pod's RestartedAtAnnotation, which it has from the pod
+	// template of the restart that created it; empty when unset.
+	RestartedAt string
 }
 
-func isPodReady(p *corev1.Pod) bool {
-	for _, c := range p.Status.Conditions {
-		if c.Type == corev1.PodReady {
-			return c.Status == corev1.ConditionTrue
-		}
+// PodFacts are what the pods say.
+type PodFacts struct {
+	// Total pods read; Active of them (PodFact.Active); Ready of the active ones.
+	Total, Active, Ready int
+	// Pods has one entry per pod, in the snapshot's order.
+	Pods []PodFact
+
+	// Waiting containers of active pods, by what their reason means.
+	CrashLoop   []ContainerIssue // CrashLoopBackOff, RunContainerError
+	ImagePull   []ContainerIssue // ImagePullBackOff, ErrImagePull, InvalidImageName, ErrImageNeverPull
+	ConfigError []ContainerIssue // CreateContainerConfigError, CreateContainerError
+	// OOMKilled are the containers (init containers included) of any pod whose
+	// current or last termination was OOMKilled, with their memory limit.
+	OOMKilled     []ContainerIssue
+	Unschedulable []PodIssue // active pods the scheduler cannot place
+	NotReady      []PodIssue // running, not ready, no more specific cause
+	Pending       []PodIssue // pending without a more specific cause
+	// Failed are the pods in phase Failed that are not being deleted: candidates for
+	// cleanup.
+	Failed []PodIssue
+
+	readyNames map[string]bool
+}
+
+// FailedNames names the Failed pods, sorted.
+func (f *PodFacts) FailedNames() []string {
+	names := make([]string, 0, len(f.Failed))
+	for _, p := range f.Failed {
+		names = append(names, p.Pod)
 	}
-	return false
+	sort.Strings(names)
+	return names
 }
 
 func isTerminal(p *corev1.Pod) bool {
@@ -98,82 +152,110 @@ func podCondition(p *corev1.Pod, t corev1.PodConditionType) *corev1.PodCondition
 }
 
 // analyzePods reads every pod once. Events refine image pull failures with their cause.
-func analyzePods(s *Snapshot) *podFacts {
-	f := &podFacts{}
-	if s == nil {
-		return f
-	}
+func analyzePods(s *Snapshot) PodFacts {
+	f := PodFacts{readyNames: map[string]bool{}}
 	for i := range s.Pods {
 		p := &s.Pods[i]
-		f.total++
-		if p.Status.Phase == corev1.PodFailed {
-			f.failed = append(f.failed, podIssue{pod: p.Name, reason: p.Status.Reason, detail: oneLine(p.Status.Message)})
+		f.Total++
+		active := podActive(p)
+		ready := active && PodReady(p)
+		f.Pods = append(f.Pods, PodFact{Name: p.Name, Active: active, Ready: ready, RestartedAt: p.Annotations[RestartedAtAnnotation]})
+		if p.Status.Phase == corev1.PodFailed && p.DeletionTimestamp == nil {
+			f.Failed = append(f.Failed, PodIssue{Pod: p.Name, Reason: p.Status.Reason, Message: p.Status.Message, Detail: oneLine(p.Status.Message)})
 		}
-		for _, st := range allStatuses(p) {
+		for init, st := range allStatuses(p) {
 			if isOOMKilled(st) {
-				f.oomKilled = append(f.oomKilled, containerIssue{pod: p.Name, container: st.Name, reason: reasonOOMKilled,
-					detail: oomDetail(p, st.Name), restarts: st.RestartCount})
+				issue := containerIssue(p, st, init)
+				issue.Reason, issue.Detail = reasonOOMKilled, "no memory limit set"
+				if issue.MemoryLimit != "" {
+					issue.Detail = "memory limit " + issue.MemoryLimit
+				}
+				f.OOMKilled = append(f.OOMKilled, issue)
 			}
 		}
-		// A terminating pod is on its way out (scale-down, rollout): it serves nothing
-		// that can be relied on, and its problems are not the workload's.
-		if isTerminal(p) || p.DeletionTimestamp != nil {
+		if !active {
 			continue
 		}
-		f.active++
-		if isPodReady(p) {
-			f.ready++
+		f.Active++
+		if ready {
+			f.Ready++
+			f.readyNames[p.Name] = true
 			// A ready pod may still have a crashlooping sidecar: look at containers anyway.
 		}
 		specific := false
-		for _, st := range allStatuses(p) {
+		for init, st := range allStatuses(p) {
 			w := st.State.Waiting
 			if w == nil {
 				continue
 			}
-			issue := containerIssue{pod: p.Name, container: st.Name, reason: w.Reason, detail: oneLine(w.Message), restarts: st.RestartCount}
+			issue := containerIssue(p, st, init)
+			issue.Reason, issue.Message, issue.Detail = w.Reason, w.Message, oneLine(w.Message)
 			switch w.Reason {
 			case reasonCrashLoopBackOff, reasonRunContainerError:
 				if t := st.LastTerminationState.Terminated; t != nil {
-					issue.detail = terminatedDetail(t)
+					issue.Detail = terminatedDetail(t)
 				}
-				f.crashLoop = append(f.crashLoop, issue)
+				f.CrashLoop = append(f.CrashLoop, issue)
 				specific = true
 			case reasonImagePullBackOff, reasonErrImagePull, reasonInvalidImageName, reasonErrImageNeverPull:
-				issue.detail = imagePullCause(s.Events, p.Name, st.Image, w.Message)
-				f.imagePull = append(f.imagePull, issue)
+				issue.Detail = imagePullCause(s.Events, p.Name, issue.Image, w.Message)
+				f.ImagePull = append(f.ImagePull, issue)
 				specific = true
 			case reasonCreateContainerConfigError, reasonCreateContainerError:
-				f.configError = append(f.configError, issue)
+				f.ConfigError = append(f.ConfigError, issue)
 				specific = true
 			}
 		}
 		if c := podCondition(p, corev1.PodScheduled); c != nil && c.Status == corev1.ConditionFalse && c.Reason == reasonUnschedulable {
-			f.unschedulable = append(f.unschedulable, podIssue{pod: p.Name, reason: reasonUnschedulable, detail: oneLine(c.Message)})
+			f.Unschedulable = append(f.Unschedulable, PodIssue{Pod: p.Name, Reason: reasonUnschedulable, Message: c.Message, Detail: oneLine(c.Message)})
 			specific = true
 		}
-		if specific || isPodReady(p) {
+		if specific || ready {
 			continue
 		}
 		if p.Status.Phase == corev1.PodPending || p.Status.Phase == "" {
-			f.pending = append(f.pending, podIssue{pod: p.Name, reason: "Pending", detail: waitingSummary(p)})
+			f.Pending = append(f.Pending, PodIssue{Pod: p.Name, Reason: "Pending", Detail: waitingSummary(p)})
 			continue
 		}
-		f.notReady = append(f.notReady, podIssue{pod: p.Name, reason: "Running but not ready", detail: notReadyDetail(p)})
+		f.NotReady = append(f.NotReady, PodIssue{Pod: p.Name, Reason: "Running but not ready", Detail: notReadyDetail(p)})
 	}
 	return f
 }
 
-// allStatuses yields init and app container statuses without copying them.
-func allStatuses(p *corev1.Pod) func(yield func(int, *corev1.ContainerStatus) bool) {
-	return func(yield func(int, *corev1.ContainerStatus) bool) {
-		n := 0
-		for _, list := range [][]corev1.ContainerStatus{p.Status.InitContainerStatuses, p.Status.ContainerStatuses} {
-			for i := range list {
-				if !yield(n, &list[i]) {
-					return
-				}
-				n++
+// containerIssue is the container's identity, image and memory limit, from the pod
+// spec; the caller fills in what is wrong.
+func containerIssue(p *corev1.Pod, st *corev1.ContainerStatus, init bool) ContainerIssue {
+	c := ContainerIssue{Pod: p.Name, Container: st.Name, Init: init, Image: st.Image, Restarts: st.RestartCount}
+	specs := p.Spec.Containers
+	if init {
+		specs = p.Spec.InitContainers
+	}
+	for i := range specs {
+		if specs[i].Name != st.Name {
+			continue
+		}
+		if specs[i].Image != "" {
+			c.Image = specs[i].Image
+		}
+		if lim, ok := specs[i].Resources.Limits[corev1.ResourceMemory]; ok {
+			c.MemoryLimit = lim.String()
+		}
+	}
+	return c
+}
+
+// allStatuses yields init and then app container statuses, without copying them,
+// each with whether it is an init container's.
+func allStatuses(p *corev1.Pod) func(yield func(bool, *corev1.ContainerStatus) bool) {
+	return func(yield func(bool, *corev1.ContainerStatus) bool) {
+		for i := range p.Status.InitContainerStatuses {
+			if !yield(true, &p.Status.InitContainerStatuses[i]) {
+				return
+			}
+		}
+		for i := range p.Status.ContainerStatuses {
+			if !yield(false, &p.Status.ContainerStatuses[i]) {
+				return
 			}
 		}
 	}
@@ -187,19 +269,6 @@ func isOOMKilled(st *corev1.ContainerStatus) bool {
 		return true
 	}
 	return false
-}
-
-func oomDetail(p *corev1.Pod, container string) string {
-	for _, c := range append(append([]corev1.Container{}, p.Spec.InitContainers...), p.Spec.Containers...) {
-		if c.Name != container {
-			continue
-		}
-		if lim, ok := c.Resources.Limits[corev1.ResourceMemory]; ok {
-			return "memory limit " + lim.String()
-		}
-		return "no memory limit set"
-	}
-	return ""
 }
 
 func terminatedDetail(t *corev1.ContainerStateTerminated) string {

@@ -1,7 +1,29 @@
-// Package diagnostics finds out, read-only, why an in-cluster Service is failing. One
-// gatherer reads the cluster state once into a Snapshot; checks are pure functions of
-// the Snapshot that each return one finding; a classifier turns the findings into one
-// issue that decides the remediation.
+// Package diagnostics finds out, read-only, why an in-cluster Service is failing, and
+// says what the cluster shows to everyone who judges it afterwards.
+//
+// The flow a healing follows, and where each step lives:
+//
+//  1. Snapshot (gather.go): one Gatherer reads the target's state once: the Service,
+//     the workload behind it, its pods, EndpointSlices, events, NetworkPolicies,
+//     bounded and redacted log tails, and usage where metrics.k8s.io is served.
+//     Engine.Observe reads only the Service, the workload, its pods and the
+//     EndpointSlices, for verification (Snapshot.Observation).
+//  2. Facts (facts.go, podfacts.go, networkpolicy.go): Snapshot.Facts derives, once,
+//     every fact the later steps need: pod states (ready, crashlooping, waiting for an
+//     image or a config, OOMKilled with the limit, init containers included,
+//     unschedulable, failed), desired replicas, the rollout (settled, complete, what it
+//     awaits), ready and serving endpoints, and the ingress policies that select the
+//     pods and whether they admit the caller. Nothing else re-derives these from the
+//     raw objects.
+//  3. Checks (checks.go): pure functions of the Snapshot and its Facts, one finding
+//     each (DefaultChecks).
+//  4. Classification (classify.go): the Facts decide the one issue, in a documented
+//     rule order; the findings word its summary.
+//  5. Plan and gates, action, verification: package remediation. Its planner decides
+//     from the issue and the same Facts (and names the precise cause a person must
+//     fix), its executor acts, and Verify judges an observation's Facts.
+//
+// Nothing here writes to the cluster.
 package diagnostics
 
 import (
@@ -94,4 +116,11 @@ type Snapshot struct {
 	// NetworkPolicies are all policies in the target's namespace.
 	NetworkPolicies []networkingv1.NetworkPolicy
 	Usage           Usage
+
+	// Observation is set on a Snapshot from Engine.Observe: only the Service, the
+	// workload, its pods and the EndpointSlices were read; Events, Logs,
+	// NetworkPolicies and Usage are empty because they were not read.
+	Observation bool
+
+	facts factsCache
 }

@@ -30,8 +30,9 @@ func RestartStamp(t time.Time) string {
 	return t.UTC().Truncate(time.Microsecond).Format(time.RFC3339Nano)
 }
 
-// RestartedAtAnnotation is the pod-template annotation kubectl rollout restart sets.
-const RestartedAtAnnotation = "kubectl.kubernetes.io/restartedAt"
+// RestartedAtAnnotation is the pod-template annotation kubectl rollout restart sets;
+// diagnosis reads it back (diagnostics.WorkloadFacts.RestartedAt).
+const RestartedAtAnnotation = diagnostics.RestartedAtAnnotation
 
 // The writes of remediation, granted per namespace: config/rbac binds the ClusterRole
 // generated from these markers (RemediationRole) with a RoleBinding in each namespace
@@ -210,19 +211,8 @@ func (e *Executor) rolloutRestart(ctx context.Context, obj client.Object, step S
 // workload has 0 replicas. The scale carries the resourceVersion that was read, so a
 // concurrent scale makes it fail with a conflict instead of overriding it.
 func (e *Executor) scaleFromZero(ctx context.Context, obj client.Object, target selfhealv1alpha1.WorkloadReference) (string, error) {
-	var replicas *int32
-	switch w := obj.(type) {
-	case *appsv1.Deployment:
-		replicas = w.Spec.Replicas
-	case *appsv1.StatefulSet:
-		replicas = w.Spec.Replicas
-	}
-	if replicas == nil || *replicas != 0 {
-		current := int32(1)
-		if replicas != nil {
-			current = *replicas
-		}
-		return fmt.Sprintf("%s already wants %d replicas: not scaled", target, current), nil
+	if replicas, _ := diagnostics.DesiredReplicas(obj); replicas != 0 {
+		return fmt.Sprintf("%s already wants %d replicas: not scaled", target, replicas), nil
 	}
 	scale := &autoscalingv1.Scale{
 		ObjectMeta: metav1.ObjectMeta{

@@ -8,7 +8,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -29,67 +28,69 @@ import (
 	"github.com/selfheal-dev/selfheal/internal/diagnostics"
 )
 
-// The executor tests run against a real kube-apiserver and etcd (envtest), started
-// once on first use. There is no kubelet nor controller-manager: the tests create
-// ReplicaSets and pods themselves and check the resulting state of the objects.
+// The executor tests run against a real kube-apiserver and etcd (envtest), which
+// TestMain builds (hack/controlplane.sh, once) and starts before any test runs. There is
+// no kubelet nor controller-manager: the tests create ReplicaSets and pods themselves
+// and check the resulting state of the objects.
 
 var (
-	envOnce   sync.Once
 	env       *envtest.Environment
 	envCfg    *rest.Config
-	envErr    error
 	envScheme = runtime.NewScheme()
 )
 
 func TestMain(m *testing.M) {
+	if err := startAPIServer(); err != nil {
+		fmt.Fprintf(os.Stderr, "internal/remediation: the executor tests need a kube-apiserver and etcd: %v\n", err)
+		os.Exit(1)
+	}
 	code := m.Run()
-	if env != nil {
-		if err := env.Stop(); err != nil {
-			fmt.Fprintf(os.Stderr, "stopping envtest: %v\n", err)
-		}
+	if err := env.Stop(); err != nil {
+		fmt.Fprintf(os.Stderr, "stopping envtest: %v\n", err)
 	}
 	os.Exit(code)
 }
 
-// apiServer starts the shared API server, or fails the test.
+// startAPIServer starts the shared API server with the selfheal CRDs, from
+// KUBEBUILDER_ASSETS or else the binaries hack/controlplane.sh builds and caches.
+func startAPIServer() error {
+	if err := clientgoscheme.AddToScheme(envScheme); err != nil {
+		return err
+	}
+	if err := hv1.AddToScheme(envScheme); err != nil {
+		return err
+	}
+	root, err := filepath.Abs(filepath.Join("..", ".."))
+	if err != nil {
+		return err
+	}
+	assets := os.Getenv("KUBEBUILDER_ASSETS")
+	if assets == "" {
+		// Idempotent: prints the cached binaries' directory (compiles them once).
+		out, err := exec.Command("bash", filepath.Join(root, "hack", "controlplane.sh")).Output()
+		if err != nil {
+			return fmt.Errorf("building them with hack/controlplane.sh (or set KUBEBUILDER_ASSETS): %w", err)
+		}
+		lines := strings.Split(strings.TrimSpace(string(out)), "\n")
+		assets = lines[len(lines)-1]
+	}
+	env = &envtest.Environment{
+		BinaryAssetsDirectory:    assets,
+		CRDDirectoryPaths:        []string{filepath.Join(root, "config", "crd", "bases")},
+		ErrorIfCRDPathMissing:    true,
+		Scheme:                   envScheme,
+		ControlPlaneStartTimeout: 2 * time.Minute,
+		ControlPlaneStopTimeout:  time.Minute,
+	}
+	if envCfg, err = env.Start(); err != nil {
+		return fmt.Errorf("starting it from %s: %w", assets, err)
+	}
+	return nil
+}
+
+// apiServer is the API server TestMain started.
 func apiServer(t *testing.T) *rest.Config {
 	t.Helper()
-	envOnce.Do(func() {
-		if envErr = clientgoscheme.AddToScheme(envScheme); envErr != nil {
-			return
-		}
-		if envErr = hv1.AddToScheme(envScheme); envErr != nil {
-			return
-		}
-		root, err := filepath.Abs(filepath.Join("..", ".."))
-		if err != nil {
-			envErr = err
-			return
-		}
-		assets := os.Getenv("KUBEBUILDER_ASSETS")
-		if assets == "" {
-			// Idempotent: prints the cached binaries' directory (compiles them once).
-			out, err := exec.Command("bash", filepath.Join(root, "hack", "controlplane.sh")).Output()
-			if err != nil {
-				envErr = fmt.Errorf("hack/controlplane.sh: %w", err)
-				return
-			}
-			lines := strings.Split(strings.TrimSpace(string(out)), "\n")
-			assets = lines[len(lines)-1]
-		}
-		env = &envtest.Environment{
-			BinaryAssetsDirectory:    assets,
-			CRDDirectoryPaths:        []string{filepath.Join(root, "config", "crd", "bases")},
-			ErrorIfCRDPathMissing:    true,
-			Scheme:                   envScheme,
-			ControlPlaneStartTimeout: 2 * time.Minute,
-			ControlPlaneStopTimeout:  time.Minute,
-		}
-		envCfg, envErr = env.Start()
-	})
-	if envErr != nil {
-		t.Fatalf("starting the API server: %v", envErr)
-	}
 	return envCfg
 }
 

@@ -105,6 +105,24 @@ func oomPod(name string) corev1.Pod {
 	return p
 }
 
+// oomInitPod is a pod whose init container "migrate" (memory limit 64Mi) was
+// OOMKilled and crashloops, so the app container never starts.
+func oomInitPod(name string) corev1.Pod {
+	p := testPod(name, corev1.PodPending, false)
+	p.Spec.InitContainers = []corev1.Container{{
+		Name: "migrate", Image: "ghcr.io/example/mcp-files-migrate:1.4.2",
+		Resources: corev1.ResourceRequirements{Limits: corev1.ResourceList{corev1.ResourceMemory: resource.MustParse("64Mi")}},
+	}}
+	p.Status.InitContainerStatuses = []corev1.ContainerStatus{{
+		Name: "migrate", Image: "ghcr.io/example/mcp-files-migrate:1.4.2", RestartCount: 4,
+		State: corev1.ContainerState{Waiting: &corev1.ContainerStateWaiting{
+			Reason: "CrashLoopBackOff", Message: "back-off 1m20s restarting failed container=migrate"}},
+		LastTerminationState: corev1.ContainerState{Terminated: &corev1.ContainerStateTerminated{Reason: "OOMKilled", ExitCode: 137}},
+	}}
+	p.Status.ContainerStatuses[0].State = corev1.ContainerState{Waiting: &corev1.ContainerStateWaiting{Reason: "PodInitializing"}}
+	return p
+}
+
 func failedPod(name string) corev1.Pod {
 	p := testPod(name, corev1.PodFailed, false)
 	p.Status.Reason = "Evicted"

@@ -1,8 +1,19 @@
-// Package remediation decides and carries out the bounded actions that heal a target:
-// a pure planner (Plan) turns the classified issue, the observed state, the policy and
-// the history of past actions into either a list of steps or a refusal; an Executor
-// performs one step against the API server; Verify says, purely from a fresh
-// Snapshot, whether the target serves again.
+// Package remediation decides and carries out the bounded actions that heal a target.
+// It continues the flow package diagnostics starts (snapshot -> facts -> checks ->
+// classification):
+//
+//  1. Plan (planner.go, pure): the classified issue, the Snapshot's Facts, the policy
+//     and the namespace's ledger give either steps or a refusal, through the gates
+//     below. A refusal that needs a person says the precise cause (ManualReason, read
+//     from the same Facts the issue was classified from).
+//  2. Gates the API server answers (the controller): the namespace's opt-in
+//     (Executor.Missing) and the reservation in the ledger (ledger.go).
+//  3. Action (executor.go): an Executor performs one recorded step against the live
+//     workload, uncached, idempotently for the same intent; Applied tells whether a
+//     recorded intent was carried out.
+//  4. Verification (verify.go, pure): Verify judges a cheap observation
+//     (diagnostics.Engine.Observe) against the attempt's actions: not observed yet,
+//     healed, waiting, or the attempt failed. The controller only acts on its verdict.
 //
 // # Gates
 //
@@ -69,14 +80,10 @@ package remediation
 
 import (
 	"fmt"
-	"sort"
 	"strings"
 	"time"
 
 	appsv1 "k8s.io/api/apps/v1"
-	corev1 "k8s.io/api/core/v1"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/labels"
 
 	selfhealv1alpha1 "github.com/selfheal-dev/selfheal/api/v1alpha1"
 	"github.com/selfheal-dev/selfheal/internal/diagnostics"
@@ -231,8 +238,9 @@ func Plan(in Input) Decision {
 	}
 
 	workload := snap.Workload
-	failed := failedPods(snap)
-	deploymentPaused := snap.Deployment != nil && snap.Deployment.Spec.Paused
+	facts := snap.Facts()
+	failed := facts.Pods.FailedNames()
+	deploymentPaused := snap.Deployment != nil && facts.Workload.Paused
 
 	// 4. OOMKilled: optional cleanup, then a person changes the memory limit.
 	if in.Issue == selfhealv1alpha1.IssueOOMKilled {
@@ -332,7 +340,7 @@ func notHealable(issue selfhealv1alpha1.IssueType, snap *diagnostics.Snapshot) (
 			"Workload kind %q cannot be remediated", snap.Workload.Kind), true
 	}
 	if issue == selfhealv1alpha1.IssueNoPods {
-		if replicas := specReplicas(snap); replicas != 0 {
+		if replicas := snap.Facts().Workload.DesiredReplicas; replicas != 0 {
 			return refuse(manual, selfhealv1alpha1.ReasonNotHealable,
 				"%s wants %d replicas but service %q selects no pod: check the Service selector and the workload's events (quota, admission)",
 				snap.Workload, replicas, snap.Target.Service), true
@@ -428,12 +436,14 @@ func LastHealingEnded(history []ActionRecord, target string) time.Time {
 }
 
 // ManualReason is the precise cause, for people, of an issue that needs a person:
-// which container, which image, which limit, which policy.
+// which container, which image, which limit, which policy. It reads the snapshot's
+// Facts, the same ones the issue was classified from.
 func ManualReason(issue selfhealv1alpha1.IssueType, snap *diagnostics.Snapshot) string {
 	if snap == nil {
 		snap = &diagnostics.Snapshot{}
 	}
 	service := snap.Target.Service
+	pods := &snap.Facts().Pods
 	switch issue {
 	case selfhealv1alpha1.IssueTargetNotFound:
 		if snap.Service == nil {
@@ -445,32 +455,31 @@ func ManualReason(issue selfhealv1alpha1.IssueType, snap *diagnostics.Snapshot) 
 		return fmt.Sprintf("No workload could be found for service %q", service)
 
 	case selfhealv1alpha1.IssueImagePullBackOff:
-		if pod, c, st := waitingContainer(snap, "ImagePullBackOff", "ErrImagePull", "InvalidImageName", "ErrImageNeverPull"); c != "" {
-			return fmt.Sprintf("Container %q of pod %q cannot pull image %q (%s)%s: fix the image or its pull secret",
-				c, pod.Name, containerImage(pod, c), st.Reason, colonMessage(st.Message))
+		if len(pods.ImagePull) > 0 {
+			c := pods.ImagePull[0]
+			return fmt.Sprintf("%s %q of pod %q cannot pull image %q (%s)%s: fix the image or its pull secret",
+				c.KindTitle(), c.Container, c.Pod, c.Image, c.Reason, colonMessage(c.Message))
 		}
 		return fmt.Sprintf("Pods of service %q cannot pull their image: fix the image or its pull secret", service)
 
 	case selfhealv1alpha1.IssueConfigError:
-		if pod, c, st := waitingContainer(snap, "CreateContainerConfigError", "CreateContainerError", "RunContainerError"); c != "" {
-			return fmt.Sprintf("Container %q of pod %q cannot start (%s)%s: fix the referenced ConfigMap, Secret or container config",
-				c, pod.Name, st.Reason, colonMessage(st.Message))
+		if len(pods.ConfigError) > 0 {
+			c := pods.ConfigError[0]
+			return fmt.Sprintf("%s %q of pod %q cannot start (%s)%s: fix the referenced ConfigMap, Secret or container config",
+				c.KindTitle(), c.Container, c.Pod, c.Reason, colonMessage(c.Message))
 		}
 		return fmt.Sprintf("Pods of service %q cannot start because of a configuration error: fix the referenced ConfigMap, Secret or container config", service)
 
 	case selfhealv1alpha1.IssueUnschedulable:
-		for i := range snap.Pods {
-			for _, cond := range snap.Pods[i].Status.Conditions {
-				if cond.Type == corev1.PodScheduled && cond.Status == corev1.ConditionFalse {
-					return fmt.Sprintf("Pod %q cannot be scheduled (%s)%s: add capacity or relax its requests, affinity or tolerations",
-						snap.Pods[i].Name, cond.Reason, colonMessage(cond.Message))
-				}
-			}
+		if len(pods.Unschedulable) > 0 {
+			p := pods.Unschedulable[0]
+			return fmt.Sprintf("Pod %q cannot be scheduled (%s)%s: add capacity or relax its requests, affinity or tolerations",
+				p.Pod, p.Reason, colonMessage(p.Message))
 		}
 		return fmt.Sprintf("Pods of service %q cannot be scheduled: add capacity or relax their requests, affinity or tolerations", service)
 
 	case selfhealv1alpha1.IssueNetworkPolicyBlocked:
-		if names := policiesSelectingPods(snap); len(names) > 0 {
+		if names := snap.Facts().Policies.Selecting; len(names) > 0 {
 			return fmt.Sprintf("A network policy blocks calls to service %q; policies selecting its pods: %s. Admit the caller in one of them",
 				service, strings.Join(names, ", "))
 		}
@@ -486,7 +495,15 @@ func ManualReason(issue selfhealv1alpha1.IssueType, snap *diagnostics.Snapshot) 
 		return fmt.Sprintf("Deployment %q is paused and is never touched: resume it (kubectl rollout resume deployment/%s) or heal it by hand", name, name)
 
 	case selfhealv1alpha1.IssueOOMKilled:
-		return oomReason(snap)
+		if len(pods.OOMKilled) > 0 {
+			c := pods.OOMKilled[0]
+			if c.MemoryLimit == "" {
+				return fmt.Sprintf("%s %q of pod %q was OOMKilled with no memory limit: set a memory request and limit that fit its usage, or find the leak",
+					c.KindTitle(), c.Container, c.Pod)
+			}
+			return fmt.Sprintf("Memory limit of %s %q (limit %s) needs a change: it was OOMKilled in pod %q", c.Kind(), c.Container, c.MemoryLimit, c.Pod)
+		}
+		return fmt.Sprintf("Pods of service %q were OOMKilled: their memory limit needs a change", service)
 	}
 	return fmt.Sprintf("Service %q: %s", service, issue)
 }
@@ -503,87 +520,6 @@ func causeSuffix(issue selfhealv1alpha1.IssueType, snap *diagnostics.Snapshot) s
 	return ""
 }
 
-func oomReason(snap *diagnostics.Snapshot) string {
-	for i := range snap.Pods {
-		pod := &snap.Pods[i]
-		for _, cs := range pod.Status.ContainerStatuses {
-			if !oomKilled(cs) {
-				continue
-			}
-			limit := "none"
-			for _, c := range pod.Spec.Containers {
-				if c.Name == cs.Name {
-					if q, ok := c.Resources.Limits[corev1.ResourceMemory]; ok {
-						limit = q.String()
-					}
-				}
-			}
-			if limit == "none" {
-				return fmt.Sprintf("Container %q of pod %q was OOMKilled with no memory limit: set a memory request and limit that fit its usage, or find the leak", cs.Name, pod.Name)
-			}
-			return fmt.Sprintf("Memory limit of container %q (limit %s) needs a change: it was OOMKilled in pod %q", cs.Name, limit, pod.Name)
-		}
-	}
-	return fmt.Sprintf("Pods of service %q were OOMKilled: their memory limit needs a change", snap.Target.Service)
-}
-
-func oomKilled(cs corev1.ContainerStatus) bool {
-	if t := cs.State.Terminated; t != nil && t.Reason == "OOMKilled" {
-		return true
-	}
-	t := cs.LastTerminationState.Terminated
-	return t != nil && t.Reason == "OOMKilled"
-}
-
-func waitingContainer(snap *diagnostics.Snapshot, reasons ...string) (*corev1.Pod, string, *corev1.ContainerStateWaiting) {
-	for i := range snap.Pods {
-		pod := &snap.Pods[i]
-		statuses := append(append([]corev1.ContainerStatus{}, pod.Status.InitContainerStatuses...), pod.Status.ContainerStatuses...)
-		for _, cs := range statuses {
-			w := cs.State.Waiting
-			if w == nil {
-				continue
-			}
-			for _, r := range reasons {
-				if w.Reason == r {
-					return pod, cs.Name, w
-				}
-			}
-		}
-	}
-	return nil, "", nil
-}
-
-func containerImage(pod *corev1.Pod, name string) string {
-	for _, c := range append(append([]corev1.Container{}, pod.Spec.InitContainers...), pod.Spec.Containers...) {
-		if c.Name == name {
-			return c.Image
-		}
-	}
-	return ""
-}
-
-// policiesSelectingPods names the network policies whose pod selector selects one of
-// the target's pods.
-func policiesSelectingPods(snap *diagnostics.Snapshot) []string {
-	var names []string
-	for i := range snap.NetworkPolicies {
-		np := &snap.NetworkPolicies[i]
-		sel, err := metav1.LabelSelectorAsSelector(&np.Spec.PodSelector)
-		if err != nil {
-			continue
-		}
-		for j := range snap.Pods {
-			if sel.Matches(labels.Set(snap.Pods[j].Labels)) {
-				names = append(names, np.Name)
-				break
-			}
-		}
-	}
-	sort.Strings(names)
-	return names
-}
-
 func colonMessage(msg string) string {
 	const maxLen = 200
 	if msg == "" {
@@ -593,33 +529,6 @@ func colonMessage(msg string) string {
 		msg = msg[:maxLen] + "..."
 	}
 	return ": " + strings.TrimRight(msg, ". ")
-}
-
-func specReplicas(snap *diagnostics.Snapshot) int32 {
-	var r *int32
-	switch {
-	case snap.Deployment != nil:
-		r = snap.Deployment.Spec.Replicas
-	case snap.StatefulSet != nil:
-		r = snap.StatefulSet.Spec.Replicas
-	}
-	if r == nil {
-		return 1 // the API server's default
-	}
-	return *r
-}
-
-// failedPods names the snapshot's pods in phase Failed that are not being deleted.
-func failedPods(snap *diagnostics.Snapshot) []string {
-	var names []string
-	for i := range snap.Pods {
-		p := &snap.Pods[i]
-		if p.Status.Phase == corev1.PodFailed && p.DeletionTimestamp == nil {
-			names = append(names, p.Name)
-		}
-	}
-	sort.Strings(names)
-	return names
 }
 
 func deleteFailedStep(workload selfhealv1alpha1.WorkloadReference, failed []string) Step {

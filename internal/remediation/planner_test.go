@@ -164,6 +164,10 @@ func TestPlan(t *testing.T) {
 				Snapshot: deploymentSnapshot(testDeployment(2), oomPod("mcp-files-6f7b9c-a1"), failedPod("mcp-files-6f7b9c-zz"))},
 			planWant{steps: cleanup, target: "deployment/mcp-files", after: hv1.ReasonManualIntervention, reason: hv1.ReasonAllowed,
 				contains: []string{`Memory limit of container "server" (limit 128Mi) needs a change`}}},
+		{"oom in an init container: names the init container and its limit",
+			Input{Issue: hv1.IssueOOMKilled, Policy: testPolicy(), Snapshot: deploymentSnapshot(testDeployment(1), oomInitPod("mcp-files-6f7b9c-a1"))},
+			planWant{refusal: hv1.ReasonManualIntervention, phase: manual,
+				contains: []string{`Memory limit of init container "migrate" (limit 64Mi) needs a change`, `pod "mcp-files-6f7b9c-a1"`}}},
 		{"oom without failed pods: manual at once",
 			Input{Issue: hv1.IssueOOMKilled, Policy: testPolicy(), Snapshot: deploymentSnapshot(testDeployment(2), oomPod("mcp-files-6f7b9c-a1"))},
 			planWant{refusal: hv1.ReasonManualIntervention, phase: manual, contains: []string{"limit 128Mi"}}},
@@ -430,12 +434,47 @@ func TestIsHealable(t *testing.T) {
 	}
 }
 
-func TestManualReasonOOMWithoutLimit(t *testing.T) {
-	p := oomPod("mcp-files-6f7b9c-a1")
-	p.Spec.Containers[0].Resources.Limits = nil
-	got := ManualReason(hv1.IssueOOMKilled, deploymentSnapshot(testDeployment(1), p))
-	if !strings.Contains(got, "no memory limit") || !strings.Contains(got, `"server"`) {
-		t.Errorf("ManualReason = %q", got)
+// TestManualReason: the cause named for a person comes from the same facts the issue
+// was classified from, init containers included.
+func TestManualReason(t *testing.T) {
+	noLimit := oomPod("mcp-files-6f7b9c-a1")
+	noLimit.Spec.Containers[0].Resources.Limits = nil
+	initImage := oomInitPod("mcp-files-6f7b9c-b2")
+	initImage.Status.InitContainerStatuses[0].LastTerminationState = corev1.ContainerState{}
+	initImage.Status.InitContainerStatuses[0].State.Waiting = &corev1.ContainerStateWaiting{Reason: "ErrImagePull", Message: "manifest unknown"}
+	withPolicy := deploymentSnapshot(testDeployment(1), testPod("mcp-files-6f7b9c-a1", corev1.PodRunning, true))
+	withPolicy.NetworkPolicies = []networkingv1.NetworkPolicy{blockingPolicy()}
+	tests := []struct {
+		name     string
+		issue    hv1.IssueType
+		snap     *diagnostics.Snapshot
+		contains []string
+	}{
+		{"oom in the app container", hv1.IssueOOMKilled, deploymentSnapshot(testDeployment(1), oomPod("mcp-files-6f7b9c-a1")),
+			[]string{`Memory limit of container "server" (limit 128Mi)`, `pod "mcp-files-6f7b9c-a1"`}},
+		{"oom without a limit", hv1.IssueOOMKilled, deploymentSnapshot(testDeployment(1), noLimit),
+			[]string{`Container "server" of pod "mcp-files-6f7b9c-a1" was OOMKilled with no memory limit`}},
+		{"oom in an init container", hv1.IssueOOMKilled, deploymentSnapshot(testDeployment(1), oomInitPod("mcp-files-6f7b9c-a1")),
+			[]string{`init container "migrate" (limit 64Mi)`}},
+		{"image of an init container", hv1.IssueImagePullBackOff, deploymentSnapshot(testDeployment(1), initImage),
+			[]string{`Init container "migrate" of pod "mcp-files-6f7b9c-b2" cannot pull image "ghcr.io/example/mcp-files-migrate:1.4.2" (ErrImagePull): manifest unknown`}},
+		{"image", hv1.IssueImagePullBackOff, deploymentSnapshot(testDeployment(1), imagePullPod("mcp-files-6f7b9c-a1")),
+			[]string{`Container "server" of pod "mcp-files-6f7b9c-a1" cannot pull image "ghcr.io/example/mcp-files:9.9.9" (ImagePullBackOff)`}},
+		{"config", hv1.IssueConfigError, deploymentSnapshot(testDeployment(1), configErrorPod("mcp-files-6f7b9c-a1")),
+			[]string{`(CreateContainerConfigError): secret "mcp-files-token" not found`}},
+		{"unschedulable", hv1.IssueUnschedulable, deploymentSnapshot(testDeployment(1), unschedulablePod("mcp-files-6f7b9c-a1")),
+			[]string{`Pod "mcp-files-6f7b9c-a1" cannot be scheduled (Unschedulable): 0/3 nodes are available: 3 Insufficient memory`}},
+		{"network policy", hv1.IssueNetworkPolicyBlocked, withPolicy, []string{"policies selecting its pods: deny-all-ingress"}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			got := ManualReason(tc.issue, tc.snap)
+			for _, want := range tc.contains {
+				if !strings.Contains(got, want) {
+					t.Errorf("ManualReason = %q, want it to contain %q", got, want)
+				}
+			}
+		})
 	}
 }
 

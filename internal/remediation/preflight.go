@@ -6,10 +6,10 @@ import (
 	"fmt"
 	"strings"
 
-	appsv1 "k8s.io/api/apps/v1"
 	authorizationv1 "k8s.io/api/authorization/v1"
 
 	selfhealv1alpha1 "github.com/selfheal-dev/selfheal/api/v1alpha1"
+	"github.com/selfheal-dev/selfheal/internal/diagnostics"
 )
 
 // Missing names the writes that steps need in namespace and the API server would not
@@ -83,24 +83,10 @@ func (e *Executor) Applied(ctx context.Context, namespace string, st Step) (bool
 		}
 		return false, fmt.Sprintf("%s does not carry this intent's restart stamp", st.Workload), nil
 	case selfhealv1alpha1.ActionScaleFromZero:
-		replicas := int32(1)
-		switch w := obj.(type) {
-		case *appsv1.Deployment:
-			replicas = derefReplicas(w.Spec.Replicas)
-		case *appsv1.StatefulSet:
-			replicas = derefReplicas(w.Spec.Replicas)
-		}
-		if replicas > 0 {
+		if replicas, _ := diagnostics.DesiredReplicas(obj); replicas > 0 {
 			return true, fmt.Sprintf("%s wants %d replicas", st.Workload, replicas), nil
 		}
 		return false, fmt.Sprintf("%s still has 0 replicas", st.Workload), nil
 	}
 	return false, "not checked", nil
-}
-
-func derefReplicas(r *int32) int32 {
-	if r == nil {
-		return 1 // the API server's default
-	}
-	return *r
 }

@@ -3,157 +3,162 @@ package remediation
 import (
 	"fmt"
 
-	appsv1 "k8s.io/api/apps/v1"
-	corev1 "k8s.io/api/core/v1"
-	discoveryv1 "k8s.io/api/discovery/v1"
-
 	selfhealv1alpha1 "github.com/selfheal-dev/selfheal/api/v1alpha1"
 	"github.com/selfheal-dev/selfheal/internal/diagnostics"
 )
 
-// Verification says whether the target serves again, and if not, what is awaited.
-type Verification struct {
-	Done    bool
+// VerdictOutcome is what one look at the target during verification concludes.
+type VerdictOutcome string
+
+const (
+	// VerdictUnobserved: the observation does not show an action of the attempt yet
+	// (the cache lags behind our own write); judging it would judge the state before
+	// the action. Wait for the workload's watch.
+	VerdictUnobserved VerdictOutcome = "Unobserved"
+	// VerdictWaiting: the action is observed, the service does not serve yet, and the
+	// attempt has not visibly failed: wait for the watches, or the deadline.
+	VerdictWaiting VerdictOutcome = "Waiting"
+	// VerdictHealed: the rollout is complete and the Service has a ready endpoint
+	// backed by a ready pod.
+	VerdictHealed VerdictOutcome = "Healed"
+	// VerdictAttemptFailed: the rollout has settled, no pod from before the attempt is
+	// left, and the new pods show a failure that waiting will not cure.
+	VerdictAttemptFailed VerdictOutcome = "AttemptFailed"
+)
+
+// Verdict is Verify's conclusion.
+type Verdict struct {
+	Outcome VerdictOutcome
+	// Message says what was seen, for the Verified condition: what is still awaited,
+	// or that the service is back.
 	Message string
+	// Issue and Summary classify the observation when the service is not back; for
+	// VerdictAttemptFailed they are the failure the attempt left.
+	Issue   selfhealv1alpha1.IssueType
+	Summary string
 }
 
-// Verify decides from a fresh snapshot whether the healing worked: the workload's
-// rollout is complete and the Service has at least one ready endpoint backed by a
-// ready pod. It is pure.
-func Verify(snap *diagnostics.Snapshot) Verification {
+// Verify judges a fresh observation of the target after an attempt. attempt are the
+// actions of the current attempt (ActionsOfAttempt); snap is the observation (an
+// Engine.Observe snapshot suffices: it reads the workload, pods and EndpointSlices).
+// It is pure, and reads only the snapshot's Facts:
+//
+//  1. An executed action the observation does not show yet (a restart whose stamp is
+//     not on the pod template, a scale-up whose replicas are still 0): Unobserved.
+//  2. The workload's rollout is complete and the Service has a ready endpoint backed
+//     by a ready pod: Healed.
+//  3. Pods from before the attempt's restart are still there and not terminating: the
+//     pod cache and the workload status are separate watches, and an old pod's failure
+//     is not the restart's: Waiting.
+//  4. The rollout has settled and the observation classifies as a failure that
+//     waiting will not cure (anything but Healthy, NoReadyPods or EndpointsMissing,
+//     which starting pods look like too; NoPods only when scaled to zero again):
+//     AttemptFailed.
+//  5. Otherwise: Waiting.
+func Verify(attempt []selfhealv1alpha1.HealingAction, snap *diagnostics.Snapshot) Verdict {
 	if snap == nil {
-		return Verification{Message: "no observation yet"}
+		return Verdict{Outcome: VerdictWaiting, Message: "no observation yet"}
 	}
-	if snap.Service == nil {
-		return Verification{Message: fmt.Sprintf("service %q not found", snap.Target.Service)}
+	f := snap.Facts()
+	if msg := unobservedAction(attempt, f); msg != "" {
+		return Verdict{Outcome: VerdictUnobserved, Message: msg}
 	}
-	if snap.Workload != nil {
-		var awaited string
-		switch snap.Workload.Kind {
-		case selfhealv1alpha1.WorkloadDeployment:
-			awaited = deploymentAwaited(snap.Deployment, snap.Workload.Name)
-		case selfhealv1alpha1.WorkloadStatefulSet:
-			awaited = statefulSetAwaited(snap.StatefulSet, snap.Workload.Name)
-		default:
-			awaited = fmt.Sprintf("workload kind %q cannot be verified", snap.Workload.Kind)
-		}
-		if awaited != "" {
-			return Verification{Message: awaited}
-		}
+	awaited := serviceAwaited(snap, f)
+	if awaited == "" {
+		return Verdict{Outcome: VerdictHealed, Message: fmt.Sprintf("rollout complete; service %q has %d ready endpoints",
+			snap.Target.Service, f.Endpoints.Serving)}
 	}
-	n := readyEndpoints(snap)
-	if n == 0 {
-		return Verification{Message: fmt.Sprintf("no ready endpoints yet for service %q", snap.Target.Service)}
+	issue, summary := diagnostics.Classify(snap, nil)
+	v := Verdict{Outcome: VerdictWaiting, Message: awaited, Issue: issue, Summary: summary}
+	if !oldPodsRemain(attempt, f) && attemptFailed(issue, f) {
+		v.Outcome = VerdictAttemptFailed
 	}
-	return Verification{Done: true, Message: fmt.Sprintf("rollout complete; service %q has %d ready endpoints", snap.Target.Service, n)}
+	return v
 }
 
-// deploymentAwaited is what the Deployment's rollout still waits for, as kubectl
-// rollout status sees it; empty when complete. Old replicas still terminating are not
-// waited for: they no longer receive traffic.
-func deploymentAwaited(d *appsv1.Deployment, name string) string {
-	if d == nil {
-		return fmt.Sprintf("deployment %q not found", name)
-	}
-	if d.Status.ObservedGeneration < d.Generation {
-		return fmt.Sprintf("deployment %q: waiting for the controller to observe generation %d", d.Name, d.Generation)
-	}
-	for _, c := range d.Status.Conditions {
-		if c.Type == appsv1.DeploymentProgressing && c.Reason == "ProgressDeadlineExceeded" {
-			return fmt.Sprintf("deployment %q exceeded its progress deadline", d.Name)
+// ActionsOfAttempt are the actions recorded for attempt n.
+func ActionsOfAttempt(actions []selfhealv1alpha1.HealingAction, n int32) []selfhealv1alpha1.HealingAction {
+	var out []selfhealv1alpha1.HealingAction
+	for _, a := range actions {
+		if a.Attempt == n {
+			out = append(out, a)
 		}
 	}
-	want := replicasOrOne(d.Spec.Replicas)
-	if want < 1 {
-		return fmt.Sprintf("deployment %q is scaled to 0 replicas", d.Name)
-	}
-	if d.Status.UpdatedReplicas < want {
-		return fmt.Sprintf("deployment %q: %d/%d pods updated", d.Name, d.Status.UpdatedReplicas, want)
-	}
-	if d.Status.AvailableReplicas < want {
-		return fmt.Sprintf("deployment %q: %d/%d pods available", d.Name, d.Status.AvailableReplicas, want)
+	return out
+}
+
+// serviceAwaited is what the service still waits for before it serves again; empty
+// when the rollout is complete and it has a ready endpoint backed by a ready pod.
+func serviceAwaited(snap *diagnostics.Snapshot, f *diagnostics.Facts) string {
+	switch {
+	case snap.Service == nil:
+		return fmt.Sprintf("service %q not found", snap.Target.Service)
+	case !f.Workload.Rollout.Complete:
+		return f.Workload.Rollout.Awaited
+	case f.Endpoints.Serving == 0:
+		return fmt.Sprintf("no ready endpoints yet for service %q", snap.Target.Service)
 	}
 	return ""
 }
 
-// statefulSetAwaited is the StatefulSet analog of deploymentAwaited.
-func statefulSetAwaited(s *appsv1.StatefulSet, name string) string {
-	if s == nil {
-		return fmt.Sprintf("statefulset %q not found", name)
+// attemptFailed reports whether the attempt has visibly failed: the rollout has
+// settled, yet the pods show a failure a wait will not cure.
+func attemptFailed(issue selfhealv1alpha1.IssueType, f *diagnostics.Facts) bool {
+	if !f.Workload.Rollout.Settled {
+		return false
 	}
-	if s.Status.ObservedGeneration < s.Generation {
-		return fmt.Sprintf("statefulset %q: waiting for the controller to observe generation %d", s.Name, s.Generation)
+	switch issue {
+	case selfhealv1alpha1.IssueNoPods:
+		// Scaled to zero (again): waiting will not bring pods.
+		return f.Workload.DesiredReplicas == 0
+	case selfhealv1alpha1.IssueHealthy, selfhealv1alpha1.IssueNoReadyPods, selfhealv1alpha1.IssueEndpointsMissing:
+		// Pods that are starting look like this too: wait for the watches.
+		return false
 	}
-	want := replicasOrOne(s.Spec.Replicas)
-	if want < 1 {
-		return fmt.Sprintf("statefulset %q is scaled to 0 replicas", s.Name)
-	}
-	if s.Spec.UpdateStrategy.Type != appsv1.OnDeleteStatefulSetStrategyType {
-		partition := int32(0)
-		if ru := s.Spec.UpdateStrategy.RollingUpdate; ru != nil && ru.Partition != nil {
-			partition = *ru.Partition
-		}
-		if wantUpdated := want - partition; s.Status.UpdatedReplicas < wantUpdated {
-			return fmt.Sprintf("statefulset %q: %d/%d pods updated", s.Name, s.Status.UpdatedReplicas, wantUpdated)
-		}
-		if partition == 0 && s.Status.UpdateRevision != "" && s.Status.CurrentRevision != s.Status.UpdateRevision {
-			return fmt.Sprintf("statefulset %q: waiting for revision %s to become current", s.Name, s.Status.UpdateRevision)
-		}
-	}
-	if s.Status.ReadyReplicas < want {
-		return fmt.Sprintf("statefulset %q: %d/%d pods ready", s.Name, s.Status.ReadyReplicas, want)
-	}
-	if s.Status.AvailableReplicas < want {
-		return fmt.Sprintf("statefulset %q: %d/%d pods available", s.Name, s.Status.AvailableReplicas, want)
-	}
-	return ""
+	return true
 }
 
-// readyEndpoints counts ready endpoints of the Service that point at a ready pod of the
-// snapshot. An endpoint without a pod reference cannot be tied to the workload and is
-// not counted.
-func readyEndpoints(snap *diagnostics.Snapshot) int {
-	ready := make(map[string]bool, len(snap.Pods))
-	for i := range snap.Pods {
-		if podReady(&snap.Pods[i]) {
-			ready[snap.Pods[i].Name] = true
+// unobservedAction says which of the attempt's executed actions the observation does
+// not reflect yet; empty when it reflects them all.
+func unobservedAction(attempt []selfhealv1alpha1.HealingAction, f *diagnostics.Facts) string {
+	for _, a := range attempt {
+		if a.Outcome != selfhealv1alpha1.OutcomeSucceeded {
+			continue
 		}
-	}
-	n := 0
-	for i := range snap.EndpointSlices {
-		for _, ep := range snap.EndpointSlices[i].Endpoints {
-			if endpointReady(ep) && ep.TargetRef != nil && ep.TargetRef.Kind == "Pod" && ready[ep.TargetRef.Name] {
-				n++
+		switch a.Type {
+		case selfhealv1alpha1.ActionRolloutRestart:
+			if f.Workload.RestartedAt != restartStamp(a) {
+				return "Waiting to observe the restart of " + a.Workload.String()
+			}
+		case selfhealv1alpha1.ActionScaleFromZero:
+			if f.Workload.DesiredReplicas == 0 {
+				return "Waiting to observe the scale-up of " + a.Workload.String()
 			}
 		}
 	}
-	return n
+	return ""
 }
 
-// endpointReady follows the EndpointSlice API: a nil ready condition means ready;
-// a terminating endpoint is never counted.
-func endpointReady(ep discoveryv1.Endpoint) bool {
-	if t := ep.Conditions.Terminating; t != nil && *t {
-		return false
-	}
-	return ep.Conditions.Ready == nil || *ep.Conditions.Ready
-}
-
-func podReady(p *corev1.Pod) bool {
-	if p.DeletionTimestamp != nil || p.Status.Phase != corev1.PodRunning {
-		return false
-	}
-	for _, c := range p.Status.Conditions {
-		if c.Type == corev1.PodReady {
-			return c.Status == corev1.ConditionTrue
+// oldPodsRemain reports whether pods from before the attempt's restart are still
+// observed and active. Pods of the restarted template carry the restart's stamp;
+// old pods do not.
+func oldPodsRemain(attempt []selfhealv1alpha1.HealingAction, f *diagnostics.Facts) bool {
+	for _, a := range attempt {
+		if a.Outcome != selfhealv1alpha1.OutcomeSucceeded || a.Type != selfhealv1alpha1.ActionRolloutRestart {
+			continue
+		}
+		stamp := restartStamp(a)
+		for _, p := range f.Pods.Pods {
+			if p.Active && p.RestartedAt != stamp {
+				return true
+			}
 		}
 	}
 	return false
 }
 
-func replicasOrOne(r *int32) int32 {
-	if r == nil {
-		return 1
-	}
-	return *r
+// restartStamp is the restartedAt value the action's restart puts on the pod template
+// (and so on every pod it creates): the intent's time, as the executor formats it.
+func restartStamp(a selfhealv1alpha1.HealingAction) string {
+	return RestartStamp(a.StartedAt.Time)
 }

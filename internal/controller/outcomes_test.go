@@ -1,0 +1,149 @@
+package controller_test
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	. "github.com/onsi/gomega"
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	eventsv1 "k8s.io/api/events/v1"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/metrics"
+
+	v1 "github.com/selfheal-dev/selfheal/api/v1alpha1"
+	"github.com/selfheal-dev/selfheal/internal/controlplane"
+	"github.com/selfheal-dev/selfheal/internal/remediation"
+)
+
+// eventReasons counts the reasons of the events.k8s.io/v1 Events about hr, a series
+// counted as often as it happened.
+func eventReasons(g Gomega, hr *v1.HealingRequest) map[string]int {
+	var list eventsv1.EventList
+	g.Expect(k8s.List(context.Background(), &list, client.InNamespace(hr.Namespace))).To(Succeed())
+	out := map[string]int{}
+	for _, e := range list.Items {
+		if e.Regarding.UID != hr.UID {
+			continue
+		}
+		n := 1
+		if e.Series != nil && e.Series.Count > 1 {
+			n = int(e.Series.Count)
+		}
+		out[e.Reason] += n
+	}
+	return out
+}
+
+// expectEvents waits until the events about hr carry at least these reasons, as often.
+func expectEvents(t *testing.T, hr *v1.HealingRequest, want map[string]int) {
+	t.Helper()
+	NewWithT(t).Eventually(func(g Gomega) {
+		got := eventReasons(g, hr)
+		for reason, n := range want {
+			g.Expect(got[reason]).To(BeNumerically(">=", n), "events about %s: %v", hr.Name, got)
+		}
+	}).WithTimeout(eventually).WithPolling(poll).Should(Succeed())
+}
+
+// counterValue reads a counter of the controller-runtime registry, which the manager
+// serves on its metrics endpoint; 0 when the series does not exist yet.
+func counterValue(g Gomega, name string, labels map[string]string) float64 {
+	families, err := metrics.Registry.Gather()
+	g.Expect(err).NotTo(HaveOccurred())
+	for _, f := range families {
+		if f.GetName() != name {
+			continue
+		}
+	series:
+		for _, m := range f.GetMetric() {
+			have := map[string]string{}
+			for _, l := range m.GetLabel() {
+				have[l.GetName()] = l.GetValue()
+			}
+			for k, v := range labels {
+				if have[k] != v {
+					continue series
+				}
+			}
+			return m.GetCounter().GetValue()
+		}
+	}
+	return 0
+}
+
+// TestRestartThatCannotHealExhaustsTheAttempts: every pod of the template crashloops,
+// the ones a restart creates too. The first restart's verification sees the new pods
+// crashloop once the rollout settled and starts a second attempt; after the second
+// restart fails the same way, the healing ends Failed (AttemptsExhausted), with exactly
+// two restarts executed and an event for each transition. (Recreate replaces the old
+// pod before starting the new one, so each rollout settles although no pod is ever
+// available.)
+func TestRestartThatCannotHealExhaustsTheAttempts(t *testing.T) {
+	defer startManager(t)()
+	ctx := context.Background()
+	ns := newNamespace(t)
+	app(t, ns, "sandfly", 1, func(d *appsv1.Deployment) {
+		d.Spec.Template.Labels[controlplane.StateLabel] = string(controlplane.StateCrashLoop)
+		d.Spec.Strategy = appsv1.DeploymentStrategy{Type: appsv1.RecreateDeploymentStrategyType}
+	})
+	policy(t, ns)
+	g := NewWithT(t)
+	g.Eventually(func(g Gomega) {
+		var pods corev1.PodList
+		g.Expect(k8s.List(ctx, &pods, client.InNamespace(ns))).To(Succeed())
+		g.Expect(pods.Items).To(HaveLen(1))
+		g.Expect(pods.Items[0].Status.ContainerStatuses).NotTo(BeEmpty())
+		g.Expect(pods.Items[0].Status.ContainerStatuses[0].State.Waiting).NotTo(BeNil())
+		g.Expect(pods.Items[0].Status.ContainerStatuses[0].State.Waiting.Reason).To(Equal("CrashLoopBackOff"))
+	}).WithTimeout(eventually).WithPolling(poll).Should(Succeed())
+
+	hr := request(t, ns, "sandfly")
+	got := &v1.HealingRequest{}
+	g.Eventually(func(g Gomega) {
+		g.Expect(k8s.Get(ctx, client.ObjectKeyFromObject(hr), got)).To(Succeed())
+		g.Expect(got.Status.Phase.IsTerminal()).To(BeTrue(), "phase %s, progress %v", got.Status.Phase, got.Status.Progress)
+	}).WithTimeout(3 * eventually).WithPolling(poll).Should(Succeed())
+	expectStatusInvariants(t, got)
+
+	g.Expect(got.Status.Phase).To(Equal(v1.PhaseFailed), "progress: %v", got.Status.Progress)
+	g.Expect(readyReasonOf(got)).To(Equal(v1.ReasonAttemptsExhausted), "progress: %v", got.Status.Progress)
+	g.Expect(got.Status.Issue).To(Equal(v1.IssueCrashLoopBackOff))
+	g.Expect(got.Status.Attempts).To(Equal(int32(2)))
+	g.Expect(condition(got, v1.ConditionReady).Message).To(HavePrefix("Still CrashLoopBackOff after 2 attempts: "))
+	restarts := executed(got)
+	g.Expect(restarts).To(HaveLen(2), "two restarts, no more")
+	for i, a := range restarts {
+		g.Expect(a.Type).To(Equal(v1.ActionRolloutRestart))
+		g.Expect(a.Outcome).To(Equal(v1.OutcomeSucceeded))
+		g.Expect(a.Attempt).To(Equal(int32(i + 1)))
+	}
+	// The workload carries the second restart: both really ran.
+	g.Expect(getDeployment(t, ns, "sandfly").Spec.Template.Annotations[restartedAt]).
+		To(Equal(remediation.RestartStamp(restarts[1].StartedAt.Time)))
+	g.Expect(restarts[1].StartedAt.Time).NotTo(Equal(restarts[0].StartedAt.Time))
+
+	expectEvents(t, got, map[string]int{"HealingStarted": 1, "ActionIntended": 2, "ActionSucceeded": 2, string(v1.PhaseFailed): 1})
+	NewWithT(t).Expect(eventReasons(NewWithT(t), got)).NotTo(HaveKey(string(v1.PhaseHealed)))
+}
+
+// TestPausedPolicySkipsWithItsReason: a paused policy still lets the diagnosis run and
+// be reported, acts on nothing, and says who paused it and why.
+func TestPausedPolicySkipsWithItsReason(t *testing.T) {
+	defer startManager(t)()
+	ns := newNamespace(t)
+	app(t, ns, "sandfly", 0)
+	const why = "oncall: change freeze until Friday (OPS-4711)"
+	policy(t, ns, func(p *v1.HealingPolicy) { p.Spec.PauseRequests = []string{why} })
+	hr := terminal(t, request(t, ns, "sandfly"))
+	expectStatusInvariants(t, hr)
+	g := NewWithT(t)
+	g.Expect(hr.Status.Phase).To(Equal(v1.PhaseSkipped))
+	g.Expect(readyReasonOf(hr)).To(Equal(v1.ReasonPaused))
+	g.Expect(condition(hr, v1.ConditionReady).Message).To(ContainSubstring(why))
+	g.Expect(hr.Status.Issue).To(Equal(v1.IssueNoPods), "the diagnosis is reported while paused")
+	g.Expect(hr.Status.Actions).To(BeEmpty())
+	g.Consistently(func() int32 { return *getDeployment(t, ns, "sandfly").Spec.Replicas }).
+		WithTimeout(time.Second).Should(Equal(int32(0)))
+}

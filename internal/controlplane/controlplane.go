@@ -38,9 +38,11 @@ var stagesFS embed.FS
 // NodeName is the name of the one fake node kwok manages.
 const NodeName = "kwok-node-0"
 
-// podCIDR is kwok's pod address range; it must not overlap envtest's service range
-// (10.0.0.0/24).
-const podCIDR = "10.244.0.0/16"
+// podCIDR is kwok's pod address range; it must not overlap serviceCIDR.
+const (
+	podCIDR     = "10.244.0.0/16"
+	serviceCIDR = "10.96.0.0/16"
+)
 
 // Options configure Start.
 type Options struct {
@@ -114,6 +116,9 @@ func Start(ctx context.Context, opts Options) (cp *ControlPlane, err error) {
 		CRDs:                  kwokCRDs(),
 		ErrorIfCRDPathMissing: true,
 	}
+	// A /16 of Service IPs (envtest's default /24 holds 254 Services; the scale
+	// benchmark creates 1,000). It does not overlap podCIDR.
+	cp.env.ControlPlane.GetAPIServer().Configure().Set("service-cluster-ip-range", serviceCIDR)
 	cp.logf("starting etcd and kube-apiserver")
 	if cp.Config, err = cp.env.Start(); err != nil {
 		return nil, fmt.Errorf("starting kube-apiserver and etcd: %w", err)

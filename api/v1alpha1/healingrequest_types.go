@@ -151,6 +151,21 @@ func (p HealingPhase) IsTerminal() bool {
 	return false
 }
 
+// Serves reports whether a finished healing left the service serving: Healed (an
+// action restored it), or Skipped because it was already serving and nothing was done
+// (Ready is True for both). A caller waiting on the healing retries its call then.
+func (s *HealingRequestStatus) Serves() bool {
+	if s.Phase == PhaseHealed {
+		return true
+	}
+	for _, c := range s.Conditions {
+		if c.Type == ConditionReady {
+			return s.Phase == PhaseSkipped && c.Status == metav1.ConditionTrue && c.Reason == ReasonAlreadyHealthy
+		}
+	}
+	return false
+}
+
 // IssueType is the one classified problem that decides the remediation.
 // +kubebuilder:validation:Enum=Healthy;TargetNotFound;NoPods;CrashLoopBackOff;NoReadyPods;EndpointsMissing;ImagePullBackOff;ConfigError;Unschedulable;OOMKilled;NetworkPolicyBlocked;FailedPods;DeploymentPaused;Unresponsive
 type IssueType string

@@ -381,6 +381,12 @@ func (r *HealingRequestReconciler) verify(ctx context.Context, s *scope) error {
 	v := remediation.Verify(remediation.ActionsOfAttempt(hr.Status.Actions, hr.Status.Attempts), s.observed)
 	if v.Outcome == remediation.VerdictHealed {
 		setCondition(hr, v1.ConditionVerified, metav1.ConditionTrue, v1.ReasonServiceAvailable, v.Message)
+		if hr.Status.Attempts == 0 {
+			// Nothing was done: the audit log must not count this as a healing.
+			r.finish(s, v1.PhaseSkipped, v1.ReasonAlreadyHealthy,
+				fmt.Sprintf("Service %s was already serving; nothing done: %s", hr.Spec.Target.Service, v.Message))
+			return errStop
+		}
 		r.finish(s, v1.PhaseHealed, v1.ReasonHealed, fmt.Sprintf("Service %s is back: %s", hr.Spec.Target.Service, v.Message))
 		return errStop
 	}
@@ -585,13 +591,14 @@ func (r *HealingRequestReconciler) lastHealingEnded(ctx context.Context, hr *v1.
 	return remediation.LastHealingEnded(records, hr.Spec.Target.Service), nil
 }
 
-// finish moves the request to a terminal phase and derives Ready from it.
+// finish moves the request to a terminal phase and derives Ready from it: True when
+// the service serves (Healed, or found already serving).
 func (r *HealingRequestReconciler) finish(s *scope, phase v1.HealingPhase, reason, message string) {
 	hr := s.hr
 	hr.Status.Phase = phase
 	hr.Status.CompletionTime = &metav1.Time{Time: s.now}
 	status := metav1.ConditionFalse
-	if phase == v1.PhaseHealed {
+	if phase == v1.PhaseHealed || reason == v1.ReasonAlreadyHealthy {
 		status = metav1.ConditionTrue
 	}
 	setCondition(hr, v1.ConditionReady, status, reason, message)

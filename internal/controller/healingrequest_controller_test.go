@@ -35,7 +35,10 @@ func expectStatusInvariants(t *testing.T, hr *v1.HealingRequest) {
 	g := NewWithT(t)
 	ready := condition(hr, v1.ConditionReady)
 	g.Expect(ready).NotTo(BeNil())
-	g.Expect(ready.Status == metav1.ConditionTrue).To(Equal(hr.Status.Phase == v1.PhaseHealed), "Ready is True exactly when Healed")
+	g.Expect(ready.Status == metav1.ConditionTrue).To(Equal(hr.Status.Serves()), "Ready is True exactly when the service serves")
+	if hr.Status.Phase == v1.PhaseHealed {
+		g.Expect(executed(hr)).NotTo(BeEmpty(), "Healed only after an action: a request that needed none is Skipped")
+	}
 	g.Expect(hr.Status.CompletionTime).NotTo(BeNil())
 	g.Expect(hr.Status.StartTime).NotTo(BeNil())
 	g.Expect(hr.Status.ObservedGeneration).To(Equal(hr.Generation))
@@ -308,7 +311,7 @@ func TestDuplicateRequestsActOnce(t *testing.T) {
 	for range 5 {
 		reqs = append(reqs, request(t, ns, "sandfly"))
 	}
-	actions, healed, duplicates := 0, 0, 0
+	actions, healed, duplicates, already := 0, 0, 0, 0
 	for _, r := range reqs {
 		got := terminal(t, r)
 		expectStatusInvariants(t, got)
@@ -318,12 +321,16 @@ func TestDuplicateRequestsActOnce(t *testing.T) {
 			healed++
 		case got.Status.DuplicateOf != "":
 			duplicates++
+		case readyReasonOf(got) == v1.ReasonAlreadyHealthy:
+			already++
 		}
 	}
 	g := NewWithT(t)
 	// Requests the controller first sees while the first is active defer to it; one it
-	// first sees after the healing ended finds the service healthy and acts on nothing.
-	g.Expect(healed + duplicates).To(Equal(5))
+	// first sees after the healing ended finds the service healthy, acts on nothing
+	// and says so (Skipped, AlreadyHealthy): exactly one healing is recorded.
+	g.Expect(healed).To(Equal(1))
+	g.Expect(healed + duplicates + already).To(Equal(5))
 	g.Expect(duplicates).To(BeNumerically(">=", 1))
 	g.Expect(actions).To(Equal(1), "one restart for five requests")
 }

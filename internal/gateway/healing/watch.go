@@ -236,7 +236,7 @@ func (h *Healer) terminalEvent(hr *v1alpha1.HealingRequest) Event {
 	if ready != nil {
 		ev.Reason = ready.Reason
 	}
-	if hr.Status.Phase == v1alpha1.PhaseHealed {
+	if hr.Status.Serves() {
 		ev.Type = EventHealingComplete
 		ev.Message = fmt.Sprintf("%s is healed", hr.Spec.Target.Service)
 		if ready != nil && ready.Message != "" {

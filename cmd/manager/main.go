@@ -71,7 +71,7 @@ func main() {
 		"How long a standby waits, after the leader stops renewing (a killed leader), before taking over.")
 	flag.DurationVar(&o.renewDeadline, "leader-elect-renew-deadline", 10*time.Second, "How long the leader retries renewing before it gives up leading.")
 	flag.DurationVar(&o.retryPeriod, "leader-elect-retry-period", 2*time.Second, "How often candidates try to acquire or renew the lease.")
-	flag.IntVar(&o.maxConcurrentReconciles, "max-concurrent-reconciles", 4, "HealingRequests reconciled in parallel.")
+	flag.IntVar(&o.maxConcurrentReconciles, "max-concurrent-reconciles", 10, "HealingRequests reconciled in parallel (a reconcile mostly waits on the API server).")
 	flag.StringVar(&o.watchNamespaces, "watch-namespaces", "", "Comma-separated namespaces to watch; empty watches all.")
 	flag.BoolVar(&o.enableControllers, "enable-controllers", true, "Run the healing controllers; false runs the gateway alone.")
 	flag.StringVar(&o.gatewayConfig, "gateway-config", "", "Gateway configuration file (YAML); empty disables the gateway.")

@@ -131,7 +131,7 @@ func BenchmarkScale(b *testing.B) {
 	requests := m.requests(b) - requestsBefore
 	cpu := m.cpu(b) - cpuBefore
 	slices.Sort(toAction)
-	p50, p95 := percentile(toAction, 50), percentile(toAction, 95)
+	p50, p95 := percentile(toAction, 0.50), percentile(toAction, 0.95)
 	b.ReportMetric(ms(p50), "action-p50-ms")
 	b.ReportMetric(ms(p95), "action-p95-ms")
 	b.ReportMetric(requests/float64(inFlight), "api-requests/healing")

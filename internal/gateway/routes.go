@@ -103,10 +103,19 @@ func forwardablePath(escaped, decoded string, reserved []string) bool {
 			return false
 		}
 		for _, c := range []byte(seg) {
-			if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-' || c == '_' || c == '.' || c == '~') {
+			if !unreservedByte(c) {
 				return false
 			}
 		}
 	}
 	return true
+}
+
+// unreservedByte is an RFC 3986 unreserved character: letters, digits, - _ . ~.
+func unreservedByte(c byte) bool {
+	switch {
+	case c >= 'a' && c <= 'z', c >= 'A' && c <= 'Z', c >= '0' && c <= '9':
+		return true
+	}
+	return c == '-' || c == '_' || c == '.' || c == '~'
 }

@@ -51,7 +51,7 @@ func subscribe(t *testing.T, g *gw, token, query string) (int, string, *bufio.Re
 	t.Helper()
 	req, _ := http.NewRequest(http.MethodGet, g.url+"/v1/healing/events"+query, nil)
 	req.Header.Set("Authorization", "Bearer "+token)
-	res, err := http.DefaultClient.Do(req)
+	res, err := http.DefaultClient.Do(req) //nolint:bodyclose // closed below, or by the returned func
 	if err != nil {
 		t.Fatal(err)
 	}

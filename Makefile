@@ -120,9 +120,9 @@ uninstall: ## Remove the CRDs (and with them every HealingRequest and HealingPol
 	$(KUBECTL) delete --ignore-not-found -f config/crd/bases
 
 .PHONY: deploy
-deploy: $(KUSTOMIZE) ## Deploy the manager (CRDs, RBAC, Deployment) with image IMG.
-	cd config/manager && $(KUSTOMIZE) edit set image controller=$(IMG)
-	$(KUSTOMIZE) build config/default | $(KUBECTL) apply --server-side -f -
+deploy: $(KUSTOMIZE) ## Deploy config/default (CRDs, RBAC, admission policy, both Deployments) with image IMG to the current kubeconfig.
+	$(KUSTOMIZE) build config/default | sed 's|image: ghcr.io/selfheal-dev/selfheal:dev|image: $(IMG)|' | \
+		$(KUBECTL) apply --server-side --field-manager=selfheal-install -f -
 
 .PHONY: undeploy
 undeploy: $(KUSTOMIZE) ## Remove what deploy created.

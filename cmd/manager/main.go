@@ -48,6 +48,8 @@ type options struct {
 	renewDeadline           time.Duration
 	retryPeriod             time.Duration
 	maxConcurrentReconciles int
+	kubeAPIQPS              float32
+	kubeAPIBurst            int
 	watchNamespaces         string
 	enableControllers       bool
 	gatewayConfig           string
@@ -58,6 +60,7 @@ type options struct {
 
 func main() {
 	var o options
+	var qps float64
 	flag.StringVar(&o.metricsAddr, "metrics-bind-address", ":8080", "Address of the Prometheus metrics endpoint; 0 disables it.")
 	flag.BoolVar(&o.metricsSecure, "metrics-secure", true, "Serve metrics over HTTPS, only to callers the API server authenticates (TokenReview) "+
 		"and authorizes for GET /metrics (SubjectAccessReview); false serves plain HTTP to anyone.")
@@ -72,6 +75,8 @@ func main() {
 	flag.DurationVar(&o.renewDeadline, "leader-elect-renew-deadline", 10*time.Second, "How long the leader retries renewing before it gives up leading.")
 	flag.DurationVar(&o.retryPeriod, "leader-elect-retry-period", 2*time.Second, "How often candidates try to acquire or renew the lease.")
 	flag.IntVar(&o.maxConcurrentReconciles, "max-concurrent-reconciles", 10, "HealingRequests reconciled in parallel (a reconcile mostly waits on the API server).")
+	flag.Float64Var(&qps, "kube-api-qps", 100, "Requests per second the controllers' client may send to the API server.")
+	flag.IntVar(&o.kubeAPIBurst, "kube-api-burst", 200, "Burst of requests the controllers' client may send to the API server.")
 	flag.StringVar(&o.watchNamespaces, "watch-namespaces", "", "Comma-separated namespaces to watch; empty watches all.")
 	flag.BoolVar(&o.enableControllers, "enable-controllers", true, "Run the healing controllers; false runs the gateway alone.")
 	flag.StringVar(&o.gatewayConfig, "gateway-config", "", "Gateway configuration file (YAML); empty disables the gateway.")
@@ -82,6 +87,7 @@ func main() {
 	zapOpts := zap.Options{}
 	zapOpts.BindFlags(flag.CommandLine)
 	flag.Parse()
+	o.kubeAPIQPS = float32(qps)
 	ctrl.SetLogger(zap.New(zap.UseFlagOptions(&zapOpts)))
 
 	if err := run(ctrl.SetupSignalHandler(), o); err != nil {
@@ -106,6 +112,10 @@ func run(ctx context.Context, o options) error {
 	if err != nil {
 		return fmt.Errorf("loading kubeconfig: %w", err)
 	}
+	// controller-runtime's client default (20 QPS, burst 30) queues a storm of healings
+	// behind its own rate limiter; the API server's priority and fairness is the limit
+	// that protects the cluster.
+	restCfg.QPS, restCfg.Burst = o.kubeAPIQPS, o.kubeAPIBurst
 	cacheOpts := cache.Options{}
 	if ns := splitList(o.watchNamespaces); len(ns) > 0 {
 		cacheOpts.DefaultNamespaces = map[string]cache.Config{}

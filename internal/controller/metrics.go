@@ -2,10 +2,18 @@ package controller
 
 import (
 	"github.com/prometheus/client_golang/prometheus"
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/controller-runtime/pkg/metrics"
 
 	v1 "github.com/selfheal-dev/selfheal/api/v1alpha1"
+	"github.com/selfheal-dev/selfheal/internal/remediation"
 )
+
+// Label values are bounded: issue, action, outcome, phase and reason are API enums or
+// reason constants; namespace is one with a HealingPolicy; service appears only in
+// selfheal_service_healings, which exports each namespace's status.outcomes.topServices
+// (at most 10 per namespace, the rest deleted), never a Service seen in a request.
 
 var (
 	healingsTotal = prometheus.NewCounterVec(prometheus.CounterOpts{
@@ -29,10 +37,61 @@ var (
 		Name: "selfheal_active_healings",
 		Help: "HealingRequests started by this manager and not yet terminal.",
 	})
+	healingOutcomes = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "selfheal_healing_outcomes_total",
+		Help: "Healings recorded in the namespace outcomes (duplicates and Skipped requests that did nothing excluded), once per request across managers. " +
+			"Labels: issue (the classified problem), action (the last action executed, None when none), outcome (the terminal phase).",
+	}, []string{"issue", "action", "outcome"})
+	refusals = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "selfheal_remediation_refusals_total",
+		Help: "Healings that ended with remediation refused. Labels: reason (the RemediationAllowed reason: StormLimit, CircuitBreakerOpen, Cooldown, ActionIneffective, NotPermitted, ...).",
+	}, []string{"reason"})
+	serviceHealings = prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Name: "selfheal_service_healings",
+		Help: "Healings recorded per Service, for the Services healed most (status.outcomes.topServices of the namespace's ledger policy: at most 10 per namespace). " +
+			"Labels: namespace, service.",
+	}, []string{"namespace", "service"})
+	manualWaiting = prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Name: "selfheal_manual_interventions_waiting",
+		Help: "Recent healings that ended ManualInterventionRequired and that no later healing of their Service has healed (status.outcomes.manualInterventions). Labels: namespace.",
+	}, []string{"namespace"})
 )
 
+// Collectors are the manager's metrics of this package, as registered: the
+// dashboards and alert rules may query these (and the gateway's) only.
+func Collectors() []prometheus.Collector {
+	return []prometheus.Collector{healingsTotal, timeToHeal, actionsTotal, manualInterventions, activeHealings,
+		healingOutcomes, refusals, serviceHealings, manualWaiting}
+}
+
 func init() {
-	metrics.Registry.MustRegister(healingsTotal, timeToHeal, actionsTotal, manualInterventions, activeHealings)
+	metrics.Registry.MustRegister(Collectors()...)
+}
+
+// observeOutcome counts a healing the outcomes recorded.
+func observeOutcome(o remediation.Outcome) {
+	issue, action := string(o.Issue), string(o.Action)
+	if issue == "" {
+		issue = "Unknown"
+	}
+	if action == "" {
+		action = "None"
+	}
+	healingOutcomes.WithLabelValues(issue, action, string(o.Phase)).Inc()
+}
+
+// observeOutcomes exports a ledger policy's outcomes: its top Services and its waiting
+// manual interventions; series of Services that left the top list are deleted.
+func observeOutcomes(namespace string, o *v1.Outcomes) {
+	serviceHealings.DeletePartialMatch(prometheus.Labels{"namespace": namespace})
+	if o == nil {
+		manualWaiting.DeleteLabelValues(namespace)
+		return
+	}
+	for _, s := range o.TopServices {
+		serviceHealings.WithLabelValues(namespace, s.Service).Set(float64(s.Healings))
+	}
+	manualWaiting.WithLabelValues(namespace).Set(float64(remediation.Waiting(o)))
 }
 
 // observeTransition records the metrics of a persisted status change.
@@ -52,6 +111,9 @@ func observeTransition(before, after *v1.HealingRequest) {
 		issue = "Unknown"
 	}
 	healingsTotal.WithLabelValues(issue, string(after.Status.Phase)).Inc()
+	if c := meta.FindStatusCondition(after.Status.Conditions, v1.ConditionRemediationAllowed); c != nil && c.Status == metav1.ConditionFalse {
+		refusals.WithLabelValues(c.Reason).Inc()
+	}
 	switch after.Status.Phase {
 	case v1.PhaseHealed:
 		if after.Status.CompletionTime != nil {

@@ -11,9 +11,11 @@ import (
 )
 
 // Label values are bounded: issue, action, outcome, phase and reason are API enums or
-// reason constants; namespace is one with a HealingPolicy; service appears only in
-// selfheal_service_healings, which exports each namespace's status.outcomes.topServices
-// (at most 10 per namespace, the rest deleted), never a Service seen in a request.
+// reason constants; healing_namespace is a namespace with a HealingPolicy (not
+// "namespace", which Prometheus sets to the manager's own namespace when it scrapes
+// without honor_labels); service appears only in selfheal_service_healings, which
+// exports each namespace's status.outcomes.topServices (at most 10 per namespace, the
+// rest deleted), never a Service seen in a request.
 
 var (
 	healingsTotal = prometheus.NewCounterVec(prometheus.CounterOpts{
@@ -49,12 +51,12 @@ var (
 	serviceHealings = prometheus.NewGaugeVec(prometheus.GaugeOpts{
 		Name: "selfheal_service_healings",
 		Help: "Healings recorded per Service, for the Services healed most (status.outcomes.topServices of the namespace's ledger policy: at most 10 per namespace). " +
-			"Labels: namespace, service.",
-	}, []string{"namespace", "service"})
+			"Labels: healing_namespace, service.",
+	}, []string{"healing_namespace", "service"})
 	manualWaiting = prometheus.NewGaugeVec(prometheus.GaugeOpts{
 		Name: "selfheal_manual_interventions_waiting",
-		Help: "Recent healings that ended ManualInterventionRequired and that no later healing of their Service has healed (status.outcomes.manualInterventions). Labels: namespace.",
-	}, []string{"namespace"})
+		Help: "Recent healings that ended ManualInterventionRequired and that no later healing of their Service has healed (status.outcomes.manualInterventions). Labels: healing_namespace.",
+	}, []string{"healing_namespace"})
 )
 
 // Collectors are the manager's metrics of this package, as registered: the
@@ -83,7 +85,7 @@ func observeOutcome(o remediation.Outcome) {
 // observeOutcomes exports a ledger policy's outcomes: its top Services and its waiting
 // manual interventions; series of Services that left the top list are deleted.
 func observeOutcomes(namespace string, o *v1.Outcomes) {
-	serviceHealings.DeletePartialMatch(prometheus.Labels{"namespace": namespace})
+	serviceHealings.DeletePartialMatch(prometheus.Labels{"healing_namespace": namespace})
 	if o == nil {
 		manualWaiting.DeleteLabelValues(namespace)
 		return

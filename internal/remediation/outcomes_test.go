@@ -22,7 +22,7 @@ func finished(name, service string, phase hv1.HealingPhase, issue hv1.IssueType,
 		Spec:       hv1.HealingRequestSpec{Target: hv1.HealingTarget{Service: service}},
 		Status: hv1.HealingRequestStatus{Phase: phase, Issue: issue, Actions: actions,
 			CompletionTime: &metav1.Time{Time: created.Add(took)},
-			Conditions: []metav1.Condition{{Type: hv1.ConditionReady, Status: metav1.ConditionFalse, Reason: reason, Message: "cause of " + name}}},
+			Conditions:     []metav1.Condition{{Type: hv1.ConditionReady, Status: metav1.ConditionFalse, Reason: reason, Message: "cause of " + name}}},
 	}
 	return hr
 }

@@ -322,7 +322,10 @@ func TestPlan(t *testing.T) {
 			planWant{steps: restart, reason: hv1.ReasonAllowed}},
 		{"minAttempts 1 and a 1h window from the policy",
 			Input{Issue: hv1.IssueCrashLoopBackOff, Now: now, Snapshot: crashing(),
-				Policy:  learningPolicy(func(l *hv1.Learning) { l.MinAttempts = ptr.To[int32](1); l.Window = &metav1.Duration{Duration: time.Hour} }),
+				Policy: learningPolicy(func(l *hv1.Learning) {
+					l.MinAttempts = ptr.To[int32](1)
+					l.Window = &metav1.Duration{Duration: time.Hour}
+				}),
 				History: results(hv1.IssueCrashLoopBackOff, hv1.ActionRolloutRestart, "30m")},
 			planWant{refusal: hv1.ReasonActionIneffective, phase: manual, contains: []string{"0 of the last 1", "within 1h0m0s"}}},
 		{"disabled",

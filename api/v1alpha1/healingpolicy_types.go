@@ -336,7 +336,7 @@ type IssueActionOutcomes struct {
 	// +required
 	Healed int64 `json:"healed"`
 
-	// timeToHealBuckets counts the healed ones by time to heal (creation to Healed),
+	// timeToHealBuckets counts the healed ones by time to heal (startTime to Healed),
 	// in the buckets of TimeToHealBuckets: <=5s, <=10s, <=20s, <=30s, <=1m, <=2m,
 	// <=5m, <=10m, longer.
 	// +optional

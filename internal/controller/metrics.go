@@ -24,7 +24,7 @@ var (
 	}, []string{"issue", "outcome"})
 	timeToHeal = prometheus.NewHistogram(prometheus.HistogramOpts{
 		Name:    "selfheal_time_to_heal_seconds",
-		Help:    "Seconds from a HealingRequest's creation to phase Healed.",
+		Help:    "Seconds from the controller's first sight of a HealingRequest (status.startTime) to phase Healed.",
 		Buckets: []float64{0.5, 1, 2, 5, 10, 20, 30, 60, 120, 300, 600},
 	})
 	actionsTotal = prometheus.NewCounterVec(prometheus.CounterOpts{
@@ -119,7 +119,7 @@ func observeTransition(before, after *v1.HealingRequest) {
 	switch after.Status.Phase {
 	case v1.PhaseHealed:
 		if after.Status.CompletionTime != nil {
-			timeToHeal.Observe(after.Status.CompletionTime.Sub(after.CreationTimestamp.Time).Seconds())
+			timeToHeal.Observe(max(0, after.Status.CompletionTime.Sub(remediation.StartOf(after))).Seconds())
 		}
 	case v1.PhaseManualInterventionRequired:
 		manualInterventions.WithLabelValues(issue).Inc()

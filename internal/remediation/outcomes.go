@@ -32,7 +32,8 @@ type Outcome struct {
 	Message string
 	// FinishedAt is the request's completion time, in whole seconds (as stored).
 	FinishedAt time.Time
-	// TimeToHeal is from the request's creation to Healed; zero otherwise.
+	// TimeToHeal is from the controller's first sight of the request (StartOf) to
+	// Healed; zero otherwise.
 	TimeToHeal time.Duration
 	// Healing: the request counts as a healing (see v1.Outcomes).
 	Healing bool
@@ -68,7 +69,7 @@ func OutcomeOf(hr *v1.HealingRequest) (Outcome, bool) {
 		}
 	}
 	if o.Healed() {
-		o.TimeToHeal = max(0, o.FinishedAt.Sub(hr.CreationTimestamp.Time))
+		o.TimeToHeal = max(0, finished.Sub(StartOf(hr)))
 	}
 	switch {
 	case st.DuplicateOf != "":
@@ -79,6 +80,15 @@ func OutcomeOf(hr *v1.HealingRequest) (Outcome, bool) {
 		o.Healing = true
 	}
 	return o, true
+}
+
+// StartOf is when a healing started: status.startTime, on the same clock as its
+// completion time, else its creation.
+func StartOf(hr *v1.HealingRequest) time.Time {
+	if hr.Status.StartTime != nil {
+		return hr.Status.StartTime.Time
+	}
+	return hr.CreationTimestamp.Time
 }
 
 // Recorded reports whether o needs no recording: it is not a healing, or it was

@@ -71,6 +71,15 @@ verify: ## Regenerate everything and fail if anything differs from what is commi
 	@go mod tidy -diff || { echo "go.mod/go.sum are not tidy: run go mod tidy"; exit 1; }
 	go vet ./...
 
+.PHONY: check-rules
+check-rules: ## promtool check rules on config/prometheus (installs Debian's prometheus package, which ships promtool, when missing).
+	@command -v promtool >/dev/null || { SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo); \
+		$$SUDO apt-get update && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y --no-install-recommends prometheus; }
+	@mkdir -p $(LOCALBIN)
+	@# promtool reads a plain rule file: the PrometheusRule's spec, unindented.
+	sed '1,/^spec:$$/d; s/^  //' config/prometheus/prometheusrule.yaml > $(LOCALBIN)/selfheal-rules.yaml
+	promtool check rules $(LOCALBIN)/selfheal-rules.yaml
+
 .PHONY: controlplane
 controlplane: ## Build (or reuse) the local control plane binaries; prints their directory.
 	@hack/controlplane.sh

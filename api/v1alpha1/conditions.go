@@ -41,4 +41,7 @@ const (
 	// ReasonNotPermitted: the namespace has not opted in (no RoleBinding to the
 	// remediation ClusterRole), or the admission policy refused the write.
 	ReasonNotPermitted = "NotPermitted"
+	// ReasonActionIneffective: the learning rule refused an action that has not healed
+	// this issue of this Service the last spec.learning.minAttempts times.
+	ReasonActionIneffective = "ActionIneffective"
 )

@@ -75,6 +75,27 @@ func (s *HealingPolicySpec) GetMaxHistoryPerTarget() int32 {
 	return int32Or(s.Retention.MaxHistoryPerTarget, DefaultMaxHistoryPerTarget)
 }
 
+// LearningEnabled reports whether the learning rule applies.
+func (s *HealingPolicySpec) LearningEnabled() bool {
+	return s.Learning == nil || !s.Learning.Disabled
+}
+
+// GetLearningMinAttempts is how many failed healings in a row make an action refused.
+func (s *HealingPolicySpec) GetLearningMinAttempts() int32 {
+	if s.Learning == nil {
+		return DefaultLearningMinAttempts
+	}
+	return int32Or(s.Learning.MinAttempts, DefaultLearningMinAttempts)
+}
+
+// GetLearningWindow is how long outcomes count for the learning rule.
+func (s *HealingPolicySpec) GetLearningWindow() time.Duration {
+	if s.Learning == nil {
+		return DefaultLearningWindow
+	}
+	return durationOr(s.Learning.Window, DefaultLearningWindow)
+}
+
 // Allows reports whether the policy permits an action.
 func (s *HealingPolicySpec) Allows(a ActionType) bool {
 	for _, allowed := range s.AllowedActions {

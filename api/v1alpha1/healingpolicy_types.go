@@ -18,6 +18,8 @@ const (
 	DefaultStormMaxActions     = int32(10)
 	DefaultTTLAfterFinished    = 24 * time.Hour
 	DefaultMaxHistoryPerTarget = int32(20)
+	DefaultLearningMinAttempts = int32(3)
+	DefaultLearningWindow      = 24 * time.Hour
 )
 
 // PolicyMode is the effective mode of a HealingPolicy.
@@ -74,6 +76,29 @@ type Retention struct {
 	MaxHistoryPerTarget *int32 `json:"maxHistoryPerTarget,omitempty"`
 }
 
+// Learning is the planner's one learning rule: an action that has not healed an issue
+// of a Service the last minAttempts times within the window is not tried again; the
+// request ends ManualInterventionRequired (ActionIneffective) with that evidence.
+type Learning struct {
+	// disabled turns the rule off. Outcomes are still recorded.
+	// +optional
+	Disabled bool `json:"disabled,omitempty"`
+
+	// minAttempts is how many of the latest healings of the same Service, issue and
+	// action (within the window) must all have failed for the action to be refused.
+	// +optional
+	// +kubebuilder:default=3
+	// +kubebuilder:validation:Minimum=1
+	// +kubebuilder:validation:Maximum=10
+	MinAttempts *int32 `json:"minAttempts,omitempty"`
+
+	// window over which outcomes count; older ones are forgotten.
+	// +optional
+	// +kubebuilder:default="24h"
+	// +kubebuilder:validation:XValidation:rule="duration(self) >= duration('1m') && duration(self) <= duration('720h')",message="window must be between 1m and 30d"
+	Window *metav1.Duration `json:"window,omitempty"`
+}
+
 // HealingPolicySpec says which Services in the policy's namespace may be healed, with
 // which actions, and within which limits.
 type HealingPolicySpec struct {
@@ -122,6 +147,11 @@ type HealingPolicySpec struct {
 	// +kubebuilder:default={}
 	Retention *Retention `json:"retention,omitempty"`
 
+	// learning: stop repeating an action that has not healed this issue of this Service.
+	// +optional
+	// +kubebuilder:default={}
+	Learning *Learning `json:"learning,omitempty"`
+
 	// pauseRequests pauses remediation while non-empty; each entry says who paused and
 	// why. Diagnosis still runs and is reported.
 	// +optional
@@ -161,6 +191,12 @@ type HealingPolicyStatus struct {
 	// +listType=atomic
 	// +kubebuilder:validation:MaxItems=1000
 	Ledger []LedgerEntry `json:"ledger,omitempty"`
+
+	// outcomes summarize the namespace's finished healings, kept only on the ledger
+	// policy, like the ledger: bounded, and durable however HealingRequests are
+	// deleted. The planner's learning rule reads outcomes.history.
+	// +optional
+	Outcomes *Outcomes `json:"outcomes,omitempty"`
 
 	// lastHealingTime is when the latest healing under this policy finished.
 	// +optional
@@ -210,6 +246,207 @@ type LedgerEntry struct {
 	ReservedAt metav1.MicroTime `json:"reservedAt"`
 }
 
+// Bounds of status.outcomes; the recording trims to them, the CRD enforces them.
+const (
+	MaxOutcomesByIssue        = 64 // issues × (actions and none): 14 × 4 = 56
+	MaxTopServices            = 10
+	MaxManualInterventions    = 10
+	MaxOutcomeHistory         = 100
+	MaxOutcomeHistoryResults  = 10 // the largest learning.minAttempts
+	MaxRecordedRequests       = 64
+	TimeToHealBucketCount     = 9
+	MaxManualInterventionText = 512
+)
+
+// TimeToHealBuckets are the upper bounds, in seconds, of the buckets of
+// IssueActionOutcomes.timeToHealBuckets; the last bucket has no upper bound.
+var TimeToHealBuckets = [TimeToHealBucketCount - 1]int64{5, 10, 20, 30, 60, 120, 300, 600}
+
+// Outcomes are the namespace's finished healings, summarized. A healing is a finished
+// HealingRequest that is not a duplicate and either acted or ended Healed, Failed or
+// ManualInterventionRequired; Skipped requests that did nothing (no policy, paused,
+// dry run, already healthy, a safety limit before any action) are not healings.
+type Outcomes struct {
+	// healings recorded.
+	// +optional
+	Healings int64 `json:"healings,omitempty"`
+
+	// healed is how many of them ended Healed.
+	// +optional
+	Healed int64 `json:"healed,omitempty"`
+
+	// successRate is healed of healings, in whole percent ("87%").
+	// +optional
+	// +kubebuilder:validation:MaxLength=8
+	SuccessRate string `json:"successRate,omitempty"`
+
+	// byIssue: per issue and action (none when the healing ended before acting).
+	// +optional
+	// +listType=atomic
+	// +kubebuilder:validation:MaxItems=64
+	ByIssue []IssueActionOutcomes `json:"byIssue,omitempty"`
+
+	// topServices are the Services healed most, most first. When a new Service
+	// arrives and the list is full, the one with the fewest healings (the least
+	// recently seen among equals) leaves it: the counts of a Service that stays in
+	// the list are exact.
+	// +optional
+	// +listType=atomic
+	// +kubebuilder:validation:MaxItems=10
+	TopServices []ServiceOutcomes `json:"topServices,omitempty"`
+
+	// manualInterventions are the latest healings that ended ManualInterventionRequired,
+	// newest first, with their cause.
+	// +optional
+	// +listType=atomic
+	// +kubebuilder:validation:MaxItems=10
+	ManualInterventions []ManualIntervention `json:"manualInterventions,omitempty"`
+
+	// history keeps, per Service, issue and action, the latest results, for the
+	// learning rule. The least recently seen key leaves first.
+	// +optional
+	// +listType=atomic
+	// +kubebuilder:validation:MaxItems=100
+	History []TargetHistory `json:"history,omitempty"`
+
+	// recorded are the latest requests recorded, and recordedThrough the newest
+	// request that left that list (by completion, then UID): a request in the list,
+	// or finished at or before recordedThrough, is never recorded again.
+	// +optional
+	// +listType=atomic
+	// +kubebuilder:validation:MaxItems=64
+	Recorded []RecordedRequest `json:"recorded,omitempty"`
+
+	// +optional
+	RecordedThrough *RecordedRequest `json:"recordedThrough,omitempty"`
+}
+
+// IssueActionOutcomes are the healings of one issue with one action.
+type IssueActionOutcomes struct {
+	// +required
+	Issue IssueType `json:"issue"`
+
+	// action is the last action the healing executed; empty when it executed none.
+	// +optional
+	Action ActionType `json:"action,omitempty"`
+
+	// healings of this issue with this action, and how many ended Healed.
+	// +required
+	Healings int64 `json:"healings"`
+	// +required
+	Healed int64 `json:"healed"`
+
+	// timeToHealBuckets counts the healed ones by time to heal (startTime to Healed),
+	// in the buckets of TimeToHealBuckets: <=5s, <=10s, <=20s, <=30s, <=1m, <=2m,
+	// <=5m, <=10m, longer.
+	// +optional
+	// +listType=atomic
+	// +kubebuilder:validation:MaxItems=9
+	TimeToHealBuckets []int64 `json:"timeToHealBuckets,omitempty"`
+
+	// timeToHealSeconds is the sum of their times to heal; with healed, the average.
+	// +optional
+	TimeToHealSeconds int64 `json:"timeToHealSeconds,omitempty"`
+
+	// averageTimeToHeal, p50 and p90 are read from the above: the quantiles are the
+	// upper bound of the bucket they fall in ("<=30s", ">10m").
+	// +optional
+	AverageTimeToHeal *metav1.Duration `json:"averageTimeToHeal,omitempty"`
+	// +optional
+	// +kubebuilder:validation:MaxLength=16
+	P50 string `json:"p50,omitempty"`
+	// +optional
+	// +kubebuilder:validation:MaxLength=16
+	P90 string `json:"p90,omitempty"`
+
+	// lastSeen is when the latest of them finished.
+	// +required
+	LastSeen metav1.Time `json:"lastSeen"`
+}
+
+// ServiceOutcomes are the healings of one Service.
+type ServiceOutcomes struct {
+	// +required
+	// +kubebuilder:validation:MaxLength=63
+	Service string `json:"service"`
+	// +required
+	Healings int64 `json:"healings"`
+	// +required
+	Healed int64 `json:"healed"`
+	// +required
+	LastSeen metav1.Time `json:"lastSeen"`
+}
+
+// ManualIntervention is a healing that a person must finish.
+type ManualIntervention struct {
+	// request is the HealingRequest's name (it may have been deleted since).
+	// +required
+	// +kubebuilder:validation:MaxLength=253
+	Request string `json:"request"`
+	// +required
+	// +kubebuilder:validation:MaxLength=63
+	Service string `json:"service"`
+	// +optional
+	Issue IssueType `json:"issue,omitempty"`
+	// reason is the request's Ready reason, message its cause.
+	// +required
+	// +kubebuilder:validation:MaxLength=64
+	Reason string `json:"reason"`
+	// +optional
+	// +kubebuilder:validation:MaxLength=512
+	Message string `json:"message,omitempty"`
+	// +required
+	At metav1.Time `json:"at"`
+	// resolvedAt is when a later healing of the Service ended Healed; until then the
+	// intervention is waiting.
+	// +optional
+	ResolvedAt *metav1.Time `json:"resolvedAt,omitempty"`
+}
+
+// TargetHistory is the latest results of one action on one issue of one Service.
+type TargetHistory struct {
+	// +required
+	// +kubebuilder:validation:MaxLength=63
+	Service string `json:"service"`
+	// +required
+	Issue IssueType `json:"issue"`
+	// +required
+	Action ActionType `json:"action"`
+	// results, oldest first.
+	// +required
+	// +listType=atomic
+	// +kubebuilder:validation:MaxItems=10
+	Results []HealingResult `json:"results"`
+}
+
+// HealingResult is how one healing ended.
+type HealingResult struct {
+	// +required
+	// +kubebuilder:validation:MaxLength=253
+	Request string `json:"request"`
+	// +required
+	Healed bool `json:"healed"`
+	// reason is the request's Ready reason (Healed, AttemptsExhausted, ...).
+	// +optional
+	// +kubebuilder:validation:MaxLength=64
+	Reason string `json:"reason,omitempty"`
+	// +required
+	FinishedAt metav1.Time `json:"finishedAt"`
+}
+
+// RecordedRequest identifies a recorded request.
+type RecordedRequest struct {
+	// +required
+	// +kubebuilder:validation:MaxLength=253
+	Name string `json:"name"`
+	// +required
+	// +kubebuilder:validation:MaxLength=64
+	UID string `json:"uid"`
+	// finishedAt is the request's completion time.
+	// +required
+	FinishedAt metav1.Time `json:"finishedAt"`
+}
+
 // HealingPolicy governs healing in its namespace: no policy, no remediation.
 //
 // +kubebuilder:object:root=true
@@ -218,6 +455,8 @@ type LedgerEntry struct {
 // +kubebuilder:printcolumn:name="Mode",type=string,JSONPath=`.status.mode`
 // +kubebuilder:printcolumn:name="Actions",type=integer,JSONPath=`.status.actionsInWindow`,description="Disruptive actions reserved within the circuit breaker window"
 // +kubebuilder:printcolumn:name="Deadline",type=string,JSONPath=`.spec.deadline`,priority=1
+// +kubebuilder:printcolumn:name="Healings",type=integer,JSONPath=`.status.outcomes.healings`,priority=1,description="Finished healings in the namespace (on the ledger policy)"
+// +kubebuilder:printcolumn:name="Success",type=string,JSONPath=`.status.outcomes.successRate`,priority=1,description="Healed of finished healings"
 // +kubebuilder:printcolumn:name="Age",type=date,JSONPath=`.metadata.creationTimestamp`
 type HealingPolicy struct {
 	metav1.TypeMeta   `json:",inline"`

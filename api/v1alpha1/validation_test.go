@@ -238,7 +238,8 @@ func TestHealingPolicyDefaultsMatchGetters(t *testing.T) {
 	if s.Deadline == nil || s.MaxAttempts == nil || s.Cooldown == nil || s.CircuitBreaker == nil ||
 		s.CircuitBreaker.Window == nil || s.CircuitBreaker.MaxActionsPerTarget == nil ||
 		s.CircuitBreaker.NamespaceMaxActions == nil || s.Retention == nil ||
-		s.Retention.TTLAfterFinished == nil || s.Retention.MaxHistoryPerTarget == nil {
+		s.Retention.TTLAfterFinished == nil || s.Retention.MaxHistoryPerTarget == nil ||
+		s.Learning == nil || s.Learning.MinAttempts == nil || s.Learning.Window == nil {
 		t.Fatalf("the API server did not fill every default: %+v", s)
 	}
 	var empty v1.HealingPolicySpec
@@ -254,6 +255,9 @@ func TestHealingPolicyDefaultsMatchGetters(t *testing.T) {
 		{"namespaceMaxActions", *s.CircuitBreaker.NamespaceMaxActions, empty.GetNamespaceMaxActions()},
 		{"ttlAfterFinished", s.Retention.TTLAfterFinished.Duration, empty.GetTTLAfterFinished()},
 		{"maxHistoryPerTarget", *s.Retention.MaxHistoryPerTarget, empty.GetMaxHistoryPerTarget()},
+		{"learning.minAttempts", *s.Learning.MinAttempts, empty.GetLearningMinAttempts()},
+		{"learning.window", s.Learning.Window.Duration, empty.GetLearningWindow()},
+		{"learning enabled", !s.Learning.Disabled, empty.LearningEnabled()},
 	}
 	for _, c := range checks {
 		if c.crd != c.getr {

@@ -18,13 +18,25 @@ import (
 
 // HealingPolicyReconciler keeps a policy's status current: its effective mode, the
 // disruptive actions reserved under it within its circuit breaker window (counted from
-// the namespace's ledger), and when its latest healing finished.
+// the namespace's ledger), and when its latest healing finished. For the ledger policy
+// it exports the namespace's outcomes as metrics (the outcomes themselves are written
+// by the HealingRequest controller, see settle).
 type HealingPolicyReconciler struct {
 	Client client.Client
 	Clock  clock.PassiveClock
 }
 
 func (r *HealingPolicyReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, error) {
+	var policies v1.HealingPolicyList
+	if err := r.Client.List(ctx, &policies, client.InNamespace(req.Namespace)); err != nil {
+		return ctrl.Result{}, err
+	}
+	holder := remediation.LedgerHolder(policies.Items)
+	if holder == nil {
+		observeOutcomes(req.Namespace, nil) // the namespace's last policy is gone
+	} else if holder.Name == req.Name {
+		observeOutcomes(req.Namespace, holder.Status.Outcomes)
+	}
 	p := &v1.HealingPolicy{}
 	if err := r.Client.Get(ctx, req.NamespacedName, p); err != nil {
 		return ctrl.Result{}, client.IgnoreNotFound(err)
@@ -32,12 +44,8 @@ func (r *HealingPolicyReconciler) Reconcile(ctx context.Context, req ctrl.Reques
 	before := p.DeepCopy()
 	now := r.Clock.Now()
 
-	var policies v1.HealingPolicyList
-	if err := r.Client.List(ctx, &policies, client.InNamespace(p.Namespace)); err != nil {
-		return ctrl.Result{}, err
-	}
 	var ledger []v1.LedgerEntry
-	if holder := remediation.LedgerHolder(policies.Items); holder != nil {
+	if holder != nil {
 		ledger = holder.Status.Ledger
 	}
 	inWindow, nextExpiry := remediation.CountInWindow(ledger, p.Name, now, p.Spec.GetBreakerWindow())

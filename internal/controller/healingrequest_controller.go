@@ -471,13 +471,18 @@ func (r *HealingRequestReconciler) plan(ctx context.Context, s *scope) error {
 	// being planned: a reconcile that reserved and then failed to record the intent
 	// must not be refused by its own entry. reserve grants that entry again.
 	var ledger []v1.LedgerEntry
+	var history []v1.TargetHistory
 	if s.holder != nil {
 		ledger, _ = remediation.Release(s.holder.Status.Ledger, hr.Name,
 			func(e v1.LedgerEntry) bool { return e.Attempt != hr.Status.Attempts+1 })
+		if o := s.holder.Status.Outcomes; o != nil {
+			history = o.History
+		}
 	}
 	d := remediation.Plan(remediation.Input{
 		Issue: s.report.Issue, Snapshot: s.report.Snapshot, Policy: s.policy,
 		DryRun: hr.Spec.DryRun, Now: s.now, Ledger: ledger, LastHealingEnded: lastEnded,
+		History: history,
 	})
 	if !d.Refused() && !d.DryRun && len(d.Steps) > 0 {
 		if d, err = r.admit(ctx, s, d); err != nil {

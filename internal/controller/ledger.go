@@ -74,24 +74,61 @@ func (r *HealingRequestReconciler) reserve(ctx context.Context, s *scope, st rem
 	return refusal, nil
 }
 
-// release removes the reservations of a finished request that did not become actions.
-// It runs only once the terminal status is persisted (from retain): a reconcile that
-// worked from a stale copy of the request may decide to end it, but its status patch
-// then fails, and a release made before it would free the reservation of an action
-// that is still going to run.
-func (r *HealingRequestReconciler) release(ctx context.Context, s *scope) error {
-	hr := s.hr
+// Why every finished healing is recorded in the outcomes exactly once.
+//
+// The outcomes (status.outcomes of the ledger policy) are written by settle, in the
+// same optimistic-concurrency update as the release of the request's unused
+// reservations, and only from retain, that is once the request's terminal status is
+// persisted: a reconcile that worked from a stale copy and "finished" a request whose
+// patch then failed never reaches it. The outcome recorded is read from that persisted
+// status, which never changes again.
+//
+//   - Never twice. The update that adds a request also adds its name and UID to
+//     outcomes.recorded, in the same object and the same write: no state exists in
+//     which the request is counted but not marked. A second recording (a retried
+//     reconcile, a restart, a second manager or worker, the requeue at the TTL) reads
+//     the policy from the API server, finds the mark and writes nothing; two that
+//     read the same version both add it, one write wins and the other gets a
+//     conflict, reads again and finds the mark. When the list is full, the request
+//     that finished first leaves it and becomes outcomes.recordedThrough: every
+//     request finished no later than it (by completion time, then UID) counts as
+//     recorded, so a request that left the list is still never counted again.
+//   - Never lost. A terminal request is reconciled (the watch sees its final status)
+//     and retried with backoff until settle succeeds; a manager that dies first
+//     reconciles it again when it (or the next leader) starts, since the marks are in
+//     the API server, not in memory. Retention records a request before it deletes it.
+//     What can be lost: a request a person deletes before any manager reconciled its
+//     final status, or one that waits unrecorded while 64 requests that finished
+//     after it are recorded (recordedThrough then passes it); with one recording per
+//     reconcile of a just-finished request, that needs a settle failing for as long
+//     as 64 others succeed, and the loss is counted too few, never too many.
+//   - Bounded. Every list has a bound the recording trims to and the CRD enforces
+//     (10,000 recordings are exercised in internal/remediation's tests).
+
+// settle, for a terminal request, releases its reservations that did not become
+// actions and records its outcome, in one update of the ledger policy. It runs only
+// once the terminal status is persisted (from retain): a reconcile that worked from a
+// stale copy of the request may decide to end it, but its status patch then fails, and
+// a release made before it would free the reservation of an action that is still going
+// to run.
+func (r *HealingRequestReconciler) settle(ctx context.Context, s *scope, hr *v1.HealingRequest) error {
 	if !hr.Status.Phase.IsTerminal() || s.holder == nil {
 		return nil
 	}
 	keep := performed(hr)
+	outcome, _ := remediation.OutcomeOf(hr)
 	// A request that never planned reserved nothing; for one that did, the cache may
-	// not show its reservation yet, so the API server is asked.
+	// not show its reservation yet, so the API server is asked. The outcome is recorded
+	// unless the cached policy shows it recorded already (the API server is asked
+	// before anything is written).
 	planned := meta.FindStatusCondition(hr.Status.Conditions, v1.ConditionRemediationAllowed) != nil
-	if _, cached := remediation.Release(s.holder.Status.Ledger, hr.Name, keep); !cached && !planned {
+	_, cached := remediation.Release(s.holder.Status.Ledger, hr.Name, keep)
+	if !cached && !planned && remediation.Recorded(s.holder.Status.Outcomes, outcome) {
 		return nil
 	}
-	return retry.RetryOnConflict(ledgerBackoff, func() error {
+	var recorded bool
+	err := retry.RetryOnConflict(ledgerBackoff, func() error {
+		recorded = false
 		holder, err := r.freshHolder(ctx, s)
 		if apierrors.IsNotFound(err) {
 			return nil
@@ -99,14 +136,25 @@ func (r *HealingRequestReconciler) release(ctx context.Context, s *scope) error 
 		if err != nil {
 			return err
 		}
-		ledger, changed := remediation.Release(holder.Status.Ledger, hr.Name, keep)
-		if !changed {
+		ledger, released := remediation.Release(holder.Status.Ledger, hr.Name, keep)
+		if holder.Status.Outcomes == nil {
+			holder.Status.Outcomes = &v1.Outcomes{}
+		}
+		recorded = remediation.Record(holder.Status.Outcomes, outcome)
+		if !released && !recorded {
 			return nil
 		}
-		ctrl.LoggerFrom(ctx).Info("Released reservations that did not become actions", "ledgerPolicy", holder.Name)
+		if released {
+			ctrl.LoggerFrom(ctx).Info("Released reservations that did not become actions", "healingRequest", klogRef(hr), "ledgerPolicy", holder.Name)
+		}
 		holder.Status.Ledger = ledger
+		// Update, not patch: it carries the resourceVersion read above.
 		return r.Client.Status().Update(ctx, holder)
 	})
+	if err == nil && recorded {
+		observeOutcome(outcome)
+	}
+	return err
 }
 
 // performed says which ledger entries of hr stand for an action that ran (or may

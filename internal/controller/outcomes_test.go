@@ -47,7 +47,7 @@ func expectEvents(t *testing.T, hr *v1.HealingRequest, want map[string]int) {
 	}).WithTimeout(eventually).WithPolling(poll).Should(Succeed())
 }
 
-// counterValue reads a counter of the controller-runtime registry, which the manager
+// counterValue reads a counter (or a gauge) of the controller-runtime registry, which the manager
 // serves on its metrics endpoint; 0 when the series does not exist yet.
 func counterValue(g Gomega, name string, labels map[string]string) float64 {
 	families, err := metrics.Registry.Gather()
@@ -67,7 +67,7 @@ func counterValue(g Gomega, name string, labels map[string]string) float64 {
 					continue series
 				}
 			}
-			return m.GetCounter().GetValue()
+			return m.GetCounter().GetValue() + m.GetGauge().GetValue()
 		}
 	}
 	return 0

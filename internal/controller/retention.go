@@ -17,7 +17,8 @@ import (
 // moment the TTL expires. kubectl get hr stays a readable audit log; etcd stays bounded.
 func (r *HealingRequestReconciler) retain(ctx context.Context, s *scope) (ctrl.Result, error) {
 	hr := s.hr
-	// First, the ledger keeps only what this request really did.
+	// First, the ledger keeps only what this request really did, and the outcomes
+	// record it.
 	var policies v1.HealingPolicyList
 	if err := r.Client.List(ctx, &policies, client.InNamespace(hr.Namespace)); err != nil {
 		return ctrl.Result{}, err
@@ -25,8 +26,8 @@ func (r *HealingRequestReconciler) retain(ctx context.Context, s *scope) (ctrl.R
 	if s.holder = remediation.LedgerHolder(policies.Items); s.holder != nil {
 		s.holderName = s.holder.Name
 	}
-	if err := r.release(ctx, s); err != nil {
-		return ctrl.Result{}, fmt.Errorf("releasing reservations that did not become actions: %w", err)
+	if err := r.settle(ctx, s, hr); err != nil {
+		return ctrl.Result{}, fmt.Errorf("settling the ledger and the outcomes: %w", err)
 	}
 	spec := v1.HealingPolicySpec{}
 	if hr.Status.Policy != "" {
@@ -63,6 +64,10 @@ func (r *HealingRequestReconciler) retain(ctx context.Context, s *scope) (ctrl.R
 	if keep := int(spec.GetMaxHistoryPerTarget()) - 1; len(others) > keep {
 		sort.Slice(others, func(i, j int) bool { return finishedBefore(others[j], others[i]) }) // newest first
 		for _, o := range others[keep:] {
+			// Recorded before it goes: its own reconcile may not have run yet.
+			if err := r.settle(ctx, s, o); err != nil {
+				return ctrl.Result{}, fmt.Errorf("settling %s before deleting it: %w", o.Name, err)
+			}
 			if err := r.expire(ctx, o, "the history of its target is full"); err != nil {
 				return ctrl.Result{}, err
 			}

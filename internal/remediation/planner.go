@@ -54,6 +54,15 @@
 //  10. Paused Deployment: never touched: ManualInterventionRequired (DeploymentPaused).
 //  11. An action the plan needs is not in spec.allowedActions:
 //     ManualInterventionRequired (ActionNotAllowed), naming the action.
+//  12. Learning (learning.go, spec.learning): the action meant to heal (the last step)
+//     healed none of the last minAttempts (default 3) healings of the same issue of
+//     the same Service within the window (default 24h), as the namespace's outcomes
+//     record them: ManualInterventionRequired (ActionIneffective), naming those
+//     healings. It comes last, so it only ever refuses an action every other gate
+//     allows, and before the ledger reservation, so a refused action reserves
+//     nothing. Fewer results, or one success among them, let the action run; a
+//     refusal is no result (nothing was tried), so the rule does not feed itself,
+//     and results leave the window. spec.learning.disabled turns it off.
 //
 // # Issue to action
 //
@@ -128,6 +137,9 @@ type Input struct {
 	// refused, dry runs) must not count, or every refused request would extend the
 	// cooldown forever. LastHealingEnded(History, target) computes it.
 	LastHealingEnded time.Time
+	// History is the namespace's outcome history (the ledger policy's
+	// status.outcomes.history), for gate 12.
+	History []selfhealv1alpha1.TargetHistory
 }
 
 // Step is one action to execute.
@@ -168,7 +180,7 @@ type Decision struct {
 	After *Refusal
 	// WouldRefuse, in a dry run, is the refusal a real run would get now from a gate
 	// after the dry-run gate (cooldown, breaker, storm, paused Deployment, action not
-	// allowed).
+	// allowed, learning).
 	WouldRefuse *Refusal
 	Refusal     *Refusal
 	// Reason and Message describe the decision for the RemediationAllowed condition:
@@ -282,7 +294,7 @@ func Plan(in Input) Decision {
 			Reason: selfhealv1alpha1.ReasonDryRun, Message: msg}
 	}
 
-	// 7-11.
+	// 7-12.
 	if execRefusal != nil {
 		return Decision{Refusal: execRefusal, Reason: execRefusal.Reason, Message: execRefusal.Message}
 	}
@@ -369,7 +381,7 @@ func stepsFor(issue selfhealv1alpha1.IssueType, workload selfhealv1alpha1.Worklo
 	return nil
 }
 
-// executionGates are gates 7 to 11, which only guard execution.
+// executionGates are gates 7 to 12, which only guard execution.
 func executionGates(in Input, snap *diagnostics.Snapshot, spec *selfhealv1alpha1.HealingPolicySpec,
 	steps []Step, deploymentPaused bool) *Refusal {
 	service := snap.Target.Service
@@ -408,7 +420,9 @@ func executionGates(in Input, snap *diagnostics.Snapshot, spec *selfhealv1alpha1
 					in.Issue, s.Workload, s.Type, in.Policy.Name, joinActions(spec.AllowedActions))}
 		}
 	}
-	return nil
+
+	// 12. Learning: the history says this action does not heal this issue here.
+	return learningGate(in, spec, service, steps)
 }
 
 // Disruptive reports whether steps include a disruptive action: one the ledger must

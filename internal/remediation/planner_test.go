@@ -45,6 +45,35 @@ func stormFull() []hv1.LedgerEntry {
 	return out
 }
 
+// results is the history of action on issue of the test Service: one result per
+// entry of ago (how long ago it finished), healed when the entry's name ends in "+".
+func results(issue hv1.IssueType, action hv1.ActionType, ago ...string) []hv1.TargetHistory {
+	h := hv1.TargetHistory{Service: testService, Issue: issue, Action: action}
+	for i, a := range ago {
+		healed := strings.HasSuffix(a, "+")
+		d, err := time.ParseDuration(strings.TrimSuffix(a, "+"))
+		if err != nil {
+			panic(err)
+		}
+		reason := hv1.ReasonAttemptsExhausted
+		if healed {
+			reason = hv1.ReasonHealed
+		}
+		h.Results = append(h.Results, hv1.HealingResult{Request: fmt.Sprintf("%s-%d", testService, i), Healed: healed,
+			Reason: reason, FinishedAt: metav1.NewTime(fakeClock.Now().Add(-d))})
+	}
+	// Oldest first, as recorded.
+	slices.SortFunc(h.Results, func(a, b hv1.HealingResult) int { return a.FinishedAt.Compare(b.FinishedAt.Time) })
+	return []hv1.TargetHistory{h}
+}
+
+func learningPolicy(mutate func(*hv1.Learning)) *hv1.HealingPolicy {
+	p := testPolicy()
+	p.Spec.Learning = &hv1.Learning{}
+	mutate(p.Spec.Learning)
+	return p
+}
+
 func pausedDeployment() *appsv1.Deployment {
 	d := testDeployment(2)
 	d.Spec.Paused = true
@@ -258,6 +287,73 @@ func TestPlan(t *testing.T) {
 		{"scale not allowed",
 			Input{Issue: hv1.IssueNoPods, Policy: testPolicy(hv1.ActionRolloutRestart), Now: now, Snapshot: deploymentSnapshot(testDeployment(0))},
 			planWant{refusal: hv1.ReasonActionNotAllowed, phase: manual, contains: []string{"ScaleFromZero"}}},
+
+		// Gate 12: learning, last: it only refuses what every other gate allows.
+		{"restart healed none of the last 3 crashloops: manual, with the evidence",
+			Input{Issue: hv1.IssueCrashLoopBackOff, Policy: testPolicy(), Now: now, Snapshot: crashing(),
+				History: results(hv1.IssueCrashLoopBackOff, hv1.ActionRolloutRestart, "3h", "2h", "1h")},
+			planWant{refusal: hv1.ReasonActionIneffective, phase: manual, contains: []string{
+				`RolloutRestart healed 0 of the last 3 CrashLoopBackOff healings of service "mcp-files" within 24h0m0s`,
+				"mcp-files-2 ended AttemptsExhausted 1h0m0s ago; mcp-files-1 ended AttemptsExhausted 2h0m0s ago",
+				"minAttempts 3"}}},
+		{"only the last 3 count: an older success does not save it",
+			Input{Issue: hv1.IssueCrashLoopBackOff, Policy: testPolicy(), Now: now, Snapshot: crashing(),
+				History: results(hv1.IssueCrashLoopBackOff, hv1.ActionRolloutRestart, "4h+", "3h", "2h", "1h")},
+			planWant{refusal: hv1.ReasonActionIneffective, phase: manual}},
+		{"one success among the last 3: restart",
+			Input{Issue: hv1.IssueCrashLoopBackOff, Policy: testPolicy(), Now: now, Snapshot: crashing(),
+				History: results(hv1.IssueCrashLoopBackOff, hv1.ActionRolloutRestart, "3h", "2h+", "1h")},
+			planWant{steps: restart, reason: hv1.ReasonAllowed}},
+		{"two failures are not enough evidence",
+			Input{Issue: hv1.IssueCrashLoopBackOff, Policy: testPolicy(), Now: now, Snapshot: crashing(),
+				History: results(hv1.IssueCrashLoopBackOff, hv1.ActionRolloutRestart, "2h", "1h")},
+			planWant{steps: restart, reason: hv1.ReasonAllowed}},
+		{"failures that left the window are forgotten",
+			Input{Issue: hv1.IssueCrashLoopBackOff, Policy: testPolicy(), Now: now, Snapshot: crashing(),
+				History: results(hv1.IssueCrashLoopBackOff, hv1.ActionRolloutRestart, "25h", "2h", "1h")},
+			planWant{steps: restart, reason: hv1.ReasonAllowed}},
+		{"another issue of the same service says nothing",
+			Input{Issue: hv1.IssueNoReadyPods, Policy: testPolicy(), Now: now, Snapshot: crashing(),
+				History: results(hv1.IssueCrashLoopBackOff, hv1.ActionRolloutRestart, "3h", "2h", "1h")},
+			planWant{steps: restart, reason: hv1.ReasonAllowed}},
+		{"another action says nothing: a failed scale does not stop a restart",
+			Input{Issue: hv1.IssueCrashLoopBackOff, Policy: testPolicy(), Now: now, Snapshot: crashing(),
+				History: results(hv1.IssueCrashLoopBackOff, hv1.ActionScaleFromZero, "3h", "2h", "1h")},
+			planWant{steps: restart, reason: hv1.ReasonAllowed}},
+		{"minAttempts 1 and a 1h window from the policy",
+			Input{Issue: hv1.IssueCrashLoopBackOff, Now: now, Snapshot: crashing(),
+				Policy: learningPolicy(func(l *hv1.Learning) {
+					l.MinAttempts = ptr.To[int32](1)
+					l.Window = &metav1.Duration{Duration: time.Hour}
+				}),
+				History: results(hv1.IssueCrashLoopBackOff, hv1.ActionRolloutRestart, "30m")},
+			planWant{refusal: hv1.ReasonActionIneffective, phase: manual, contains: []string{"0 of the last 1", "within 1h0m0s"}}},
+		{"disabled",
+			Input{Issue: hv1.IssueCrashLoopBackOff, Now: now, Snapshot: crashing(),
+				Policy:  learningPolicy(func(l *hv1.Learning) { l.Disabled = true }),
+				History: results(hv1.IssueCrashLoopBackOff, hv1.ActionRolloutRestart, "3h", "2h", "1h")},
+			planWant{steps: restart, reason: hv1.ReasonAllowed}},
+		{"the restart after a cleanup is what is judged",
+			Input{Issue: hv1.IssueCrashLoopBackOff, Policy: testPolicy(), Now: now,
+				Snapshot: deploymentSnapshot(testDeployment(2), crashLoopPod("a"), failedPod("b")),
+				History:  results(hv1.IssueCrashLoopBackOff, hv1.ActionRolloutRestart, "3h", "2h", "1h")},
+			planWant{refusal: hv1.ReasonActionIneffective, phase: manual}},
+		{"breaker beats learning",
+			Input{Issue: hv1.IssueCrashLoopBackOff, Policy: testPolicy(), Now: now, Snapshot: crashing(), Ledger: breakerFull(),
+				History: results(hv1.IssueCrashLoopBackOff, hv1.ActionRolloutRestart, "3h", "2h", "1h")},
+			planWant{refusal: hv1.ReasonCircuitOpen, phase: hv1.PhaseSkipped}},
+		{"action not allowed beats learning",
+			Input{Issue: hv1.IssueCrashLoopBackOff, Policy: testPolicy(hv1.ActionScaleFromZero), Now: now, Snapshot: crashing(),
+				History: results(hv1.IssueCrashLoopBackOff, hv1.ActionRolloutRestart, "3h", "2h", "1h")},
+			planWant{refusal: hv1.ReasonActionNotAllowed, phase: manual}},
+		{"dry run reports the learning refusal",
+			Input{Issue: hv1.IssueCrashLoopBackOff, Policy: testPolicy(), DryRun: true, Now: now, Snapshot: crashing(),
+				History: results(hv1.IssueCrashLoopBackOff, hv1.ActionRolloutRestart, "3h", "2h", "1h")},
+			planWant{steps: restart, dryRun: true, reason: hv1.ReasonDryRun, wouldRefuse: hv1.ReasonActionIneffective}},
+		{"a scale from zero that never healed is refused too",
+			Input{Issue: hv1.IssueNoPods, Policy: testPolicy(), Now: now, Snapshot: deploymentSnapshot(testDeployment(0)),
+				History: results(hv1.IssueNoPods, hv1.ActionScaleFromZero, "3h", "2h", "1h")},
+			planWant{refusal: hv1.ReasonActionIneffective, phase: manual, contains: []string{"ScaleFromZero healed 0 of the last 3 NoPods"}}},
 
 		// Issue -> steps.
 		{"crashloop: restart", Input{Issue: hv1.IssueCrashLoopBackOff, Policy: testPolicy(), Now: now, Snapshot: crashing()},

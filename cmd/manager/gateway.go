@@ -61,6 +61,9 @@ func buildGateway(restCfg *rest.Config, o options) (*gatewayRunnable, []string, 
 		return nil, nil, fmt.Errorf("gateway config %s: %w", o.gatewayConfig, err)
 	}
 	log := ctrl.Log.WithName("gateway")
+	for _, d := range cfg.Deprecations() {
+		log.Info("DEPRECATED gateway config field: "+d, "config", o.gatewayConfig)
+	}
 	hub := healing.NewHub(healing.HubOptions{})
 	// Healings are only ever requested for the configured targets, so only their
 	// namespaces are watched and written.
@@ -99,7 +102,7 @@ func buildGateway(restCfg *rest.Config, o options) (*gatewayRunnable, []string, 
 	}
 	proxy, err := mcp.NewProxy(mcp.Options{
 		Upstreams: upstreams, Healer: g.healer, AllowedOrigins: cfg.AllowedOrigins,
-		HoldTimeout: cfg.Healing.GetWaitTimeout(), Budget: budget,
+		Budget:      budget,
 		MaxSessions: cfg.Limits.GetMaxSessions(), SessionIdleTimeout: cfg.Limits.GetSessionIdleTimeout(),
 	})
 	if err != nil {

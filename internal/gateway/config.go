@@ -27,7 +27,6 @@ const (
 	DefaultMaxBodyBytes   = 32 << 20
 	DefaultCallTimeout    = 30 * time.Second
 	DefaultReplay         = ReplayUnsent
-	DefaultHealingWait    = 150 * time.Second
 	AuthModeNone          = "none"
 	AuthModeTokens        = "tokens"
 	upstreamURLSchemeHelp = "must be an absolute http(s) URL"
@@ -226,8 +225,10 @@ type HealingConfig struct {
 	Namespace string `json:"namespace,omitempty"`
 	// Targets are Services, besides the upstreams' own, that reports may name.
 	Targets []HealingTargetConfig `json:"targets,omitempty"`
-	// WaitTimeout is how long a held call waits for a healing's outcome.
-	WaitTimeout *metav1.Duration `json:"waitTimeout,omitempty"`
+	// Deprecated: WaitTimeout is ignored (see Deprecations). A held call waits until
+	// its HealingRequest's status.deadline (the policy's deadline), plus a short grace
+	// for the controller to record the outcome.
+	WaitTimeout any `json:"waitTimeout,omitempty"`
 }
 
 // HealingTargetConfig is a Service reports may name.
@@ -341,11 +342,6 @@ func (c *Config) ClientFor(name string) *access.Client {
 	return access.NewClient(name, nil, nil)
 }
 
-// GetWaitTimeout returns how long a held call waits for healing, defaulted.
-func (h HealingConfig) GetWaitTimeout() time.Duration {
-	return durationOr(h.WaitTimeout, DefaultHealingWait)
-}
-
 // Upstream returns the upstream called name.
 func (c *Config) Upstream(name string) (UpstreamConfig, bool) {
 	for _, u := range c.Upstreams {
@@ -409,6 +405,19 @@ func (a *APIKeySource) load(getenv func(string) string) error {
 		a.key = NewSecret(v)
 	}
 	return nil
+}
+
+// Deprecations are the fields of the config that are accepted but ignored, each
+// with what replaced it, for the gateway to log at start. They are accepted rather
+// than refused so that a gateway rolled out with an older config starts (refusing
+// would crash-loop it on a field that only ever bounded a wait or informed nobody).
+func (c *Config) Deprecations() []string {
+	var out []string
+	if c.Healing.WaitTimeout != nil {
+		out = append(out, "healing.waitTimeout is ignored: a held call now waits until its HealingRequest's status.deadline "+
+			"(the HealingPolicy's deadline, 10s..10m) plus a few seconds for the controller to record the outcome; remove the field")
+	}
+	return out
 }
 
 // fieldErrs collects "field: message" errors.
@@ -522,9 +531,6 @@ func (c *Config) Validate() error {
 		if msgs := validation.IsDNS1123Label(c.Healing.Namespace); len(msgs) > 0 {
 			errs.add("healing.namespace", "must be a Kubernetes namespace name (%s)", strings.Join(msgs, "; "))
 		}
-	}
-	if c.Healing.WaitTimeout != nil && c.Healing.WaitTimeout.Duration <= 0 {
-		errs.add("healing.waitTimeout", "must be positive")
 	}
 	for i, t := range c.Healing.Targets {
 		f := fmt.Sprintf("healing.targets[%d]", i)

@@ -45,7 +45,7 @@ func TestConfigDefaults(t *testing.T) {
 	if !ok || u.GetCallTimeout() != 30*time.Second || u.GetReplay() != gateway.ReplayUnsent {
 		t.Fatalf("upstream defaults wrong: %+v", u)
 	}
-	if c.Healing.GetWaitTimeout() <= 0 || !c.Auth.AuthDisabled() {
+	if len(c.Deprecations()) != 0 || !c.Auth.AuthDisabled() {
 		t.Fatal("healing/auth defaults wrong")
 	}
 	// The healing scope is the upstreams' Services: no namespace is allowed by default.
@@ -151,5 +151,19 @@ func TestSecretNeverPrints(t *testing.T) {
 	}
 	if !strings.Contains(fmt.Sprint(key), gateway.Redacted) {
 		t.Fatal("secret does not print as redacted")
+	}
+}
+
+// A field that no longer does anything is accepted, so an old config still starts,
+// and named in a deprecation saying what replaced it. Catches: a strict parse
+// refusing the old field (a crash-looping gateway on upgrade), or a silent ignore.
+func TestDeprecatedFieldsAreAcceptedAndNamed(t *testing.T) {
+	c, err := gateway.ParseConfig([]byte(validConfig+"healing: {waitTimeout: 150s}\n"), env)
+	if err != nil {
+		t.Fatalf("an old config with healing.waitTimeout was refused: %v", err)
+	}
+	d := c.Deprecations()
+	if len(d) != 1 || !strings.HasPrefix(d[0], "healing.waitTimeout is ignored") || !strings.Contains(d[0], "status.deadline") {
+		t.Fatalf("deprecations %q, want one naming healing.waitTimeout and the deadline that replaced it", d)
 	}
 }

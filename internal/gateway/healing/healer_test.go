@@ -464,3 +464,37 @@ func TestTriggerWalksTheChainWhenTimestampsTie(t *testing.T) {
 		t.Fatalf("%d HealingRequests, want 4", n)
 	}
 }
+
+// A request no controller has stamped with a deadline is waited on for a bounded
+// time only, and the waiter is told why. Catches: a wait on status.deadline alone,
+// which holds calls forever when no controller runs.
+func TestWaitOnARequestNoControllerSawEnds(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	ns := freshNamespace(t)
+	c, err := NewInformerCache(cp.Config, []string{ns})
+	if err != nil {
+		t.Fatal(err)
+	}
+	go func() { _ = c.Start(ctx) }()
+	h := New(Options{Client: cp.Client, Namespaces: []string{ns}, UnclaimedTimeout: 300 * time.Millisecond})
+	if err := h.Start(ctx, c); err != nil {
+		t.Fatal(err)
+	}
+	waitUntil(t, h.Available)
+	name, err := h.Trigger(ctx, refused(ns))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var last Event
+	for ev := range h.Wait(ctx, ns, name) {
+		last = ev
+	}
+	if ctx.Err() != nil {
+		t.Fatal("the wait on a request no controller saw did not end")
+	}
+	if last.Type != EventHealingFailed || last.Reason != ReasonNotPickedUp || last.Request != name ||
+		!strings.Contains(last.Message, "not picked up") {
+		t.Fatalf("wait ended with %+v, want healing_failed NotPickedUp", last)
+	}
+}

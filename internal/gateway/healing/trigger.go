@@ -72,7 +72,15 @@ type Options struct {
 	Targets []access.Target
 	// APITimeout bounds each Trigger's API calls. Default 10s.
 	APITimeout time.Duration
-	Clock      clock.PassiveClock
+	// DeadlineGrace is how long after a request's status.deadline a waiter is still
+	// held, so that the controller can record the terminal phase (and its diagnosis)
+	// it reaches at the deadline. Default 5s.
+	DeadlineGrace time.Duration
+	// UnclaimedTimeout bounds a wait on a request that has no status.deadline yet. See
+	// DefaultUnclaimedTimeout.
+	UnclaimedTimeout time.Duration
+	// Clock times waits and stamps requests; tests inject a fake one.
+	Clock clock.Clock
 	// Observe, when set, is told of every Trigger that got a request: whether this
 	// call created it or joined one (for the gateway's metrics).
 	Observe func(upstream string, created bool)
@@ -86,7 +94,9 @@ type Healer struct {
 	namespaces []string
 	targets    []access.Target
 	apiTimeout time.Duration
-	clock      clock.PassiveClock
+	grace      time.Duration
+	unclaimed  time.Duration
+	clock      clock.Clock
 	onTrigger  func(upstream string, created bool)
 	flight     singleflight.Group
 
@@ -95,7 +105,22 @@ type Healer struct {
 	states  map[string]*requestState // namespace/name -> what this process has seen
 	active  map[string]string        // namespace/service -> name of the active request
 	created int                      // requests this process created, for tests and metrics
+	// deadlines is closed (and replaced) whenever a request's status.deadline is first
+	// seen or changes, so that waiters re-time themselves.
+	deadlines chan struct{}
 }
+
+// Defaults of Options.
+const (
+	DefaultDeadlineGrace = 5 * time.Second
+	// DefaultUnclaimedTimeout bounds the wait on a request no controller has stamped
+	// with a deadline. The deadline is the controller's to set (startTime plus the
+	// policy's deadline, when it first sees the request); until then there is no
+	// deadline to follow, and a call must not be held forever for a request that no
+	// controller may ever see (none running, or none watching that namespace). A
+	// minute covers a controller's leader election after a restart.
+	DefaultUnclaimedTimeout = time.Minute
+)
 
 // New returns a Healer. Call Start to watch HealingRequests; until the watch has synced,
 // Trigger returns ErrHealingUnavailable.
@@ -109,6 +134,12 @@ func New(opts Options) *Healer {
 	if opts.Clock == nil {
 		opts.Clock = clock.RealClock{}
 	}
+	if opts.DeadlineGrace <= 0 {
+		opts.DeadlineGrace = DefaultDeadlineGrace
+	}
+	if opts.UnclaimedTimeout <= 0 {
+		opts.UnclaimedTimeout = DefaultUnclaimedTimeout
+	}
 	if opts.Hub == nil {
 		opts.Hub = NewHub(HubOptions{Clock: opts.Clock})
 	}
@@ -119,10 +150,13 @@ func New(opts Options) *Healer {
 		namespaces: opts.Namespaces,
 		targets:    opts.Targets,
 		apiTimeout: opts.APITimeout,
+		grace:      opts.DeadlineGrace,
+		unclaimed:  opts.UnclaimedTimeout,
 		clock:      opts.Clock,
 		onTrigger:  opts.Observe,
 		states:     map[string]*requestState{},
 		active:     map[string]string{},
+		deadlines:  make(chan struct{}),
 	}
 }
 

@@ -60,6 +60,12 @@ func freshNamespace(t *testing.T) string {
 // startHealer runs the gateway's healing side against the real API server.
 func startHealer(t *testing.T, ctx context.Context, ns string) *healing.Healer {
 	t.Helper()
+	return startHealerWith(t, ctx, ns, healing.Options{})
+}
+
+// startHealerWith is startHealer with options (client and namespaces are set here).
+func startHealerWith(t *testing.T, ctx context.Context, ns string, opts healing.Options) *healing.Healer {
+	t.Helper()
 	c, err := healing.NewInformerCache(cp.Config, []string{ns})
 	if err != nil {
 		t.Fatal(err)
@@ -67,7 +73,8 @@ func startHealer(t *testing.T, ctx context.Context, ns string) *healing.Healer {
 	cctx, cancel := context.WithCancel(ctx)
 	t.Cleanup(cancel)
 	go func() { _ = c.Start(cctx) }()
-	h := healing.New(healing.Options{Client: cp.Client, Namespaces: []string{ns}})
+	opts.Client, opts.Namespaces = cp.Client, []string{ns}
+	h := healing.New(opts)
 	if err := h.Start(cctx, c); err != nil {
 		t.Fatal(err)
 	}
@@ -454,5 +461,104 @@ func TestSessionLostToARecentHealingIsNotANewIncident(t *testing.T) {
 	}
 	if n := len(requests(t, ns)); n != 1 {
 		t.Fatalf("%d HealingRequests, want 1: a session lost to the healing is not a new incident", n)
+	}
+}
+
+// A held call waits as long as its HealingRequest may take, the request's own
+// status.deadline, and is released with the diagnosis once that (plus a grace) has
+// passed without an outcome. Catches: a gateway-side hold timer (or the fallback for
+// requests without a deadline) releasing a call whose healing still runs, and a wait
+// that ignores the deadline and holds the call after it.
+func TestHeldCallFollowsTheRequestsDeadline(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	ns := freshNamespace(t)
+	const fallback, grace = 150 * time.Millisecond, 150 * time.Millisecond
+	healer := startHealerWith(t, ctx, ns, healing.Options{UnclaimedTimeout: fallback, DeadlineGrace: grace})
+	sub, _, _ := healer.Hub().Subscribe(healing.Filter{Namespace: ns}, 0, false)
+	defer sub.Close()
+
+	// A healing a controller is running, with a deadline an hour away (the policy's).
+	hr := &v1alpha1.HealingRequest{
+		ObjectMeta: metav1.ObjectMeta{Name: "tools-running", Namespace: ns},
+		Spec: v1alpha1.HealingRequestSpec{Target: v1alpha1.HealingTarget{Service: "tools"},
+			Trigger: v1alpha1.HealingTrigger{Source: v1alpha1.TriggerSourceManual, FailureClass: v1alpha1.FailureConnectionRefused}},
+	}
+	if err := cp.Client.Create(ctx, hr); err != nil {
+		t.Fatal(err)
+	}
+	playController(t, ns, hr.Name, func(s *v1alpha1.HealingRequestStatus) {
+		now := metav1.NowMicro()
+		s.StartTime, s.Deadline = &now, &metav1.MicroTime{Time: now.Add(time.Hour)}
+		s.Issue = v1alpha1.IssueNoReadyPods
+		s.Findings = []v1alpha1.Finding{{Check: v1alpha1.CheckEndpoints, Result: v1alpha1.ResultFail, Message: "no ready endpoints for tools"}}
+		step(v1alpha1.PhaseDiagnosing, "endpoints of tools: none ready")(s)
+	})
+	// The gateway has seen the deadline once it has published the step.
+	for seen := false; !seen; {
+		select {
+		case ev := <-sub.Events():
+			seen = ev.Request == hr.Name && ev.Type == healing.EventHealingProgress
+		case <-ctx.Done():
+			t.Fatal("the healer never published the request's step")
+		}
+	}
+
+	up := &upstreamServer{t: t, stateless: true, addr: reserveAddr(t)} // down
+	t.Cleanup(up.stop)
+	proxy := startProxy(t, Options{
+		Upstreams: []Upstream{{Name: "tools", URL: up.url(), Namespace: ns, Service: "tools"}},
+		Healer:    healer,
+	})
+	held := make(chan struct{})
+	done := make(chan *heldClient, 1)
+	go func() {
+		res, err := rawCall(ctx, proxy.URL+"/mcp/tools", 7, false, func() { close(held) })
+		if err != nil {
+			t.Error(err)
+		}
+		done <- res
+	}()
+	select {
+	case <-held:
+	case <-ctx.Done():
+		t.Fatal("the call was not held")
+	}
+	// Held well past the fallback and the grace: the healing still has an hour.
+	select {
+	case res := <-done:
+		t.Fatalf("the call was released while its healing still had an hour: %q", res.notes)
+	case <-time.After(10 * (fallback + grace)):
+	}
+	if n := len(requests(t, ns)); n != 1 {
+		t.Fatalf("%d HealingRequests, want the call to have joined the running one", n)
+	}
+
+	// The deadline passes and no controller records an outcome: the call is
+	// released with what the healing found.
+	playController(t, ns, hr.Name, func(s *v1alpha1.HealingRequestStatus) {
+		s.Deadline = &metav1.MicroTime{Time: time.Now().Add(-time.Second)}
+	})
+	var res *heldClient
+	select {
+	case res = <-done:
+	case <-ctx.Done():
+		t.Fatal("the call was still held after the deadline passed")
+	}
+	if res == nil {
+		return
+	}
+	var rpcErr struct {
+		Code    int            `json:"code"`
+		Message string         `json:"message"`
+		Data    map[string]any `json:"data"`
+	}
+	if err := json.Unmarshal(res.err, &rpcErr); err != nil {
+		t.Fatalf("the released call got %s / %s, want a JSON-RPC error", res.result, res.err)
+	}
+	if rpcErr.Code != codeUpstreamUnavailable || rpcErr.Data["reason"] != v1alpha1.ReasonDeadlineExceeded ||
+		rpcErr.Data["issue"] != string(v1alpha1.IssueNoReadyPods) || rpcErr.Data["healingRequest"] != hr.Name ||
+		rpcErr.Data["findings"] == nil || !strings.Contains(rpcErr.Message, "deadline") {
+		t.Fatalf("error %d %q %v does not carry the deadline and the diagnosis", rpcErr.Code, rpcErr.Message, rpcErr.Data)
 	}
 }

@@ -222,9 +222,8 @@ func (p *Proxy) heal(ctx context.Context, up *upstream, h *heldCall, fail *failu
 	h.notify("warning", fmt.Sprintf("Upstream %s failed (%s): healing %s/%s (HealingRequest %s); holding the call",
 		up.Name, fail.class, up.Namespace, up.Service, name),
 		&healing.Event{Type: healing.EventHealingStart, Request: name, Namespace: up.Namespace, Service: up.Service})
-	wctx, cancel := context.WithTimeout(ctx, p.opts.HoldTimeout)
-	defer cancel()
-	for ev := range p.opts.Healer.Wait(wctx, up.Namespace, name) {
+	// The Healer ends the wait at the request's own deadline, with its diagnosis.
+	for ev := range p.opts.Healer.Wait(ctx, up.Namespace, name) {
 		level := "info"
 		if ev.Type == healing.EventHealingFailed {
 			level = "warning"
@@ -239,7 +238,8 @@ func (p *Proxy) heal(ctx context.Context, up *upstream, h *heldCall, fail *failu
 			return healOutcome{healed: ev.Type == healing.EventHealingComplete, event: &e}
 		}
 	}
-	return healOutcome{err: fmt.Sprintf("healing %s did not finish within %s", name, p.opts.HoldTimeout),
+	// Only the client going away ends the wait without an outcome.
+	return healOutcome{err: fmt.Sprintf("the wait for healing %s ended", name),
 		event: &healing.Event{Request: name, Namespace: up.Namespace, Service: up.Service}}
 }
 
@@ -482,7 +482,7 @@ func (p *Proxy) serveGET(w http.ResponseWriter, r *http.Request, up *upstream) {
 	_ = rc.Flush()
 	hdr := r.Header.Clone()
 	hdr.Del(headerLastEventID) // a new upstream session has no history to resume
-	deadline := time.NewTimer(p.opts.HoldTimeout)
+	deadline := time.NewTimer(p.opts.StreamReconnectTimeout)
 	defer deadline.Stop()
 	for {
 		if fail.class == v1alpha1.FailureMCPSessionLost {

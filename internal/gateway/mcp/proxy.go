@@ -83,8 +83,13 @@ type Options struct {
 	AllowedOrigins []string
 	// MaxBodyBytes limits request bodies. Default 4 MiB.
 	MaxBodyBytes int64
-	// HoldTimeout bounds how long a call is held for one healing. Default 3m.
-	HoldTimeout time.Duration
+	// A held call waits as long as its HealingRequest may take (its status.deadline,
+	// which the Healer follows): the proxy has no timer of its own for it.
+	//
+	// StreamReconnectTimeout bounds how long a standalone GET stream is kept open
+	// while its upstream cannot be reached (it is not a healing wait: GET streams
+	// trigger none); the client then reconnects. Default 3m.
+	StreamReconnectTimeout time.Duration
 	// MaxReplays is how often one call is replayed after healings. Default 2.
 	MaxReplays int
 	// Transport reaches the upstreams. Default: a clone of http.DefaultTransport.
@@ -167,8 +172,8 @@ func NewProxy(opts Options) (*Proxy, error) {
 	if opts.MaxBodyBytes <= 0 {
 		opts.MaxBodyBytes = 4 << 20
 	}
-	if opts.HoldTimeout <= 0 {
-		opts.HoldTimeout = 3 * time.Minute
+	if opts.StreamReconnectTimeout <= 0 {
+		opts.StreamReconnectTimeout = 3 * time.Minute
 	}
 	if opts.MaxReplays <= 0 {
 		opts.MaxReplays = 2

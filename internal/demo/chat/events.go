@@ -13,7 +13,7 @@ import (
 
 	ctrl "sigs.k8s.io/controller-runtime"
 
-	"github.com/selfheal-dev/selfheal/internal/demo/sse"
+	"github.com/selfheal-dev/selfheal/internal/sse"
 )
 
 // Healing event types of GET /v1/healing/events.

@@ -1,7 +1,6 @@
 package healing
 
 import (
-	"bufio"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -16,50 +15,39 @@ import (
 	"time"
 
 	clocktesting "k8s.io/utils/clock/testing"
+
+	"github.com/selfheal-dev/selfheal/internal/sse"
 )
 
 // sseFrame is one SSE block as a client reads it: an event or a comment.
 type sseFrame struct {
-	id, event, comment string
+	id, event, comment string // the frame's own id, event name, first comment
 	data               []byte
 }
 
 type sseReader struct {
-	t  *testing.T
-	br *bufio.Reader
+	t *testing.T
+	r *sse.Reader
 }
 
 func newSSEReader(t *testing.T, r io.Reader) *sseReader {
-	return &sseReader{t: t, br: bufio.NewReader(r)}
+	return &sseReader{t: t, r: sse.NewReader(r)}
 }
 
 // next reads one frame; ok is false at the end of the stream.
 func (r *sseReader) next() (f sseFrame, ok bool) {
-	for {
-		line, err := r.br.ReadString('\n')
-		if err != nil {
-			return f, false
-		}
-		line = strings.TrimSuffix(line, "\n")
-		if line == "" {
-			if f.event != "" || f.comment != "" || f.data != nil {
-				return f, true
-			}
-			continue
-		}
-		field, value, _ := strings.Cut(line, ":")
-		value = strings.TrimPrefix(value, " ")
-		switch field {
-		case "":
-			f.comment = value
-		case "id":
-			f.id = value
-		case "event":
-			f.event = value
-		case "data":
-			f.data = append(f.data, value...)
-		}
+	fr, err := r.r.NextFrame()
+	if err != nil {
+		return f, false
 	}
+	f.id, f.event = fr.ID, fr.Name
+	if len(fr.Comments) > 0 {
+		f.comment = fr.Comments[0]
+	}
+	if fr.Dispatched {
+		f.data = []byte(fr.Event.Data)
+	}
+	return f, true
 }
 
 // nextEvent skips comments.

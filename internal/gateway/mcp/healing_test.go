@@ -1,7 +1,6 @@
 package mcp
 
 import (
-	"bufio"
 	"context"
 	"encoding/json"
 	"errors"
@@ -27,6 +26,7 @@ import (
 	"github.com/selfheal-dev/selfheal/api/v1alpha1"
 	"github.com/selfheal-dev/selfheal/internal/controlplane"
 	"github.com/selfheal-dev/selfheal/internal/gateway/healing"
+	"github.com/selfheal-dev/selfheal/internal/sse"
 )
 
 var cp *controlplane.ControlPlane
@@ -168,14 +168,14 @@ func rawCall(ctx context.Context, url string, id int, withToken bool, held func(
 		return nil, fmt.Errorf("call %d: %d %s", id, resp.StatusCode, ct)
 	}
 	out := &heldClient{}
-	sc := bufio.NewScanner(resp.Body)
-	sc.Buffer(nil, 1<<20)
+	r := sse.NewReader(resp.Body)
 	first := true
-	for sc.Scan() {
-		data, ok := strings.CutPrefix(sc.Text(), "data: ")
-		if !ok {
-			continue
+	for {
+		ev, err := r.Next()
+		if err != nil {
+			return nil, fmt.Errorf("call %d: stream ended without a response: %w", id, err)
 		}
+		data := ev.Data
 		var m struct {
 			Method string `json:"method"`
 			Params struct {
@@ -204,7 +204,6 @@ func rawCall(ctx context.Context, url string, id int, withToken bool, held func(
 			held()
 		}
 	}
-	return nil, fmt.Errorf("call %d: stream ended without a response: %v", id, sc.Err())
 }
 
 func TestThousandFailingCallsMakeOneHealingAndAllGetTheResult(t *testing.T) {

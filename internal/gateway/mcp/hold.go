@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"mime"
 	"net/http"
 	"time"
 
@@ -15,13 +14,14 @@ import (
 
 	"github.com/selfheal-dev/selfheal/api/v1alpha1"
 	"github.com/selfheal-dev/selfheal/internal/gateway/healing"
+	"github.com/selfheal-dev/selfheal/internal/sse"
 )
 
 // heldCall is a client call kept open while its upstream is healed.
 type heldCall struct {
 	w        http.ResponseWriter
-	rc       *http.ResponseController
-	sse      bool // the client's response is an open event stream
+	sw       *sse.Writer // the client's open event stream; nil when it takes JSON
+	sse      bool        // the client's response is an open event stream
 	id       json.RawMessage
 	token    json.RawMessage
 	progress int
@@ -55,15 +55,15 @@ func (h *heldCall) notify(level, text string, ev *healing.Event) {
 			"data":   data,
 		})
 	}
-	_ = writeSSE(h.w, n)
-	_ = h.rc.Flush()
+	_ = writeSSE(h.sw, n)
+	_ = h.sw.Flush()
 }
 
 // finish sends the final JSON-RPC message of the call.
 func (h *heldCall) finish(msg []byte) {
 	if h.sse {
-		_ = writeSSE(h.w, msg)
-		_ = h.rc.Flush()
+		_ = writeSSE(h.sw, msg)
+		_ = h.sw.Flush()
 		return
 	}
 	h.w.Header().Set("Content-Type", "application/json")
@@ -87,7 +87,7 @@ type healOutcome struct {
 func (p *Proxy) hold(w http.ResponseWriter, r *http.Request, up *upstream, msg *message, body []byte, sess *session, fail *failure) {
 	ctx := r.Context()
 	log := ctrl.LoggerFrom(ctx).WithValues("upstream", up.Name, "namespace", up.Namespace, "service", up.Service, "method", msg.Method)
-	h := &heldCall{w: w, rc: http.NewResponseController(w), sse: acceptsSSE(r), id: msg.ID, token: msg.progressToken()}
+	h := &heldCall{w: w, sse: sse.AcceptsStream(r.Header), id: msg.ID, token: msg.progressToken()}
 	clientSID := r.Header.Get(headerSessionID)
 	if msg.Method == "initialize" && h.sse {
 		// The session id must go out with the response headers, which go out now:
@@ -96,11 +96,7 @@ func (p *Proxy) hold(w http.ResponseWriter, r *http.Request, up *upstream, msg *
 		w.Header().Set(headerSessionID, clientSID)
 	}
 	if h.sse {
-		w.Header().Set("Content-Type", "text/event-stream")
-		w.Header().Set("Cache-Control", "no-cache")
-		w.Header().Set("X-Accel-Buffering", "no")
-		w.WriteHeader(http.StatusOK)
-		_ = h.rc.Flush()
+		h.sw = sse.Start(w)
 	}
 	log.Info("Holding MCP call: upstream failed", "failureClass", fail.class, "detail", fail.detail, "cause", fail.cause)
 
@@ -335,26 +331,25 @@ func (p *Proxy) deliver(h *heldCall, resp *http.Response, clientSID string) {
 		return
 	}
 	defer closeQuietly(resp.Body)
-	mt, _, _ := mime.ParseMediaType(resp.Header.Get("Content-Type"))
-	switch mt {
-	case "text/event-stream":
+	if sse.IsStream(resp.Header) {
 		// Event ids are the upstream's stream's; they mean nothing on this stream.
-		_ = readSSE(resp.Body, func(ev sseEvent) bool {
-			if writeSSE(h.w, ev.data) != nil {
-				return false
+		r := sse.NewReader(resp.Body)
+		r.MaxLine = int(p.opts.MaxBodyBytes)
+		for {
+			ev, err := r.Next()
+			if err != nil || writeSSE(h.sw, []byte(ev.Data)) != nil || h.sw.Flush() != nil {
+				return
 			}
-			return h.rc.Flush() == nil
-		})
-	default:
-		b, err := io.ReadAll(io.LimitReader(resp.Body, p.opts.MaxBodyBytes))
-		var m message
-		if err != nil || json.Unmarshal(b, &m) != nil || !m.isResponse() {
-			h.fail(codeUpstreamUnavailable, fmt.Sprintf("upstream answered the replayed call with %d %s", resp.StatusCode, http.StatusText(resp.StatusCode)), nil)
-			return
 		}
-		_ = writeSSE(h.w, b)
-		_ = h.rc.Flush()
 	}
+	b, err := io.ReadAll(io.LimitReader(resp.Body, p.opts.MaxBodyBytes))
+	var m message
+	if err != nil || json.Unmarshal(b, &m) != nil || !m.isResponse() {
+		h.fail(codeUpstreamUnavailable, fmt.Sprintf("upstream answered the replayed call with %d %s", resp.StatusCode, http.StatusText(resp.StatusCode)), nil)
+		return
+	}
+	_ = writeSSE(h.sw, b)
+	_ = h.sw.Flush()
 }
 
 // recoverSession creates a new upstream session for the client's session by replaying
@@ -409,24 +404,22 @@ func (p *Proxy) recoverSession(ctx context.Context, up *upstream, sess *session,
 
 // readResponse returns the JSON-RPC response carried by resp, JSON or SSE.
 func readResponse(resp *http.Response, limit int64) ([]byte, error) {
-	mt, _, _ := mime.ParseMediaType(resp.Header.Get("Content-Type"))
-	if mt == "text/event-stream" {
-		var out []byte
-		err := readSSE(resp.Body, func(ev sseEvent) bool {
+	if sse.IsStream(resp.Header) {
+		r := sse.NewReader(resp.Body)
+		r.MaxLine = int(limit)
+		for {
+			ev, err := r.Next()
+			if errors.Is(err, io.EOF) {
+				return nil, errors.New("stream ended without a response")
+			}
+			if err != nil {
+				return nil, err
+			}
 			var m message
-			if json.Unmarshal(ev.data, &m) == nil && m.isResponse() {
-				out = ev.data
-				return false
+			if json.Unmarshal([]byte(ev.Data), &m) == nil && m.isResponse() {
+				return checkResult([]byte(ev.Data))
 			}
-			return true
-		})
-		if out == nil {
-			if err == nil {
-				err = errors.New("stream ended without a response")
-			}
-			return nil, err
 		}
-		return checkResult(out)
 	}
 	b, err := io.ReadAll(io.LimitReader(resp.Body, limit))
 	if err != nil {
@@ -464,7 +457,7 @@ func (p *Proxy) serveGET(w http.ResponseWriter, r *http.Request, up *upstream) {
 		_ = relay(w, resp, clientSID)
 		return
 	}
-	if sess == nil || !acceptsSSE(r) {
+	if sess == nil || !sse.AcceptsStream(r.Header) {
 		status := http.StatusBadGateway
 		if fail.class == v1alpha1.FailureMCPSessionLost {
 			status = http.StatusNotFound
@@ -474,12 +467,7 @@ func (p *Proxy) serveGET(w http.ResponseWriter, r *http.Request, up *upstream) {
 		writeHTTPError(w, status, nil, codeUpstreamUnavailable, "upstream failed: "+fail.detail)
 		return
 	}
-	rc := http.NewResponseController(w)
-	w.Header().Set("Content-Type", "text/event-stream")
-	w.Header().Set("Cache-Control", "no-cache")
-	w.Header().Set("X-Accel-Buffering", "no")
-	w.WriteHeader(http.StatusOK)
-	_ = rc.Flush()
+	sw := sse.Start(w)
 	hdr := r.Header.Clone()
 	hdr.Del(headerLastEventID) // a new upstream session has no history to resume
 	deadline := time.NewTimer(p.opts.StreamReconnectTimeout)
@@ -510,18 +498,13 @@ func (p *Proxy) serveGET(w http.ResponseWriter, r *http.Request, up *upstream) {
 		if resp.StatusCode != http.StatusOK {
 			return
 		}
-		buf := make([]byte, 32<<10)
+		// Whole frames only: when this upstream stream breaks and the next one
+		// takes over, the client's stream must not hold half an event.
+		sr := sse.NewReader(resp.Body)
+		sr.MaxLine = int(p.opts.MaxBodyBytes)
 		for {
-			n, err := resp.Body.Read(buf)
-			if n > 0 {
-				if _, werr := w.Write(buf[:n]); werr != nil {
-					return
-				}
-				if rc.Flush() != nil {
-					return
-				}
-			}
-			if err != nil {
+			f, err := sr.NextFrame()
+			if err != nil || sw.Raw(f.Bytes) != nil || sw.Flush() != nil {
 				return
 			}
 		}

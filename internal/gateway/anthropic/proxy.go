@@ -39,6 +39,7 @@ import (
 	"k8s.io/utils/clock"
 	ctrl "sigs.k8s.io/controller-runtime/pkg/log"
 
+	"github.com/selfheal-dev/selfheal/internal/gateway/hop"
 	"github.com/selfheal-dev/selfheal/internal/gateway/limits"
 	"github.com/selfheal-dev/selfheal/internal/sse"
 )
@@ -158,25 +159,6 @@ func (nopRecorder) ObserveAttempt(string, string, time.Duration) {}
 func (nopRecorder) ObserveRetry(string, string)                  {}
 func (nopRecorder) ObserveDelay(string, time.Duration)           {}
 
-// hopHeaders are connection-scoped (RFC 9110 7.6.1) and never forwarded.
-var hopHeaders = []string{
-	"Connection", "Proxy-Connection", "Keep-Alive", "Proxy-Authenticate",
-	"Proxy-Authorization", "Te", "Trailer", "Transfer-Encoding", "Upgrade",
-}
-
-func removeHopHeaders(h http.Header) {
-	for _, f := range h.Values("Connection") {
-		for _, name := range strings.Split(f, ",") {
-			if name = strings.TrimSpace(name); name != "" {
-				h.Del(name)
-			}
-		}
-	}
-	for _, k := range hopHeaders {
-		h.Del(k)
-	}
-}
-
 var bufPool = sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b }}
 var readerPool = sync.Pool{New: func() any { return sse.NewReader(nil) }}
 
@@ -219,7 +201,7 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 
 	h := r.Header.Clone()
-	removeHopHeaders(h)
+	hop.Remove(h)
 	h.Del(TokenHeader)
 	h.Del("Host")
 	h.Del("Content-Length")
@@ -533,7 +515,7 @@ func (x *exchange) deliver(o *outcome) {
 	for k, vs := range o.res.Header {
 		h[k] = vs
 	}
-	removeHopHeaders(h)
+	hop.Remove(h)
 	switch {
 	case o.errBody != nil:
 		h.Set("Content-Length", strconv.Itoa(len(o.errBody)))

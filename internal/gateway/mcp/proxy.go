@@ -30,6 +30,7 @@ import (
 	"github.com/selfheal-dev/selfheal/api/v1alpha1"
 	"github.com/selfheal-dev/selfheal/internal/gateway/access"
 	"github.com/selfheal-dev/selfheal/internal/gateway/healing"
+	"github.com/selfheal-dev/selfheal/internal/gateway/hop"
 	"github.com/selfheal-dev/selfheal/internal/gateway/limits"
 )
 
@@ -401,36 +402,34 @@ func isTimeout(err error) bool {
 	return errors.As(err, &ne) && ne.Timeout()
 }
 
-// hopHeaders are not forwarded; neither are the gateway's own credentials.
-var hopHeaders = map[string]bool{
-	"Connection": true, "Keep-Alive": true, "Proxy-Connection": true, "Proxy-Authenticate": true,
-	"Proxy-Authorization": true, "Te": true, "Trailer": true, "Transfer-Encoding": true, "Upgrade": true,
-	"Host": true, "Content-Length": true, "Authorization": true, "Cookie": true, "X-Api-Key": true,
+// notForwarded are the request headers the proxy keeps to itself, besides the
+// hop-by-hop ones (package hop): the client's credentials for the gateway, and what
+// describes the client's own request.
+var notForwarded = []string{
+	"Host", "Content-Length", "Authorization", "Cookie", "X-Api-Key",
 	// Origin was checked here; the upstream sees the gateway as its caller.
-	"Origin": true, "Sec-Fetch-Site": true, "Sec-Fetch-Mode": true, "Sec-Fetch-Dest": true,
+	"Origin", "Sec-Fetch-Site", "Sec-Fetch-Mode", "Sec-Fetch-Dest",
 	// Compressed SSE could not be flushed event by event.
-	"Accept-Encoding": true,
+	"Accept-Encoding",
 }
 
 func copyRequestHeaders(dst, src http.Header) {
-	for k, vs := range src {
-		if hopHeaders[http.CanonicalHeaderKey(k)] {
-			continue
-		}
-		dst[k] = slices.Clone(vs)
+	h := src.Clone()
+	hop.Remove(h)
+	for _, k := range notForwarded {
+		h.Del(k)
+	}
+	for k, vs := range h {
+		dst[k] = vs
 	}
 }
 
 func copyResponseHeaders(dst, src http.Header, clientSessionID string) {
-	for k, vs := range src {
-		ck := http.CanonicalHeaderKey(k)
-		if hopHeaders[ck] && ck != "Content-Length" {
-			continue
-		}
-		if ck == "Content-Length" {
-			continue // the body is streamed
-		}
-		dst[k] = slices.Clone(vs)
+	h := src.Clone()
+	hop.Remove(h)
+	h.Del("Content-Length") // the body is streamed
+	for k, vs := range h {
+		dst[k] = vs
 	}
 	if clientSessionID != "" && dst.Get(headerSessionID) != "" {
 		dst.Set(headerSessionID, clientSessionID)

@@ -423,3 +423,39 @@ func waitFor(t *testing.T, cond func() bool) {
 		time.Sleep(10 * time.Millisecond)
 	}
 }
+
+// The proxy forwards no hop-by-hop header, in either direction, including those a
+// Connection header names. Catches: a second, fixed list of hop headers that ignores
+// Connection (the MCP proxy's own list did).
+func TestHopByHopHeadersAreNotForwarded(t *testing.T) {
+	seen := make(chan http.Header, 1)
+	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		seen <- r.Header.Clone()
+		w.Header().Set("Connection", "X-Up-Private")
+		w.Header().Set("X-Up-Private", "upstream's own")
+		w.Header().Set("Content-Type", "application/json")
+		_, _ = io.WriteString(w, `{"jsonrpc":"2.0","id":1,"result":{}}`)
+	}))
+	defer up.Close()
+	proxy := startProxy(t, Options{Upstreams: []Upstream{{Name: "tools", URL: up.URL, Namespace: "ns", Service: "tools"}}})
+	req, _ := http.NewRequest(http.MethodPost, proxy.URL+"/mcp/tools", strings.NewReader(`{"jsonrpc":"2.0","id":1,"method":"ping"}`))
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("Accept", "application/json, text/event-stream")
+	req.Header.Set("Connection", "X-Hop-Private")
+	req.Header.Set("X-Hop-Private", "for the gateway only")
+	req.Header.Set("Proxy-Authorization", "Basic c2VjcmV0")
+	req.Header.Set("X-End-To-End", "kept")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	_, _ = io.Copy(io.Discard, resp.Body)
+	got := <-seen
+	if got.Get("X-Hop-Private") != "" || got.Get("Proxy-Authorization") != "" || got.Get("X-End-To-End") != "kept" {
+		t.Fatalf("upstream saw %v", got)
+	}
+	if resp.Header.Get("X-Up-Private") != "" {
+		t.Fatalf("client saw the upstream's connection-scoped header: %v", resp.Header)
+	}
+}

@@ -21,6 +21,7 @@ import (
 	"github.com/selfheal-dev/selfheal/internal/gateway/healing"
 	"github.com/selfheal-dev/selfheal/internal/gateway/limits"
 	"github.com/selfheal-dev/selfheal/internal/gateway/mcp"
+	"github.com/selfheal-dev/selfheal/internal/gateway/outbound"
 )
 
 // rbac: The gateway creates a HealingRequest when an upstream fails and watches it to stream its progress.
@@ -100,9 +101,11 @@ func buildGateway(restCfg *rest.Config, o options) (*gatewayRunnable, []string, 
 		})
 		names = append(names, fmt.Sprintf("%s -> %s/%s", u.Name, u.Namespace, u.Service))
 	}
+	// One outbound transport and one set of upstream metrics for both proxies.
+	transport := outbound.NewTransport(outbound.Options{})
 	proxy, err := mcp.NewProxy(mcp.Options{
 		Upstreams: upstreams, Healer: g.healer, AllowedOrigins: cfg.AllowedOrigins,
-		Budget:      budget,
+		Transport: transport, Metrics: recorder, Budget: budget,
 		MaxSessions: cfg.Limits.GetMaxSessions(), SessionIdleTimeout: cfg.Limits.GetSessionIdleTimeout(),
 	})
 	if err != nil {
@@ -110,6 +113,7 @@ func buildGateway(restCfg *rest.Config, o options) (*gatewayRunnable, []string, 
 	}
 	g.server, err = gateway.New(cfg,
 		gateway.WithBindAddress(o.gatewayAddr),
+		gateway.WithTransport(transport),
 		gateway.WithBudget(budget),
 		gateway.WithLogger(log),
 		gateway.WithDelayReporter(hub),

@@ -18,6 +18,7 @@ import (
 	"net/http/httptrace"
 	"net/url"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -32,6 +33,7 @@ import (
 	"github.com/selfheal-dev/selfheal/internal/gateway/healing"
 	"github.com/selfheal-dev/selfheal/internal/gateway/hop"
 	"github.com/selfheal-dev/selfheal/internal/gateway/limits"
+	"github.com/selfheal-dev/selfheal/internal/gateway/outbound"
 )
 
 // ReplayMode says when a call that failed may be sent again after a healing.
@@ -93,8 +95,12 @@ type Options struct {
 	StreamReconnectTimeout time.Duration
 	// MaxReplays is how often one call is replayed after healings. Default 2.
 	MaxReplays int
-	// Transport reaches the upstreams. Default: a clone of http.DefaultTransport.
+	// Transport reaches the upstreams: the gateway's one outbound transport (package
+	// outbound), shared with the Anthropic proxy. Default: a new one.
 	Transport http.RoundTripper
+	// Metrics counts each upstream request and its latency by upstream name and
+	// status; nil records nothing. The gateway passes its Recorder.
+	Metrics Recorder
 	// RetryInterval paces the reconnection of held standalone GET streams. Default 500ms.
 	RetryInterval time.Duration
 	// Budget is the gateway's budget of buffered request bytes; nil reserves nothing.
@@ -109,6 +115,16 @@ type Options struct {
 	// Clock times session idleness; tests inject a fake one.
 	Clock clock.PassiveClock
 }
+
+// Recorder receives outbound metrics: code is the HTTP status, "error" (no
+// response) or "timeout" (no response headers within the call timeout).
+type Recorder interface {
+	ObserveAttempt(upstream, code string, latency time.Duration)
+}
+
+type nopRecorder struct{}
+
+func (nopRecorder) ObserveAttempt(string, string, time.Duration) {}
 
 // Proxy is the http.Handler for /mcp/{name}.
 type Proxy struct {
@@ -195,15 +211,16 @@ func NewProxy(opts Options) (*Proxy, error) {
 		opts.Clock = clock.RealClock{}
 	}
 	if opts.Transport == nil {
-		t := http.DefaultTransport.(*http.Transport).Clone()
-		t.MaxIdleConnsPerHost = 64
-		opts.Transport = t
+		opts.Transport = outbound.NewTransport(outbound.Options{})
+	}
+	if opts.Metrics == nil {
+		opts.Metrics = nopRecorder{}
 	}
 	p := &Proxy{
 		opts:      opts,
 		upstreams: map[string]*upstream{},
 		sessions:  newSessionStore(opts.MaxSessions, opts.SessionIdleTimeout, opts.Clock),
-		client:    &http.Client{Transport: opts.Transport, CheckRedirect: noRedirects},
+		client:    outbound.Client(opts.Transport),
 		log:       ctrl.Log.WithName("mcp-proxy"),
 	}
 	for i, u := range opts.Upstreams {
@@ -231,8 +248,6 @@ func NewProxy(opts Options) (*Proxy, error) {
 	}
 	return p, nil
 }
-
-func noRedirects(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
 
 func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if origin := r.Header.Get("Origin"); origin != "" && !p.originAllowed(origin) {
@@ -322,8 +337,20 @@ func (p *Proxy) forward(ctx context.Context, up *upstream, method, rawQuery stri
 			req.Header.Del(headerSessionID)
 		}
 	}
+	start := time.Now()
 	resp, err := p.client.Do(req)
 	timedOut := !timer.Stop()
+	code := "error"
+	switch {
+	case err == nil:
+		code = strconv.Itoa(resp.StatusCode)
+	case timedOut:
+		code = "timeout"
+	}
+	if ctx.Err() == nil || err == nil {
+		// A call the client abandoned says nothing about the upstream.
+		p.opts.Metrics.ObserveAttempt(up.Name, code, time.Since(start))
+	}
 	if err != nil {
 		cancel()
 		if ctx.Err() != nil {

@@ -498,3 +498,48 @@ func TestWaitOnARequestNoControllerSawEnds(t *testing.T) {
 		t.Fatalf("wait ended with %+v, want healing_failed NotPickedUp", last)
 	}
 }
+
+// With two active requests for one Service (made by hand, or by replicas before the
+// controller marked one a duplicate), the gateway joins the one the controller keeps:
+// the oldest by v1alpha1.CreatedBefore, the one ordering both use. Catches: an
+// ordering of the gateway's own that breaks creation-time ties differently.
+func TestTriggerJoinsTheOldestActiveRequestAsTheControllerOrdersThem(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	ns := freshNamespace(t)
+	h := startHealer(t, ctx, ns, NewHub(HubOptions{}))
+	// Created within one second (names in reverse order), so their creation
+	// timestamps most likely tie and the name decides.
+	for _, name := range []string{"tools-zz", "tools-aa"} {
+		hr := &v1alpha1.HealingRequest{
+			ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: ns},
+			Spec: v1alpha1.HealingRequestSpec{Target: v1alpha1.HealingTarget{Service: "tools"},
+				Trigger: v1alpha1.HealingTrigger{Source: v1alpha1.TriggerSourceManual, FailureClass: v1alpha1.FailureOther}},
+		}
+		if err := cp.Client.Create(ctx, hr); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// Once this replica has seen both (before that, the one it joins defers to the
+	// oldest through status.duplicateOf, which the controller sets).
+	waitUntil(t, func() bool {
+		h.mu.Lock()
+		defer h.mu.Unlock()
+		return h.states[stateKey(ns, "tools-zz")] != nil && h.states[stateKey(ns, "tools-aa")] != nil
+	})
+	items := listRequests(t, ns)
+	oldest := &items[0]
+	for i := range items {
+		if v1alpha1.CreatedBefore(&items[i], oldest) {
+			oldest = &items[i]
+		}
+	}
+	name, err := h.Trigger(ctx, refused(ns))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if name != oldest.Name {
+		t.Fatalf("Trigger joined %q, want %q, the oldest by v1alpha1.CreatedBefore (created %s and %s)",
+			name, oldest.Name, items[0].CreationTimestamp, items[1].CreationTimestamp)
+	}
+}

@@ -325,8 +325,10 @@ func (h *Healer) createOrJoin(ctx context.Context, f Failure) (string, bool, err
 			if hr.Spec.Target.Service != f.Service || hr.DeletionTimestamp != nil {
 				continue
 			}
+			// One ordering for "oldest" and "newest", the controller's too:
+			// creation time, then name.
 			if hr.Status.Phase.IsTerminal() {
-				if newestDone == nil || newer(hr, newestDone) {
+				if newestDone == nil || v1alpha1.CreatedBefore(newestDone, hr) {
 					newestDone = hr
 				}
 				continue
@@ -334,7 +336,7 @@ func (h *Healer) createOrJoin(ctx context.Context, f Failure) (string, bool, err
 			if hr.Status.DuplicateOf != "" {
 				continue // it defers to another one, which is the one to join
 			}
-			if active == nil || newer(active, hr) {
+			if active == nil || v1alpha1.CreatedBefore(hr, active) {
 				active = hr // the oldest active request wins
 			}
 		}
@@ -383,14 +385,6 @@ func (h *Healer) createOrJoin(ctx context.Context, f Failure) (string, bool, err
 
 // maxCreateAttempts bounds the list-create rounds of one trigger.
 const maxCreateAttempts = 10
-
-// newer orders requests by creation time, then name.
-func newer(a, b *v1alpha1.HealingRequest) bool {
-	if !a.CreationTimestamp.Equal(&b.CreationTimestamp) {
-		return b.CreationTimestamp.Before(&a.CreationTimestamp)
-	}
-	return a.Name > b.Name
-}
 
 // RequestName is the deterministic name of the incident that follows predecessor (the
 // newest finished request for the service, "" for the first one). Every replica that

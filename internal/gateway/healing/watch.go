@@ -151,7 +151,13 @@ func (h *Healer) observe(hr *v1alpha1.HealingRequest, initial bool) {
 		h.hub.Publish(ev)
 	}
 	if !hr.Status.Phase.IsTerminal() && hr.Status.DuplicateOf == "" {
-		if _, ok := h.active[targetKey]; !ok {
+		// The active request is the oldest, ordered as the controller orders them
+		// (v1alpha1.CreatedBefore), not the first this process happened to see.
+		cur, ok := h.active[targetKey]
+		if !ok {
+			h.active[targetKey] = hr.Name
+		} else if cs := h.states[stateKey(hr.Namespace, cur)]; cur != hr.Name && cs != nil && cs.latest != nil &&
+			v1alpha1.CreatedBefore(hr, cs.latest) {
 			h.active[targetKey] = hr.Name
 		}
 	}

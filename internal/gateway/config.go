@@ -65,10 +65,11 @@ type Config struct {
 	// an MCP request's Origin header; "*" accepts any. Requests without Origin
 	// are always accepted (they do not come from a browser).
 	AllowedOrigins []string `json:"allowedOrigins,omitempty"`
-	// Caller describes the gateway's own pods, so diagnosis can tell whether a
-	// NetworkPolicy admits the gateway. Optional.
-	Caller  *CallerIdentity `json:"caller,omitempty"`
-	Healing HealingConfig   `json:"healing,omitempty"`
+	// Deprecated: Caller is ignored (see Deprecations). Who calls the healed
+	// Services, for the NetworkPolicy check, is the controller's to know: its
+	// --caller-namespace and --caller-labels flags.
+	Caller  any           `json:"caller,omitempty"`
+	Healing HealingConfig `json:"healing,omitempty"`
 	// Limits bound what clients can make the gateway hold. All optional.
 	Limits LimitsConfig `json:"limits,omitempty"`
 }
@@ -210,12 +211,6 @@ type ClientScope struct {
 	// Namespaces whose healings the client may report and see, and whose
 	// upstreams it may call.
 	Namespaces []string `json:"namespaces,omitempty"`
-}
-
-// CallerIdentity is how the gateway's pods look to a NetworkPolicy.
-type CallerIdentity struct {
-	Namespace string            `json:"namespace,omitempty"`
-	Labels    map[string]string `json:"labels,omitempty"`
 }
 
 // HealingConfig configures HealingRequest creation and waiting.
@@ -417,6 +412,10 @@ func (c *Config) Deprecations() []string {
 		out = append(out, "healing.waitTimeout is ignored: a held call now waits until its HealingRequest's status.deadline "+
 			"(the HealingPolicy's deadline, 10s..10m) plus a few seconds for the controller to record the outcome; remove the field")
 	}
+	if c.Caller != nil {
+		out = append(out, "caller is ignored: the network policy check runs in the controller, which learns who calls the "+
+			"healed Services from its --caller-namespace and --caller-labels flags; set them on the controller and remove the field")
+	}
 	return out
 }
 
@@ -508,22 +507,6 @@ func (c *Config) Validate() error {
 		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" ||
 			(u.Path != "" && u.Path != "/") || u.RawQuery != "" || u.Fragment != "" {
 			errs.add(fmt.Sprintf("allowedOrigins[%d]", i), "must be \"*\" or an origin like https://chat.example.com")
-		}
-	}
-
-	if c.Caller != nil {
-		if c.Caller.Namespace != "" {
-			if msgs := validation.IsDNS1123Label(c.Caller.Namespace); len(msgs) > 0 {
-				errs.add("caller.namespace", "must be a Kubernetes namespace name (%s)", strings.Join(msgs, "; "))
-			}
-		}
-		for k, v := range c.Caller.Labels {
-			if msgs := validation.IsQualifiedName(k); len(msgs) > 0 {
-				errs.add(fmt.Sprintf("caller.labels[%s]", k), "invalid label key (%s)", strings.Join(msgs, "; "))
-			}
-			if msgs := validation.IsValidLabelValue(v); len(msgs) > 0 {
-				errs.add(fmt.Sprintf("caller.labels[%s]", k), "invalid label value (%s)", strings.Join(msgs, "; "))
-			}
 		}
 	}
 

@@ -91,7 +91,6 @@ func TestConfigValidationNamesTheField(t *testing.T) {
 		{"auth both", replace("auth: {mode: none}", "auth: {mode: none, tokensFile: /x}"), "auth: set either tokensFile or mode: none, not both"},
 		{"auth bad mode", replace("auth: {mode: none}", "auth: {mode: off}"), "auth.mode: must be \"none\""},
 		{"bad origin", validConfig + "allowedOrigins: [\"https://ok.example\", \"chat.example.com\"]\n", "allowedOrigins[1]: must be"},
-		{"bad caller label", validConfig + "caller: {labels: {\"bad key!\": x}}\n", "caller.labels[bad key!]: invalid label key"},
 		{"bad healing namespace", validConfig + "healing: {namespace: Not_OK}\n", "healing.namespace:"},
 		{"unknown field", validConfig + "retries: 3\n", "unknown field \"retries\""},
 	}
@@ -158,12 +157,13 @@ func TestSecretNeverPrints(t *testing.T) {
 // and named in a deprecation saying what replaced it. Catches: a strict parse
 // refusing the old field (a crash-looping gateway on upgrade), or a silent ignore.
 func TestDeprecatedFieldsAreAcceptedAndNamed(t *testing.T) {
-	c, err := gateway.ParseConfig([]byte(validConfig+"healing: {waitTimeout: 150s}\n"), env)
+	c, err := gateway.ParseConfig([]byte(validConfig+"healing: {waitTimeout: 150s}\ncaller: {namespace: selfheal-system, labels: {app: selfheal}}\n"), env)
 	if err != nil {
-		t.Fatalf("an old config with healing.waitTimeout was refused: %v", err)
+		t.Fatalf("an old config with healing.waitTimeout and caller was refused: %v", err)
 	}
 	d := c.Deprecations()
-	if len(d) != 1 || !strings.HasPrefix(d[0], "healing.waitTimeout is ignored") || !strings.Contains(d[0], "status.deadline") {
-		t.Fatalf("deprecations %q, want one naming healing.waitTimeout and the deadline that replaced it", d)
+	if len(d) != 2 || !strings.HasPrefix(d[0], "healing.waitTimeout is ignored") || !strings.Contains(d[0], "status.deadline") ||
+		!strings.HasPrefix(d[1], "caller is ignored") || !strings.Contains(d[1], "--caller-namespace") || !strings.Contains(d[1], "--caller-labels") {
+		t.Fatalf("deprecations %q, want healing.waitTimeout (and the deadline that replaced it) and caller (and the controller flags)", d)
 	}
 }

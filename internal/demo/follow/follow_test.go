@@ -28,6 +28,8 @@ import (
 var cluster *controlplane.ControlPlane
 
 func TestMain(m *testing.M) {
+	// Generous: the suite runs beside other builds, where gomega's 1 s default flakes.
+	SetDefaultEventuallyTimeout(30 * time.Second)
 	var err error
 	cluster, err = controlplane.Start(context.Background(), controlplane.Options{Cluster: true, Progress: os.Stderr})
 	if err != nil {

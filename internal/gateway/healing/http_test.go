@@ -100,10 +100,10 @@ func subscribe(t *testing.T, ctx context.Context, url string, lastID string) (*h
 
 func waitUntil(t *testing.T, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(20 * time.Second)
+	deadline := time.Now().Add(90 * time.Second)
 	for !cond() {
 		if time.Now().After(deadline) {
-			t.Fatal("condition not met within 20s")
+			t.Fatal("condition not met within 90s")
 		}
 		time.Sleep(5 * time.Millisecond)
 	}

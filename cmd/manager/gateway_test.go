@@ -10,7 +10,6 @@ import (
 	"testing"
 
 	"sigs.k8s.io/controller-runtime/pkg/metrics"
-
 )
 
 // An MCP call through the assembled gateway goes out through the outbound transport

@@ -543,3 +543,61 @@ func TestTriggerJoinsTheOldestActiveRequestAsTheControllerOrdersThem(t *testing.
 			name, oldest.Name, items[0].CreationTimestamp, items[1].CreationTimestamp)
 	}
 }
+
+// Event ids come from the HealingRequest (namespace/name/step), so a client that read
+// part of a healing from one gateway replica resumes on another (its own informer,
+// its own history) exactly: the steps it has not seen, once each, and no
+// events_missed. Catches: ids from a per-process counter, which mean other events on
+// the other replica.
+func TestResumeOnAnotherReplicaIsExact(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+	defer cancel()
+	ns := freshNamespace(t)
+	hubA, hubB := NewHub(HubOptions{}), NewHub(HubOptions{})
+	a := startHealer(t, ctx, ns, hubA)
+	b := startHealer(t, ctx, ns, hubB)
+	for i := range 3 { // replica B has a history of its own
+		hubB.ProcessingDelay("anthropic", i+1, time.Second, "overloaded")
+	}
+	srvA := httptest.NewServer(NewEventsHandler(hubA, StreamOptions{}))
+	defer srvA.Close()
+	srvB := httptest.NewServer(NewEventsHandler(hubB, StreamOptions{}))
+	defer srvB.Close()
+
+	respA, fromA := subscribe(t, ctx, srvA.URL+"?namespace="+ns, "")
+	name, err := a.Trigger(ctx, refused(ns))
+	if err != nil {
+		t.Fatal(err)
+	}
+	playController(t, ns, name, addProgress(v1alpha1.PhaseDiagnosing, "checking pods", "checking endpoints"))
+	var last string
+	for _, want := range []string{EventHealingStart, EventHealingProgress, EventHealingProgress} {
+		f := fromA.nextEvent()
+		if f.event != want {
+			t.Fatalf("replica A sent %s (%s), want %s", f.event, f.id, want)
+		}
+		last = f.id
+	}
+	if last != ns+"/"+name+"/2" {
+		t.Fatalf("the second step's id is %q, want %s/%s/2", last, ns, name)
+	}
+	_ = respA.Body.Close() // the client loses replica A
+
+	playController(t, ns, name, addProgress(v1alpha1.PhaseRemediating, "restarting deployment/tools"))
+	playController(t, ns, name, finish(v1alpha1.PhaseHealed, v1alpha1.IssueNoReadyPods, v1alpha1.ReasonHealed, "tools is serving again"))
+	waitUntil(t, func() bool { snap, _ := b.snapshot(ns, name); return snap != nil })
+
+	respB, fromB := subscribe(t, ctx, srvB.URL+"?namespace="+ns, last)
+	defer respB.Body.Close()
+	want := []string{
+		EventHealingProgress + " " + ns + "/" + name + "/3 restarting deployment/tools",
+		EventHealingProgress + " " + ns + "/" + name + "/4 tools is serving again",
+		EventHealingComplete + " " + ns + "/" + name + "/end tools is serving again",
+	}
+	for _, w := range want {
+		f := fromB.nextEvent()
+		if got := f.event + " " + f.id + " " + f.decode(t).Message; got != w {
+			t.Fatalf("replica B resumed with %q, want %q", got, w)
+		}
+	}
+}

@@ -9,7 +9,6 @@ import (
 	"mime"
 	"net"
 	"net/http"
-	"strconv"
 	"strings"
 	"time"
 
@@ -21,6 +20,9 @@ import (
 	"github.com/selfheal-dev/selfheal/internal/gateway/limits"
 	"github.com/selfheal-dev/selfheal/internal/sse"
 )
+
+// maxEventIDLen bounds a Last-Event-ID: a namespace, a name and a step.
+const maxEventIDLen = 63 + 1 + 253 + 1 + 10
 
 // StreamOptions tunes the SSE handlers. Zero values take the defaults.
 type StreamOptions struct {
@@ -90,22 +92,24 @@ func (h *EventsHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if lastRaw == "" {
 		lastRaw = q.Get("lastEventId")
 	}
-	var lastID uint64
-	resume := false
-	if lastRaw != "" {
-		id, err := strconv.ParseUint(strings.TrimSpace(lastRaw), 10, 64)
-		if err != nil {
-			writeJSONError(w, http.StatusBadRequest, "Last-Event-ID must be an event id (a decimal number)")
-			return
-		}
-		lastID, resume = id, true
+	lastID := strings.TrimSpace(lastRaw)
+	if len(lastID) > maxEventIDLen {
+		writeJSONError(w, http.StatusBadRequest, "Last-Event-ID is not an event id of this gateway")
+		return
 	}
 	release, err := h.opts.Streams.Acquire(client.ClientName())
 	if err != nil {
 		refuseBusy(w, err.Error())
 		return
 	}
-	sub, backlog, missed := h.hub.Subscribe(filter, lastID, resume)
+	var sub *Subscription
+	var backlog []*Event
+	missed := false
+	if lastID != "" {
+		sub, backlog, missed = h.hub.Resume(filter, lastID)
+	} else {
+		sub, _, _ = h.hub.Subscribe(filter, 0, false)
+	}
 
 	// On HTTP/1.1 the connection is taken over so an idle subscriber costs one small
 	// goroutine and its socket, not net/http's per-connection buffers and reader
@@ -174,7 +178,7 @@ func hijack(w http.ResponseWriter, r *http.Request) (net.Conn, bool) {
 	return conn, true
 }
 
-func (h *EventsHandler) stream(ctx context.Context, sw *sseWriter, sub *Subscription, backlog []*Event, missed bool, lastID uint64, release func()) {
+func (h *EventsHandler) stream(ctx context.Context, sw *sseWriter, sub *Subscription, backlog []*Event, missed bool, lastID string, release func()) {
 	defer release()
 	defer sub.Close()
 	if sw.conn != nil {
@@ -240,7 +244,7 @@ type sseWriter struct {
 	*sse.Writer
 	rc     *http.ResponseController // nil on a hijacked connection
 	conn   *deadlineConn            // set on a hijacked connection
-	lastID uint64
+	lastID string
 }
 
 func newSSEWriter(w http.ResponseWriter) *sseWriter {
@@ -272,12 +276,10 @@ func (s *sseWriter) event(ev *Event) {
 	if err != nil {
 		return // an Event always marshals; nothing sensible to send otherwise
 	}
-	id := ""
-	if ev.ID != 0 {
+	if ev.ID != "" {
 		s.lastID = ev.ID
-		id = strconv.FormatUint(ev.ID, 10)
 	}
-	_ = s.Event(sse.Event{ID: id, Type: ev.Type, Data: string(data)})
+	_ = s.Event(sse.Event{ID: ev.ID, Type: ev.Type, Data: string(data)})
 }
 
 // control writes a stream-control event that has no id, so it never moves the

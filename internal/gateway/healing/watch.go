@@ -142,6 +142,7 @@ func (h *Healer) observe(hr *v1alpha1.HealingRequest, initial bool) {
 	if !st.started {
 		st.started = true
 		ev := base
+		ev.ID = eventID(hr.Namespace, hr.Name, StepStart)
 		ev.Type = EventHealingStart
 		ev.Phase = string(orPending(hr.Status.Phase))
 		ev.Message = fmt.Sprintf("Healing %s/%s after %s", hr.Namespace, hr.Spec.Target.Service, hr.Spec.Trigger.FailureClass)
@@ -161,8 +162,10 @@ func (h *Healer) observe(hr *v1alpha1.HealingRequest, initial bool) {
 			h.active[targetKey] = hr.Name
 		}
 	}
-	for _, p := range newProgress(st, hr.Status.Progress) {
+	first := st.seen + 1 // the step of the first new entry
+	for i, p := range newProgress(st, hr.Status.Progress) {
 		ev := base
+		ev.ID = eventID(hr.Namespace, hr.Name, first+i)
 		ev.Type = EventHealingProgress
 		ev.Phase = string(p.Phase)
 		ev.Message = p.Message
@@ -173,6 +176,7 @@ func (h *Healer) observe(hr *v1alpha1.HealingRequest, initial bool) {
 	if hr.Status.DuplicateOf != "" && st.duplicateOf != hr.Status.DuplicateOf {
 		st.duplicateOf = hr.Status.DuplicateOf
 		ev := base
+		ev.ID = eventID(hr.Namespace, hr.Name, stepDuplicate)
 		ev.Type = EventHealingProgress
 		ev.Phase = string(hr.Status.Phase)
 		ev.DuplicateOf = hr.Status.DuplicateOf
@@ -244,6 +248,7 @@ func sameEntry(a, b *v1alpha1.ProgressEntry) bool {
 // terminalEvent describes how hr ended, with the diagnosis when it did not heal.
 func (h *Healer) terminalEvent(hr *v1alpha1.HealingRequest) Event {
 	ev := Event{
+		ID:          eventID(hr.Namespace, hr.Name, stepEnd),
 		Request:     hr.Name,
 		Namespace:   hr.Namespace,
 		Service:     hr.Spec.Target.Service,
@@ -299,6 +304,7 @@ func (h *Healer) forget(hr *v1alpha1.HealingRequest) {
 	}
 	if st != nil && st.terminal == nil {
 		h.hub.Publish(Event{
+			ID:        eventID(hr.Namespace, hr.Name, stepEnd),
 			Type:      EventHealingFailed,
 			Request:   hr.Name,
 			Namespace: hr.Namespace,
@@ -341,7 +347,7 @@ func (h *Healer) follow(ctx context.Context, out chan<- Event, namespace, reques
 	for {
 		sub, backlog, _ := h.hub.Subscribe(Filter{Namespace: namespace}, lastID, resume)
 		for _, ev := range backlog {
-			lastID = ev.ID
+			lastID = ev.Seq
 			if done, ok := f.offer(ev); done || !ok {
 				sub.Close()
 				return
@@ -356,12 +362,12 @@ func (h *Healer) follow(ctx context.Context, out chan<- Event, namespace, reques
 				f.current = dup
 				snap, dup = h.snapshot(namespace, f.current)
 			}
-			if snap != nil && (snap.ID == 0 || snap.ID > lastID) {
+			if snap != nil && (snap.Seq == 0 || snap.Seq > lastID) {
 			drain:
 				for {
 					select {
 					case ev, ok := <-sub.Events():
-						if !ok || (snap.ID != 0 && ev.ID >= snap.ID) {
+						if !ok || (snap.Seq != 0 && ev.Seq >= snap.Seq) {
 							break drain
 						}
 						if done, ok := f.offer(ev); done || !ok {
@@ -400,7 +406,7 @@ func (h *Healer) follow(ctx context.Context, out chan<- Event, namespace, reques
 			if !ok {
 				break
 			}
-			lastID = ev.ID
+			lastID = ev.Seq
 			if done, sent := f.offer(ev); done || !sent {
 				sub.Close()
 				return
@@ -513,6 +519,7 @@ func (h *Healer) expired(namespace, name string) Event {
 	}
 	hr := st.latest
 	ev := h.terminalEvent(hr)
+	ev.ID = "" // this waiter's outcome, not the healing's: never published
 	ev.Type = EventHealingFailed
 	ev.Phase = string(orPending(hr.Status.Phase))
 	ev.Reason = v1alpha1.ReasonDeadlineExceeded

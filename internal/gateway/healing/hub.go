@@ -305,8 +305,8 @@ type Subscription struct {
 	// skip is the client's resume point: events of that request at or before it
 	// are not sent.
 	skip *EventID
-	ch     chan *Event
-	err    error // set before ch is closed
+	ch   chan *Event
+	err  error // set before ch is closed
 }
 
 // Events delivers events; it is closed when the subscription ends, after which Err
@@ -357,7 +357,9 @@ func (id EventID) String() string {
 	return id.Namespace + "/" + id.Name + "/" + step
 }
 
-func (id EventID) sameRequest(o EventID) bool { return id.Namespace == o.Namespace && id.Name == o.Name }
+func (id EventID) sameRequest(o EventID) bool {
+	return id.Namespace == o.Namespace && id.Name == o.Name
+}
 
 // covers reports whether ev is at or before the resume point id (nil covers nothing).
 func (id *EventID) covers(ev *Event) bool {

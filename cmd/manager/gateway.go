@@ -72,7 +72,12 @@ func buildGateway(restCfg *rest.Config, o options) (*gatewayRunnable, []string, 
 	recorder := gateway.NewRecorder(cfg)
 
 	g := &gatewayRunnable{log: log}
-	healerOpts := healing.Options{Hub: hub, Namespaces: namespaces, Targets: cfg.HealingTargets(), Observe: recorder.HealingTriggered}
+	joinEnded := cfg.Healing.GetJoinEndedWithin()
+	if joinEnded == 0 {
+		joinEnded = -1 // off (zero is the Healer's default)
+	}
+	healerOpts := healing.Options{Hub: hub, Namespaces: namespaces, Targets: cfg.HealingTargets(),
+		JoinEndedWithin: joinEnded, Observe: recorder.HealingTriggered}
 	// One budget of buffered request bytes for every route that keeps a body, and
 	// one cap for every event stream.
 	budget := limits.NewBudget(cfg.Limits.GetMaxBufferedBytes())

@@ -14,6 +14,7 @@ import (
 	"sigs.k8s.io/yaml"
 
 	"github.com/selfheal-dev/selfheal/internal/gateway/access"
+	"github.com/selfheal-dev/selfheal/internal/gateway/healing"
 )
 
 // Defaults, all in one place. Getters on the config types apply them; the
@@ -42,6 +43,7 @@ const (
 	DefaultMaxSubscribers     = 1024
 	DefaultMaxClientSubs      = 64
 	DefaultMaxSessions        = 4096
+	DefaultJoinEndedWithin    = healing.DefaultJoinEndedWithin
 	DefaultSessionIdleTimeout = 30 * time.Minute
 )
 
@@ -220,6 +222,10 @@ type HealingConfig struct {
 	Namespace string `json:"namespace,omitempty"`
 	// Targets are Services, besides the upstreams' own, that reports may name.
 	Targets []HealingTargetConfig `json:"targets,omitempty"`
+	// JoinEndedWithin: failures of a Service whose healing ended less than this long
+	// ago join that healing (the caller gets its outcome) instead of opening a new
+	// incident. Default 30s; 0s turns it off.
+	JoinEndedWithin *metav1.Duration `json:"joinEndedWithin,omitempty"`
 	// Deprecated: WaitTimeout is ignored (see Deprecations). A held call waits until
 	// its HealingRequest's status.deadline (the policy's deadline), plus a short grace
 	// for the controller to record the outcome.
@@ -335,6 +341,11 @@ func (c *Config) ClientFor(name string) *access.Client {
 		return access.NewClient(name, ups, nss)
 	}
 	return access.NewClient(name, nil, nil)
+}
+
+// GetJoinEndedWithin returns healing.joinEndedWithin, defaulted (0 means off).
+func (h HealingConfig) GetJoinEndedWithin() time.Duration {
+	return durationOr(h.JoinEndedWithin, DefaultJoinEndedWithin)
 }
 
 // Upstream returns the upstream called name.
@@ -514,6 +525,9 @@ func (c *Config) Validate() error {
 		if msgs := validation.IsDNS1123Label(c.Healing.Namespace); len(msgs) > 0 {
 			errs.add("healing.namespace", "must be a Kubernetes namespace name (%s)", strings.Join(msgs, "; "))
 		}
+	}
+	if c.Healing.JoinEndedWithin != nil && c.Healing.JoinEndedWithin.Duration < 0 {
+		errs.add("healing.joinEndedWithin", "must not be negative (0s turns it off)")
 	}
 	for i, t := range c.Healing.Targets {
 		f := fmt.Sprintf("healing.targets[%d]", i)

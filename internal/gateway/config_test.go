@@ -45,7 +45,7 @@ func TestConfigDefaults(t *testing.T) {
 	if !ok || u.GetCallTimeout() != 30*time.Second || u.GetReplay() != gateway.ReplayUnsent {
 		t.Fatalf("upstream defaults wrong: %+v", u)
 	}
-	if len(c.Deprecations()) != 0 || !c.Auth.AuthDisabled() {
+	if len(c.Deprecations()) != 0 || !c.Auth.AuthDisabled() || c.Healing.GetJoinEndedWithin() != 30*time.Second {
 		t.Fatal("healing/auth defaults wrong")
 	}
 	// The healing scope is the upstreams' Services: no namespace is allowed by default.
@@ -92,6 +92,7 @@ func TestConfigValidationNamesTheField(t *testing.T) {
 		{"auth bad mode", replace("auth: {mode: none}", "auth: {mode: off}"), "auth.mode: must be \"none\""},
 		{"bad origin", validConfig + "allowedOrigins: [\"https://ok.example\", \"chat.example.com\"]\n", "allowedOrigins[1]: must be"},
 		{"bad healing namespace", validConfig + "healing: {namespace: Not_OK}\n", "healing.namespace:"},
+		{"negative join window", validConfig + "healing: {joinEndedWithin: -1s}\n", "healing.joinEndedWithin: must not be negative"},
 		{"unknown field", validConfig + "retries: 3\n", "unknown field \"retries\""},
 	}
 	for _, tc := range cases {

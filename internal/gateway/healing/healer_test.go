@@ -601,3 +601,109 @@ func TestResumeOnAnotherReplicaIsExact(t *testing.T) {
 		}
 	}
 }
+
+// One incident, one record: the calls that failed during an outage keep being reported
+// for a moment after its healing ended; they join that healing, and each reporter gets
+// its outcome, instead of opening new incidents. Catches: a new HealingRequest for
+// every report after the first healing ended (hundreds here).
+func TestReportsJustAfterAHealingEndedJoinIt(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	ns := freshNamespace(t)
+	h := startHealer(t, ctx, ns, NewHub(HubOptions{}))
+	srv := httptest.NewServer(NewReportHandler(h, StreamOptions{}))
+	defer srv.Close()
+
+	// The controller: it heals every request as soon as it sees it.
+	loopCtx, stopLoop := context.WithCancel(ctx)
+	loopDone := make(chan struct{})
+	defer func() { stopLoop(); <-loopDone }()
+	go func() {
+		defer close(loopDone)
+		for loopCtx.Err() == nil {
+			var list v1alpha1.HealingRequestList
+			if err := cp.Client.List(loopCtx, &list, client.InNamespace(ns)); err == nil {
+				for i := range list.Items {
+					hr := &list.Items[i]
+					if hr.Status.Phase.IsTerminal() {
+						continue
+					}
+					now := metav1.Now()
+					hr.Status.Phase = v1alpha1.PhaseHealed
+					hr.Status.CompletionTime = &now
+					hr.Status.Progress = append(hr.Status.Progress, v1alpha1.ProgressEntry{Time: now, Phase: v1alpha1.PhaseHealed, Message: "search is serving again"})
+					meta.SetStatusCondition(&hr.Status.Conditions, metav1.Condition{Type: v1alpha1.ConditionReady, Status: metav1.ConditionTrue,
+						Reason: v1alpha1.ReasonHealed, Message: "search is serving again"})
+					_ = cp.Client.Status().Update(loopCtx, hr) // a conflict is retried on the next round
+				}
+			}
+			select {
+			case <-loopCtx.Done():
+			case <-time.After(20 * time.Millisecond):
+			}
+		}
+	}()
+
+	const reports = 1000
+	body := fmt.Sprintf(`{"namespace":%q,"service":"search","failureClass":"ConnectionRefused","message":"connection refused"}`, ns)
+	names := make(chan string, reports)
+	var wg sync.WaitGroup
+	tick := time.NewTicker(3 * time.Second / reports) // spread over 3 s
+	defer tick.Stop()
+	for range reports {
+		<-tick.C
+		wg.Go(func() {
+			req, _ := http.NewRequestWithContext(ctx, http.MethodPost, srv.URL, strings.NewReader(body))
+			req.Header.Set("Content-Type", "application/json")
+			req.Header.Set("Accept", "application/json")
+			resp, err := http.DefaultClient.Do(req)
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			defer resp.Body.Close()
+			var rr ReportResponse
+			if err := json.NewDecoder(resp.Body).Decode(&rr); err != nil || resp.StatusCode != http.StatusAccepted {
+				t.Errorf("report: %d (%v)", resp.StatusCode, err)
+				return
+			}
+			names <- rr.Request
+		})
+	}
+	wg.Wait()
+	close(names)
+	distinct := map[string]int{}
+	for n := range names {
+		distinct[n]++
+	}
+	items := listRequests(t, ns)
+	if len(items) != 1 || len(distinct) != 1 {
+		t.Fatalf("%d HealingRequests for %d reports over 3 s, reporters got %v; want one incident", len(items), reports, distinct)
+	}
+	if items[0].Status.Phase != v1alpha1.PhaseHealed {
+		t.Fatalf("the one request is %s: the fake controller did not heal it", items[0].Status.Phase)
+	}
+
+	// A reporter that takes the stream gets the outcome of the healing it joined.
+	req, _ := http.NewRequestWithContext(ctx, http.MethodPost, srv.URL, strings.NewReader(body))
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("Accept", "text/event-stream")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	if got := resp.Header.Get("X-Healing-Request"); got != items[0].Name {
+		t.Fatalf("a report after the healing got %q, want the ended %q", got, items[0].Name)
+	}
+	r := newSSEReader(t, resp.Body)
+	var last sseFrame
+	for f, ok := r.next(); ok; f, ok = r.next() {
+		if f.event != "" {
+			last = f
+		}
+	}
+	if ev := last.decode(t); ev.Type != EventHealingComplete || ev.Request != items[0].Name {
+		t.Fatalf("the joined report's stream ended with %+v, want the healing's outcome", ev)
+	}
+}

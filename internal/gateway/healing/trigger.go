@@ -79,6 +79,12 @@ type Options struct {
 	// UnclaimedTimeout bounds a wait on a request that has no status.deadline yet. See
 	// DefaultUnclaimedTimeout.
 	UnclaimedTimeout time.Duration
+	// JoinEndedWithin: a failure of a target whose healing ended less than this long
+	// ago (status.completionTime) joins that healing, and its caller gets the outcome,
+	// instead of opening a new incident: the calls that failed during an incident
+	// keep arriving for a moment after it ended. Zero takes
+	// DefaultJoinEndedWithin; negative turns it off.
+	JoinEndedWithin time.Duration
 	// Clock times waits and stamps requests; tests inject a fake one.
 	Clock clock.Clock
 	// Observe, when set, is told of every Trigger that got a request: whether this
@@ -96,6 +102,7 @@ type Healer struct {
 	apiTimeout time.Duration
 	grace      time.Duration
 	unclaimed  time.Duration
+	joinEnded  time.Duration
 	clock      clock.Clock
 	onTrigger  func(upstream string, created bool)
 	flight     singleflight.Group
@@ -104,6 +111,7 @@ type Healer struct {
 	synced  func() bool
 	states  map[string]*requestState // namespace/name -> what this process has seen
 	active  map[string]string        // namespace/service -> name of the active request
+	ended   map[string]endedRequest  // namespace/service -> its latest ended request
 	created int                      // requests this process created, for tests and metrics
 	// deadlines is closed (and replaced) whenever a request's status.deadline is first
 	// seen or changes, so that waiters re-time themselves.
@@ -120,7 +128,15 @@ const (
 	// controller may ever see (none running, or none watching that namespace). A
 	// minute covers a controller's leader election after a restart.
 	DefaultUnclaimedTimeout = time.Minute
+	// DefaultJoinEndedWithin is Options.JoinEndedWithin's default.
+	DefaultJoinEndedWithin = 30 * time.Second
 )
+
+// endedRequest is the latest healing of a target that ended (not as a duplicate).
+type endedRequest struct {
+	name string
+	at   time.Time // its status.completionTime
+}
 
 // New returns a Healer. Call Start to watch HealingRequests; until the watch has synced,
 // Trigger returns ErrHealingUnavailable.
@@ -140,6 +156,9 @@ func New(opts Options) *Healer {
 	if opts.UnclaimedTimeout <= 0 {
 		opts.UnclaimedTimeout = DefaultUnclaimedTimeout
 	}
+	if opts.JoinEndedWithin == 0 {
+		opts.JoinEndedWithin = DefaultJoinEndedWithin
+	}
 	if opts.Hub == nil {
 		opts.Hub = NewHub(HubOptions{Clock: opts.Clock})
 	}
@@ -152,10 +171,12 @@ func New(opts Options) *Healer {
 		apiTimeout: opts.APITimeout,
 		grace:      opts.DeadlineGrace,
 		unclaimed:  opts.UnclaimedTimeout,
+		joinEnded:  opts.JoinEndedWithin,
 		clock:      opts.Clock,
 		onTrigger:  opts.Observe,
 		states:     map[string]*requestState{},
 		active:     map[string]string{},
+		ended:      map[string]endedRequest{},
 		deadlines:  make(chan struct{}),
 	}
 }
@@ -215,8 +236,10 @@ func ValidFailureClass(c v1alpha1.FailureClass) bool {
 }
 
 // Trigger creates or joins the one active HealingRequest for the failure's target and
-// returns its name. Concurrent calls for one target in this process share one API
-// round trip; across replicas the deterministic name makes the API server arbitrate.
+// returns its name; a failure shortly after that target's healing ended joins the
+// ended one (JoinEndedWithin: one incident, one record). Concurrent calls for one
+// target in this process share one API round trip; across replicas the deterministic
+// name makes the API server arbitrate.
 func (h *Healer) Trigger(ctx context.Context, f Failure) (string, error) {
 	if err := f.Validate(); err != nil {
 		return "", err
@@ -232,11 +255,18 @@ func (h *Healer) Trigger(ctx context.Context, f Failure) (string, error) {
 		h.observed(f, false)
 		return name, nil
 	}
+	if name, ok := h.recentlyEnded(key); ok {
+		h.observed(f, false)
+		return name, nil
+	}
 	// me identifies this call: the flight's function is this call's closure only when
 	// this call leads the flight, so a request created there is this call's.
 	me := new(byte)
 	ch := h.flight.DoChan(key, func() (any, error) {
 		if name, ok := h.activeFor(key); ok {
+			return triggered{name: name}, nil
+		}
+		if name, ok := h.recentlyEnded(key); ok {
 			return triggered{name: name}, nil
 		}
 		// The API work outlives one caller's cancellation: other callers share it.
@@ -300,6 +330,23 @@ func (h *Healer) activeFor(key string) (string, bool) {
 	return name, ok
 }
 
+// recentlyEnded is the target's latest ended healing, when it ended within
+// JoinEndedWithin.
+func (h *Healer) recentlyEnded(key string) (string, bool) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	e, ok := h.ended[key]
+	if !ok || !h.endedRecently(e.at) {
+		return "", false
+	}
+	return e.name, true
+}
+
+// endedRecently says whether a healing that ended at t is still the incident.
+func (h *Healer) endedRecently(t time.Time) bool {
+	return h.joinEnded > 0 && !t.IsZero() && h.clock.Since(t) < h.joinEnded
+}
+
 func (h *Healer) setActive(key, name string) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
@@ -319,7 +366,7 @@ func (h *Healer) createOrJoin(ctx context.Context, f Failure) (string, bool, err
 		if err := h.reader.List(ctx, &list, client.InNamespace(f.Namespace)); err != nil {
 			return "", false, fmt.Errorf("%w: listing HealingRequests in %s: %w", ErrHealingUnavailable, f.Namespace, err)
 		}
-		var active, newestDone *v1alpha1.HealingRequest
+		var active, newestDone, recentEnd *v1alpha1.HealingRequest
 		for i := range list.Items {
 			hr := &list.Items[i]
 			if hr.Spec.Target.Service != f.Service || hr.DeletionTimestamp != nil {
@@ -330,6 +377,10 @@ func (h *Healer) createOrJoin(ctx context.Context, f Failure) (string, bool, err
 			if hr.Status.Phase.IsTerminal() {
 				if newestDone == nil || v1alpha1.CreatedBefore(newestDone, hr) {
 					newestDone = hr
+				}
+				if hr.Status.DuplicateOf == "" && hr.Status.CompletionTime != nil && h.endedRecently(hr.Status.CompletionTime.Time) &&
+					(recentEnd == nil || v1alpha1.CreatedBefore(recentEnd, hr)) {
+					recentEnd = hr
 				}
 				continue
 			}
@@ -344,6 +395,10 @@ func (h *Healer) createOrJoin(ctx context.Context, f Failure) (string, bool, err
 			h.setActive(key, active.Name)
 			log.V(1).Info("Joining active HealingRequest", "healingRequest", active.Name)
 			return active.Name, false, nil
+		}
+		if recentEnd != nil {
+			log.V(1).Info("Joining a HealingRequest that just ended", "healingRequest", recentEnd.Name)
+			return recentEnd.Name, false, nil
 		}
 		predecessor := walk
 		if predecessor == "" && newestDone != nil {
@@ -371,6 +426,9 @@ func (h *Healer) createOrJoin(ctx context.Context, f Failure) (string, bool, err
 			}
 			if !existing.Status.Phase.IsTerminal() {
 				h.setActive(key, existing.Name)
+				return existing.Name, false, nil
+			}
+			if existing.Status.DuplicateOf == "" && existing.Status.CompletionTime != nil && h.endedRecently(existing.Status.CompletionTime.Time) {
 				return existing.Name, false, nil
 			}
 			walk = existing.Name

@@ -127,6 +127,7 @@ func (h *Healer) observe(hr *v1alpha1.HealingRequest, initial bool) {
 			}
 			ev := h.terminalEvent(hr)
 			st.terminal = &ev
+			h.noteEndedLocked(targetKey, hr)
 			return
 		}
 	}
@@ -187,6 +188,7 @@ func (h *Healer) observe(hr *v1alpha1.HealingRequest, initial bool) {
 		if h.active[targetKey] == hr.Name {
 			delete(h.active, targetKey)
 		}
+		h.noteEndedLocked(targetKey, hr)
 		if st.duplicateOf != "" {
 			// A duplicate ends by deferring; its outcome is the other request's.
 			ev := h.terminalEvent(hr)
@@ -301,6 +303,9 @@ func (h *Healer) forget(hr *v1alpha1.HealingRequest) {
 	targetKey := hr.Namespace + "/" + hr.Spec.Target.Service
 	if h.active[targetKey] == hr.Name {
 		delete(h.active, targetKey)
+	}
+	if h.ended[targetKey].name == hr.Name {
+		delete(h.ended, targetKey)
 	}
 	if st != nil && st.terminal == nil {
 		h.hub.Publish(Event{
@@ -534,4 +539,16 @@ func (h *Healer) expired(namespace, name string) Event {
 	}
 	ev.Message = strings.Join(parts, ": ")
 	return ev
+}
+
+// noteEndedLocked remembers hr as its target's latest ended healing (a duplicate
+// ended by deferring: the incident is the other request).
+func (h *Healer) noteEndedLocked(targetKey string, hr *v1alpha1.HealingRequest) {
+	if hr.Status.DuplicateOf != "" || hr.Status.CompletionTime == nil {
+		return
+	}
+	if e, ok := h.ended[targetKey]; ok && e.at.After(hr.Status.CompletionTime.Time) {
+		return
+	}
+	h.ended[targetKey] = endedRequest{name: hr.Name, at: hr.Status.CompletionTime.Time}
 }

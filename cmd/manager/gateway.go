@@ -110,7 +110,7 @@ func buildGateway(restCfg *rest.Config, o options) (*gatewayRunnable, []string, 
 	transport := outbound.NewTransport(outbound.Options{})
 	proxy, err := mcp.NewProxy(mcp.Options{
 		Upstreams: upstreams, Healer: g.healer, AllowedOrigins: cfg.AllowedOrigins,
-		Transport: transport, Metrics: recorder, Budget: budget,
+		Transport: transport, Metrics: recorder, Budget: budget, SessionKey: cfg.Sessions.Key(),
 		MaxSessions: cfg.Limits.GetMaxSessions(), SessionIdleTimeout: cfg.Limits.GetSessionIdleTimeout(),
 	})
 	if err != nil {

@@ -1,6 +1,7 @@
 package gateway
 
 import (
+	"encoding/base64"
 	"errors"
 	"fmt"
 	"net/url"
@@ -15,6 +16,7 @@ import (
 
 	"github.com/selfheal-dev/selfheal/internal/gateway/access"
 	"github.com/selfheal-dev/selfheal/internal/gateway/healing"
+	"github.com/selfheal-dev/selfheal/internal/gateway/mcp"
 )
 
 // Defaults, all in one place. Getters on the config types apply them; the
@@ -74,7 +76,43 @@ type Config struct {
 	Healing HealingConfig `json:"healing,omitempty"`
 	// Limits bound what clients can make the gateway hold. All optional.
 	Limits LimitsConfig `json:"limits,omitempty"`
+	// Sessions configures MCP sessions. Optional.
+	Sessions SessionsConfig `json:"sessions,omitempty"`
 }
+
+// SessionsConfig configures MCP sessions.
+type SessionsConfig struct {
+	// KeyFile holds the key that seals MCP session state into the Mcp-Session-Id the
+	// client holds (AES-256-GCM: 32 random bytes, base64-encoded, e.g. from
+	// `head -c32 /dev/urandom | base64`), mounted from a Secret into every replica.
+	// With it any replica, or a restarted one, serves a session; without it a session
+	// lives in the replica that saw its initialize (routing must then be sticky).
+	KeyFile string `json:"keyFile,omitempty"`
+
+	key []byte
+}
+
+// Key returns the loaded session key (nil without keyFile).
+func (s SessionsConfig) Key() []byte { return s.key }
+
+func (s *SessionsConfig) load() error {
+	if s.KeyFile == "" {
+		return nil
+	}
+	b, err := os.ReadFile(s.KeyFile)
+	if err != nil {
+		return fmt.Errorf("sessions.keyFile: %w", err) // the error never holds file content
+	}
+	key, err := base64.StdEncoding.DecodeString(strings.TrimSpace(string(b)))
+	if err != nil || len(key) != sessionKeySize {
+		return fmt.Errorf("sessions.keyFile: %s must hold %d random bytes, base64-encoded (head -c%d /dev/urandom | base64)",
+			s.KeyFile, sessionKeySize, sessionKeySize)
+	}
+	s.key = key
+	return nil
+}
+
+const sessionKeySize = mcp.SessionKeySize
 
 // LimitsConfig bounds time and memory per client and in total. A limit that is
 // reached refuses at once (503 with Retry-After), it never queues.
@@ -385,6 +423,9 @@ func ParseConfig(data []byte, getenv func(string) string) (*Config, error) {
 		return nil, fmt.Errorf("invalid gateway config: %w", err)
 	}
 	if err := c.Anthropic.APIKey.load(getenv); err != nil {
+		return nil, fmt.Errorf("invalid gateway config: %w", err)
+	}
+	if err := c.Sessions.load(); err != nil {
 		return nil, fmt.Errorf("invalid gateway config: %w", err)
 	}
 	return &c, nil

@@ -1,6 +1,7 @@
 package gateway_test
 
 import (
+	"encoding/base64"
 	"encoding/json"
 	"fmt"
 	"log/slog"
@@ -66,9 +67,15 @@ func TestConfigValidationNamesTheField(t *testing.T) {
 	addUpstream := func(extra string) string {
 		return replace("auth:", "- name: second\n  url: http://b:1\n  namespace: mcp\n  service: b\n"+extra+"auth:")
 	}
+	shortKey := filepath.Join(t.TempDir(), "session-key")
+	if err := os.WriteFile(shortKey, []byte("c2hvcnQ=\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
 	cases := []struct {
 		name, yaml, want string
 	}{
+		{"short session key", validConfig + "sessions: {keyFile: " + shortKey + "}\n", "sessions.keyFile: " + shortKey + " must hold 32 random bytes"},
+		{"missing session key", validConfig + "sessions: {keyFile: /nonexistent/key}\n", "sessions.keyFile:"},
 		{"bad upstream url", replace("http://tools.mcp.svc:8080/mcp", "tools:8080"), "upstreams[0].url: must be an absolute http(s) URL"},
 		{"second upstream url", strings.Replace(addUpstream(""), "http://b:1", "ftp://b", 1), "upstreams[1].url: must be an absolute http(s) URL"},
 		{"duplicate name", strings.Replace(addUpstream(""), "name: second", "name: tools", 1), "upstreams[1].name: duplicate"},
@@ -166,5 +173,20 @@ func TestDeprecatedFieldsAreAcceptedAndNamed(t *testing.T) {
 	if len(d) != 2 || !strings.HasPrefix(d[0], "healing.waitTimeout is ignored") || !strings.Contains(d[0], "status.deadline") ||
 		!strings.HasPrefix(d[1], "caller is ignored") || !strings.Contains(d[1], "--caller-namespace") || !strings.Contains(d[1], "--caller-labels") {
 		t.Fatalf("deprecations %q, want healing.waitTimeout (and the deadline that replaced it) and caller (and the controller flags)", d)
+	}
+}
+
+func TestSessionKeyIsLoaded(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "session-key")
+	key := strings.Repeat("k", 32)
+	if err := os.WriteFile(path, []byte(base64.StdEncoding.EncodeToString([]byte(key))+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	c, err := gateway.ParseConfig([]byte(validConfig+"sessions: {keyFile: "+path+"}\n"), env)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if string(c.Sessions.Key()) != key {
+		t.Fatal("session key not loaded")
 	}
 }

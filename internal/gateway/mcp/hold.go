@@ -92,7 +92,7 @@ func (p *Proxy) hold(w http.ResponseWriter, r *http.Request, up *upstream, msg *
 	if msg.Method == "initialize" && h.sse {
 		// The session id must go out with the response headers, which go out now:
 		// mint the id the client keeps, mapped to the upstream's once it answers.
-		clientSID = newSessionID()
+		clientSID = p.mintSessionID(up, body)
 		w.Header().Set(headerSessionID, clientSID)
 	}
 	if h.sse {
@@ -169,7 +169,7 @@ func (p *Proxy) hold(w http.ResponseWriter, r *http.Request, up *upstream, msg *
 		}
 		h.notify("info", fmt.Sprintf("Upstream %s is back: replayed the call", up.Name), nil)
 		if msg.Method == "initialize" {
-			p.rememberSession(up, resp, body, clientSID)
+			clientSID = p.rememberSession(up, resp, body, clientSID)
 		}
 		p.deliver(h, resp, clientSID)
 		return
@@ -179,7 +179,13 @@ func (p *Proxy) hold(w http.ResponseWriter, r *http.Request, up *upstream, msg *
 // replay sends the call again, re-creating the upstream session first when it was
 // lost (or is lost on the way: a healing restarts the upstream's pods).
 func (p *Proxy) replay(ctx context.Context, up *upstream, r *http.Request, body []byte, sess *session, fail *failure, log logr.Logger) (*http.Response, *failure, error) {
-	if sess != nil && fail.class == v1alpha1.FailureMCPSessionLost {
+	switch {
+	case sess != nil && sess.current() == "":
+		// Known from its sealed id only: the upstream session is still to be made.
+		if f, err := p.ensureUpstreamSession(ctx, up, sess); err != nil || f != nil {
+			return nil, f, err
+		}
+	case sess != nil && fail.class == v1alpha1.FailureMCPSessionLost:
 		if f, err := p.recoverSession(ctx, up, sess, fail.sessionID); err != nil || f != nil {
 			return nil, f, err
 		}
@@ -445,8 +451,12 @@ func checkResult(b []byte) ([]byte, error) {
 func (p *Proxy) serveGET(w http.ResponseWriter, r *http.Request, up *upstream) {
 	ctx := r.Context()
 	clientSID := r.Header.Get(headerSessionID)
-	sess := up.session(clientSID)
-	resp, fail, err := p.forward(ctx, up, http.MethodGet, r.URL.RawQuery, r.Header, nil, sess.current(), sess != nil)
+	sess := p.sessionFor(up, clientSID)
+	var resp *http.Response
+	fail, err := p.ensureUpstreamSession(ctx, up, sess)
+	if err == nil && fail == nil {
+		resp, fail, err = p.forward(ctx, up, http.MethodGet, r.URL.RawQuery, r.Header, nil, sess.current(), sess != nil)
+	}
 	if err != nil {
 		if ctx.Err() == nil {
 			writeHTTPError(w, http.StatusBadGateway, nil, codeUpstreamUnavailable, "forwarding to upstream failed")

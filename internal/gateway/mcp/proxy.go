@@ -114,6 +114,11 @@ type Options struct {
 	ReportTimeout time.Duration
 	// Clock times session idleness; tests inject a fake one.
 	Clock clock.PassiveClock
+	// SessionKey (SessionKeySize bytes, shared by every replica) seals the session
+	// state into the Mcp-Session-Id the client holds, so any replica, or this one
+	// after a restart, serves the session: it re-creates the upstream session from the
+	// sealed initialize when it needs to. Nil keeps sessions in this replica only.
+	SessionKey []byte
 }
 
 // Recorder receives outbound metrics: code is the HTTP status, "error" (no
@@ -131,6 +136,7 @@ type Proxy struct {
 	opts      Options
 	upstreams map[string]*upstream
 	sessions  *sessionStore
+	sealer    *sealer // nil without a SessionKey
 	client    *http.Client
 	log       logr.Logger
 }
@@ -222,6 +228,13 @@ func NewProxy(opts Options) (*Proxy, error) {
 		sessions:  newSessionStore(opts.MaxSessions, opts.SessionIdleTimeout, opts.Clock),
 		client:    outbound.Client(opts.Transport),
 		log:       ctrl.Log.WithName("mcp-proxy"),
+	}
+	if opts.SessionKey != nil {
+		s, err := newSealer(opts.SessionKey)
+		if err != nil {
+			return nil, err
+		}
+		p.sealer = s
 	}
 	for i, u := range opts.Upstreams {
 		if u.Name == "" {
@@ -525,9 +538,12 @@ func (p *Proxy) servePOST(w http.ResponseWriter, r *http.Request, up *upstream) 
 		}
 	}
 	clientSID := r.Header.Get(headerSessionID)
-	sess := up.session(clientSID)
-
-	resp, fail, err := p.forward(r.Context(), up, http.MethodPost, r.URL.RawQuery, r.Header, body, sess.current(), sess != nil)
+	sess := p.sessionFor(up, clientSID)
+	var resp *http.Response
+	fail, err := p.ensureUpstreamSession(r.Context(), up, sess)
+	if err == nil && fail == nil {
+		resp, fail, err = p.forward(r.Context(), up, http.MethodPost, r.URL.RawQuery, r.Header, body, sess.current(), sess != nil)
+	}
 	if err != nil {
 		if r.Context().Err() == nil {
 			log.Error(err, "Forwarding MCP request")
@@ -537,7 +553,7 @@ func (p *Proxy) servePOST(w http.ResponseWriter, r *http.Request, up *upstream) 
 	}
 	if fail == nil {
 		if msg.Method == "initialize" {
-			p.rememberSession(up, resp, body, "")
+			clientSID = p.rememberSession(up, resp, body, "")
 		}
 		_ = relay(w, resp, clientSID)
 		return
@@ -558,37 +574,71 @@ func (p *Proxy) servePOST(w http.ResponseWriter, r *http.Request, up *upstream) 
 }
 
 // rememberSession records the session an initialize created, keyed by the id the
-// client will hold (the upstream's own, unless the proxy minted one).
-func (p *Proxy) rememberSession(up *upstream, resp *http.Response, initialize []byte, clientID string) {
+// client will hold, which it returns: the one the proxy minted, else a sealed one
+// (with a SessionKey), else the upstream's own ("" for a sessionless upstream).
+func (p *Proxy) rememberSession(up *upstream, resp *http.Response, initialize []byte, clientID string) string {
 	upstreamID := resp.Header.Get(headerSessionID)
-	if clientID == "" {
-		clientID = upstreamID
-	}
-	if clientID == "" {
-		return // a sessionless upstream
+	if upstreamID == "" && clientID == "" {
+		return "" // a sessionless upstream
 	}
 	if len(initialize) > maxRememberedInitialize {
 		p.log.Info("Not remembering an MCP session: its initialize is too large to keep for recovery",
 			"upstream", up.Name, "bytes", len(initialize))
-		return
+		if clientID == "" {
+			clientID = upstreamID
+		}
+		return clientID
 	}
+	version := initializeVersion(initialize)
+	if clientID == "" && p.sealer != nil {
+		sealed, err := p.sealer.seal(up.Name, sealedState{UpstreamID: upstreamID, Initialize: initialize, ProtocolVersion: version})
+		if err == nil {
+			clientID = sealed
+		}
+	}
+	if clientID == "" {
+		clientID = upstreamID
+	}
+	up.sessions.put(up.Name, &session{
+		clientID:        clientID,
+		upstreamID:      upstreamID,
+		initialize:      bytes.Clone(initialize),
+		protocolVersion: version,
+	})
+	return clientID
+}
+
+// initializeVersion is the protocol version an initialize request asks for.
+func initializeVersion(initialize []byte) string {
 	var init struct {
 		Params struct {
 			ProtocolVersion string `json:"protocolVersion"`
 		} `json:"params"`
 	}
 	_ = json.Unmarshal(initialize, &init)
-	up.sessions.put(up.Name, &session{
-		clientID:        clientID,
-		upstreamID:      upstreamID,
-		initialize:      bytes.Clone(initialize),
-		protocolVersion: init.Params.ProtocolVersion,
-	})
+	return init.Params.ProtocolVersion
+}
+
+// mintSessionID is the id a held initialize's client gets before the upstream has
+// answered: sealed (with no upstream session yet) when there is a SessionKey.
+func (p *Proxy) mintSessionID(up *upstream, initialize []byte) string {
+	if p.sealer != nil && len(initialize) <= maxRememberedInitialize {
+		if id, err := p.sealer.seal(up.Name, sealedState{Initialize: initialize, ProtocolVersion: initializeVersion(initialize)}); err == nil {
+			return id
+		}
+	}
+	return newSessionID()
 }
 
 func (p *Proxy) serveDELETE(w http.ResponseWriter, r *http.Request, up *upstream) {
 	clientSID := r.Header.Get(headerSessionID)
-	sess := up.session(clientSID)
+	sess := p.sessionFor(up, clientSID)
+	if sess != nil && sess.current() == "" {
+		// Known only from its sealed id, with no upstream session yet: nothing to end.
+		up.sessions.remove(up.Name, clientSID)
+		w.WriteHeader(http.StatusNoContent)
+		return
+	}
 	resp, fail, err := p.forward(r.Context(), up, http.MethodDelete, r.URL.RawQuery, r.Header, nil, sess.current(), sess != nil)
 	if clientSID != "" {
 		up.sessions.remove(up.Name, clientSID)

@@ -53,7 +53,9 @@ func newSealer(key []byte) (*sealer, error) {
 	return &sealer{aead: aead}, nil
 }
 
-func additionalData(upstream string) []byte { return []byte("selfheal mcp session for upstream " + upstream) }
+func additionalData(upstream string) []byte {
+	return []byte("selfheal mcp session for upstream " + upstream)
+}
 
 // seal returns the client-facing session id for st.
 func (s *sealer) seal(upstream string, st sealedState) (string, error) {

@@ -260,9 +260,9 @@ type HealingConfig struct {
 	Namespace string `json:"namespace,omitempty"`
 	// Targets are Services, besides the upstreams' own, that reports may name.
 	Targets []HealingTargetConfig `json:"targets,omitempty"`
-	// JoinEndedWithin: failures of a Service whose healing ended less than this long
-	// ago join that healing (the caller gets its outcome) instead of opening a new
-	// incident. Default 30s; 0s turns it off.
+	// JoinEndedWithin: failures of a Service seen before its healing ended, and
+	// reported less than this long after the end, join that healing (the caller gets
+	// its outcome) instead of opening a new incident. Default 30s; 0s turns it off.
 	JoinEndedWithin *metav1.Duration `json:"joinEndedWithin,omitempty"`
 	// Deprecated: WaitTimeout is ignored (see Deprecations). A held call waits until
 	// its HealingRequest's status.deadline (the policy's deadline), plus a short grace

@@ -707,3 +707,39 @@ func TestReportsJustAfterAHealingEndedJoinIt(t *testing.T) {
 		t.Fatalf("the joined report's stream ended with %+v, want the healing's outcome", ev)
 	}
 }
+
+// Only failures seen before a healing ended join it: a call sent to the healed Service
+// afterwards that fails again is a new incident (a relapse, or the next breakage),
+// not the old healing's outcome. Catches: joining on arrival alone, which answers a
+// new failure with an old, unrelated outcome and heals nothing for the window.
+func TestOnlyFailuresSeenBeforeTheEndJoinIt(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	ns := freshNamespace(t)
+	h := startHealer(t, ctx, ns, NewHub(HubOptions{}))
+	first, err := h.Trigger(ctx, refused(ns))
+	if err != nil {
+		t.Fatal(err)
+	}
+	end := time.Now()
+	playController(t, ns, first, func(s *v1alpha1.HealingRequestStatus) {
+		s.Phase = v1alpha1.PhaseHealed
+		s.CompletionTime = &metav1.Time{Time: end}
+	})
+	waitUntil(t, func() bool { _, ok := h.recentlyEnded(ns+"/tools", time.Time{}); return ok })
+
+	straggler := refused(ns)
+	straggler.Seen = end.Add(-2 * time.Second) // sent during the outage, failed late
+	if got, err := h.Trigger(ctx, straggler); err != nil || got != first {
+		t.Fatalf("a failure seen before the end got %q (%v), want the ended %q", got, err, first)
+	}
+	relapse := refused(ns)
+	relapse.Seen = time.Now() // sent to the Service this gateway has seen healed
+	got, err := h.Trigger(ctx, relapse)
+	if err != nil || got == first {
+		t.Fatalf("a failure seen after the end got %q (%v), want a new incident", got, err)
+	}
+	if n := len(listRequests(t, ns)); n != 2 {
+		t.Fatalf("%d HealingRequests, want 2", n)
+	}
+}

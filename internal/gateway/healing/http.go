@@ -335,6 +335,10 @@ type ReportRequest struct {
 	Message    string                `json:"message"`
 	Upstream   string                `json:"upstream"`
 	HTTPStatus int                   `json:"httpStatus"`
+	// Time is when the reporter saw the failure (RFC 3339), optional: a failure seen
+	// after the Service's last healing ended is a new incident; without it, a report
+	// arriving shortly after a healing ended joins that healing.
+	Time *time.Time `json:"time,omitempty"`
 }
 
 // ReportResponse answers a report when the client asked for JSON.
@@ -427,6 +431,9 @@ func (h *ReportHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		HTTPStatus: req.HTTPStatus,
 		Message:    req.Message,
 		Source:     v1alpha1.TriggerSourceChatAPI,
+	}
+	if req.Time != nil {
+		f.Seen = *req.Time
 	}
 	if err := f.Validate(); err != nil {
 		writeJSONError(w, http.StatusUnprocessableEntity, err.Error())

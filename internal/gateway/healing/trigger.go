@@ -54,6 +54,11 @@ type Failure struct {
 	Message    string
 	// Source defaults to gateway.
 	Source v1alpha1.TriggerSource
+	// Seen is when the failed call was sent (or the reporter saw the failure). A
+	// failure seen before a healing of its target ended belongs to that healing's
+	// incident (see Options.JoinEndedWithin); one seen after it is new. Zero (a report
+	// that names no time) joins a healing that ended within the window on arrival.
+	Seen time.Time
 }
 
 // Options configures a Healer.
@@ -81,9 +86,11 @@ type Options struct {
 	UnclaimedTimeout time.Duration
 	// JoinEndedWithin: a failure of a target whose healing ended less than this long
 	// ago (status.completionTime) joins that healing, and its caller gets the outcome,
-	// instead of opening a new incident: the calls that failed during an incident
-	// keep arriving for a moment after it ended. Zero takes
-	// DefaultJoinEndedWithin; negative turns it off.
+	// instead of opening a new incident, when it was seen before the healing ended:
+	// the calls that failed during an incident keep arriving for a moment after it
+	// ended (in-flight calls, late reports). A failure seen after the end (a call sent
+	// to the healed Service) is a new incident. Zero takes DefaultJoinEndedWithin;
+	// negative turns it off.
 	JoinEndedWithin time.Duration
 	// Clock times waits and stamps requests; tests inject a fake one.
 	Clock clock.Clock
@@ -255,7 +262,7 @@ func (h *Healer) Trigger(ctx context.Context, f Failure) (string, error) {
 		h.observed(f, false)
 		return name, nil
 	}
-	if name, ok := h.recentlyEnded(key); ok {
+	if name, ok := h.recentlyEnded(key, f.Seen); ok {
 		h.observed(f, false)
 		return name, nil
 	}
@@ -266,7 +273,7 @@ func (h *Healer) Trigger(ctx context.Context, f Failure) (string, error) {
 		if name, ok := h.activeFor(key); ok {
 			return triggered{name: name}, nil
 		}
-		if name, ok := h.recentlyEnded(key); ok {
+		if name, ok := h.recentlyEnded(key, f.Seen); ok {
 			return triggered{name: name}, nil
 		}
 		// The API work outlives one caller's cancellation: other callers share it.
@@ -330,21 +337,42 @@ func (h *Healer) activeFor(key string) (string, bool) {
 	return name, ok
 }
 
-// recentlyEnded is the target's latest ended healing, when it ended within
-// JoinEndedWithin.
-func (h *Healer) recentlyEnded(key string) (string, bool) {
+// recentlyEnded is the target's latest ended healing, when a failure seen at seen
+// belongs to it (joins).
+func (h *Healer) recentlyEnded(key string, seen time.Time) (string, bool) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	e, ok := h.ended[key]
-	if !ok || !h.endedRecently(e.at) {
+	if !ok || !h.joins(e.at, seen) {
 		return "", false
 	}
 	return e.name, true
 }
 
-// endedRecently says whether a healing that ended at t is still the incident.
-func (h *Healer) endedRecently(t time.Time) bool {
-	return h.joinEnded > 0 && !t.IsZero() && h.clock.Since(t) < h.joinEnded
+// joins says whether a failure seen at seen belongs to a healing that ended at end:
+// the end is less than JoinEndedWithin ago and the failure was seen before it (or
+// names no time).
+func (h *Healer) joins(end, seen time.Time) bool {
+	if h.joinEnded <= 0 || end.IsZero() || h.clock.Since(end) >= h.joinEnded {
+		return false
+	}
+	return seen.IsZero() || seen.Before(end)
+}
+
+// joinsListed is joins for an ended request read from the API server: when this
+// process saw it end, the end is when it did; otherwise its status.completionTime,
+// which has one-second resolution, hence the second of slack.
+func (h *Healer) joinsListed(key string, hr *v1alpha1.HealingRequest, seen time.Time) bool {
+	if hr.Status.DuplicateOf != "" || hr.Status.CompletionTime == nil {
+		return false
+	}
+	h.mu.Lock()
+	e, ok := h.ended[key]
+	h.mu.Unlock()
+	if ok && e.name == hr.Name {
+		return h.joins(e.at, seen)
+	}
+	return h.joins(hr.Status.CompletionTime.Add(time.Second), seen)
 }
 
 func (h *Healer) setActive(key, name string) {
@@ -378,8 +406,7 @@ func (h *Healer) createOrJoin(ctx context.Context, f Failure) (string, bool, err
 				if newestDone == nil || v1alpha1.CreatedBefore(newestDone, hr) {
 					newestDone = hr
 				}
-				if hr.Status.DuplicateOf == "" && hr.Status.CompletionTime != nil && h.endedRecently(hr.Status.CompletionTime.Time) &&
-					(recentEnd == nil || v1alpha1.CreatedBefore(recentEnd, hr)) {
+				if h.joinsListed(key, hr, f.Seen) && (recentEnd == nil || v1alpha1.CreatedBefore(recentEnd, hr)) {
 					recentEnd = hr
 				}
 				continue
@@ -428,7 +455,7 @@ func (h *Healer) createOrJoin(ctx context.Context, f Failure) (string, bool, err
 				h.setActive(key, existing.Name)
 				return existing.Name, false, nil
 			}
-			if existing.Status.DuplicateOf == "" && existing.Status.CompletionTime != nil && h.endedRecently(existing.Status.CompletionTime.Time) {
+			if h.joinsListed(key, &existing, f.Seen) {
 				return existing.Name, false, nil
 			}
 			walk = existing.Name

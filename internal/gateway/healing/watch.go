@@ -127,7 +127,7 @@ func (h *Healer) observe(hr *v1alpha1.HealingRequest, initial bool) {
 			}
 			ev := h.terminalEvent(hr)
 			st.terminal = &ev
-			h.noteEndedLocked(targetKey, hr)
+			h.noteEndedLocked(targetKey, hr, true)
 			return
 		}
 	}
@@ -188,7 +188,7 @@ func (h *Healer) observe(hr *v1alpha1.HealingRequest, initial bool) {
 		if h.active[targetKey] == hr.Name {
 			delete(h.active, targetKey)
 		}
-		h.noteEndedLocked(targetKey, hr)
+		h.noteEndedLocked(targetKey, hr, false)
 		if st.duplicateOf != "" {
 			// A duplicate ends by deferring; its outcome is the other request's.
 			ev := h.terminalEvent(hr)
@@ -542,13 +542,19 @@ func (h *Healer) expired(namespace, name string) Event {
 }
 
 // noteEndedLocked remembers hr as its target's latest ended healing (a duplicate
-// ended by deferring: the incident is the other request).
-func (h *Healer) noteEndedLocked(targetKey string, hr *v1alpha1.HealingRequest) {
+// ended by deferring: the incident is the other request). The end is when this
+// process saw it, on its own clock and to the nanosecond (status.completionTime is
+// another clock's, to the second), except for history found at start.
+func (h *Healer) noteEndedLocked(targetKey string, hr *v1alpha1.HealingRequest, history bool) {
 	if hr.Status.DuplicateOf != "" || hr.Status.CompletionTime == nil {
 		return
 	}
-	if e, ok := h.ended[targetKey]; ok && e.at.After(hr.Status.CompletionTime.Time) {
+	at := h.clock.Now()
+	if history {
+		at = hr.Status.CompletionTime.Time
+	}
+	if e, ok := h.ended[targetKey]; ok && e.at.After(at) {
 		return
 	}
-	h.ended[targetKey] = endedRequest{name: hr.Name, at: hr.Status.CompletionTime.Time}
+	h.ended[targetKey] = endedRequest{name: hr.Name, at: at}
 }

@@ -133,6 +133,8 @@ func end(phase v1alpha1.HealingPhase, issue v1alpha1.IssueType, reason, msg stri
 			status = metav1.ConditionTrue
 		}
 		meta.SetStatusCondition(&s.Conditions, metav1.Condition{Type: v1alpha1.ConditionReady, Status: status, Reason: reason, Message: msg})
+		now := metav1.Now() // as the controller does: failures seen before it join this healing
+		s.CompletionTime = &now
 		if phase != v1alpha1.PhaseHealed {
 			s.Findings = []v1alpha1.Finding{{Check: v1alpha1.CheckPodStatus, Result: v1alpha1.ResultFail, Message: "pod tools-0: " + string(issue)}}
 		}
@@ -560,5 +562,53 @@ func TestHeldCallFollowsTheRequestsDeadline(t *testing.T) {
 		rpcErr.Data["issue"] != string(v1alpha1.IssueNoReadyPods) || rpcErr.Data["healingRequest"] != hr.Name ||
 		rpcErr.Data["findings"] == nil || !strings.Contains(rpcErr.Message, "deadline") {
 		t.Fatalf("error %d %q %v does not carry the deadline and the diagnosis", rpcErr.Code, rpcErr.Message, rpcErr.Data)
+	}
+}
+
+// A call sent after a healing ended that fails again opens a new incident: it is not
+// answered with the old healing's outcome. Catches: joining an ended healing on
+// arrival (the call would get "healed", a useless replay, and no healing at all).
+func TestFailureAfterAHealingEndedIsANewIncident(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+	defer cancel()
+	ns := freshNamespace(t)
+	healer := startHealer(t, ctx, ns)
+	up := &upstreamServer{t: t, stateless: true, addr: reserveAddr(t)} // down
+	t.Cleanup(up.stop)
+	proxy := startProxy(t, Options{
+		Upstreams: []Upstream{{Name: "tools", URL: up.url(), Namespace: ns, Service: "tools"}},
+		Healer:    healer,
+	})
+	call := func(id int) chan *heldClient {
+		done := make(chan *heldClient, 1)
+		go func() {
+			res, err := rawCall(ctx, proxy.URL+"/mcp/tools", id, false, func() {})
+			if err != nil {
+				t.Error(err)
+			}
+			done <- res
+		}()
+		return done
+	}
+	done := call(1)
+	first := waitForOneRequest(t, ns)
+	up.start()
+	playController(t, ns, first, end(v1alpha1.PhaseHealed, v1alpha1.IssueNoReadyPods, v1alpha1.ReasonHealed, "tools is serving again"))
+	if res := <-done; res == nil || res.err != nil {
+		t.Fatalf("first call: %+v", res)
+	}
+	up.stop() // it breaks again, seconds after the healing
+	done = call(2)
+	waitFor(t, func() bool { return len(requests(t, ns)) == 2 })
+	var second string
+	for _, hr := range requests(t, ns) {
+		if hr.Name != first {
+			second = hr.Name
+		}
+	}
+	up.start()
+	playController(t, ns, second, end(v1alpha1.PhaseHealed, v1alpha1.IssueNoReadyPods, v1alpha1.ReasonHealed, "tools is serving again"))
+	if res := <-done; res == nil || res.err != nil || !strings.Contains(string(res.result), `"sum":3`) {
+		t.Fatalf("second call: %+v", res)
 	}
 }

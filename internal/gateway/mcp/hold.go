@@ -254,7 +254,7 @@ func (p *Proxy) incident(up *upstream, fail *failure, status int) healing.Failur
 	}
 	return healing.Failure{
 		Namespace: up.Namespace, Service: up.Service, Upstream: up.Name,
-		Class: fail.class, HTTPStatus: status, Message: msg,
+		Class: fail.class, HTTPStatus: status, Message: msg, Seen: fail.sentAt,
 	}
 }
 

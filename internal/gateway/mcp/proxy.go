@@ -311,6 +311,9 @@ type failure struct {
 	cause string
 	// sessionID is the upstream session the failed request addressed.
 	sessionID string
+	// sentAt is when the failed request was sent: a failure sent before a healing
+	// ended belongs to that healing's incident.
+	sentAt time.Time
 }
 
 // forward sends one request upstream. It returns the response, or a failure when the
@@ -351,6 +354,7 @@ func (p *Proxy) forward(ctx context.Context, up *upstream, method, rawQuery stri
 		}
 	}
 	start := time.Now()
+	sent := func(f *failure) *failure { f.sentAt = start; return f }
 	resp, err := p.client.Do(req)
 	timedOut := !timer.Stop()
 	code := "error"
@@ -380,21 +384,21 @@ func (p *Proxy) forward(ctx context.Context, up *upstream, method, rawQuery stri
 			}
 			return p.forward(context.WithValue(ctx, freshConnKey{}, true), up, method, rawQuery, hdr, body, upstreamSID, known)
 		}
-		return nil, f, nil
+		return nil, sent(f), nil
 	}
 	resp.Body = &cancelOnClose{ReadCloser: resp.Body, cancel: cancel}
 	switch resp.StatusCode {
 	case http.StatusBadGateway, http.StatusServiceUnavailable, http.StatusGatewayTimeout:
 		_ = resp.Body.Close()
-		return nil, &failure{class: v1alpha1.FailureHTTP5xx, status: resp.StatusCode,
-			detail: fmt.Sprintf("upstream answered %d %s", resp.StatusCode, http.StatusText(resp.StatusCode))}, nil
+		return nil, sent(&failure{class: v1alpha1.FailureHTTP5xx, status: resp.StatusCode,
+			detail: fmt.Sprintf("upstream answered %d %s", resp.StatusCode, http.StatusText(resp.StatusCode))}), nil
 	case http.StatusNotFound:
 		if known {
 			// The upstream no longer knows the session: it restarted or lost state.
 			// A request for an unknown session is rejected before it is processed.
 			_ = resp.Body.Close()
-			return nil, &failure{class: v1alpha1.FailureMCPSessionLost, status: resp.StatusCode, unsent: true,
-				sessionID: upstreamSID, detail: "upstream lost the MCP session (404 for a known Mcp-Session-Id)"}, nil
+			return nil, sent(&failure{class: v1alpha1.FailureMCPSessionLost, status: resp.StatusCode, unsent: true,
+				sessionID: upstreamSID, detail: "upstream lost the MCP session (404 for a known Mcp-Session-Id)"}), nil
 		}
 	}
 	return resp, nil, nil

@@ -21,6 +21,7 @@ import (
 	"github.com/selfheal-dev/selfheal/internal/gateway/healing"
 	"github.com/selfheal-dev/selfheal/internal/gateway/limits"
 	"github.com/selfheal-dev/selfheal/internal/gateway/mcp"
+	"github.com/selfheal-dev/selfheal/internal/gateway/outbound"
 )
 
 // rbac: The gateway creates a HealingRequest when an upstream fails and watches it to stream its progress.
@@ -61,6 +62,9 @@ func buildGateway(restCfg *rest.Config, o options) (*gatewayRunnable, []string, 
 		return nil, nil, fmt.Errorf("gateway config %s: %w", o.gatewayConfig, err)
 	}
 	log := ctrl.Log.WithName("gateway")
+	for _, d := range cfg.Deprecations() {
+		log.Info("DEPRECATED gateway config field: "+d, "config", o.gatewayConfig)
+	}
 	hub := healing.NewHub(healing.HubOptions{})
 	// Healings are only ever requested for the configured targets, so only their
 	// namespaces are watched and written.
@@ -68,7 +72,12 @@ func buildGateway(restCfg *rest.Config, o options) (*gatewayRunnable, []string, 
 	recorder := gateway.NewRecorder(cfg)
 
 	g := &gatewayRunnable{log: log}
-	healerOpts := healing.Options{Hub: hub, Namespaces: namespaces, Targets: cfg.HealingTargets(), Observe: recorder.HealingTriggered}
+	joinEnded := cfg.Healing.GetJoinEndedWithin()
+	if joinEnded == 0 {
+		joinEnded = -1 // off (zero is the Healer's default)
+	}
+	healerOpts := healing.Options{Hub: hub, Namespaces: namespaces, Targets: cfg.HealingTargets(),
+		JoinEndedWithin: joinEnded, Observe: recorder.HealingTriggered}
 	// One budget of buffered request bytes for every route that keeps a body, and
 	// one cap for every event stream.
 	budget := limits.NewBudget(cfg.Limits.GetMaxBufferedBytes())
@@ -97,9 +106,11 @@ func buildGateway(restCfg *rest.Config, o options) (*gatewayRunnable, []string, 
 		})
 		names = append(names, fmt.Sprintf("%s -> %s/%s", u.Name, u.Namespace, u.Service))
 	}
+	// One outbound transport and one set of upstream metrics for both proxies.
+	transport := outbound.NewTransport(outbound.Options{})
 	proxy, err := mcp.NewProxy(mcp.Options{
 		Upstreams: upstreams, Healer: g.healer, AllowedOrigins: cfg.AllowedOrigins,
-		HoldTimeout: cfg.Healing.GetWaitTimeout(), Budget: budget,
+		Transport: transport, Metrics: recorder, Budget: budget, SessionKey: cfg.Sessions.Key(),
 		MaxSessions: cfg.Limits.GetMaxSessions(), SessionIdleTimeout: cfg.Limits.GetSessionIdleTimeout(),
 	})
 	if err != nil {
@@ -107,6 +118,7 @@ func buildGateway(restCfg *rest.Config, o options) (*gatewayRunnable, []string, 
 	}
 	g.server, err = gateway.New(cfg,
 		gateway.WithBindAddress(o.gatewayAddr),
+		gateway.WithTransport(transport),
 		gateway.WithBudget(budget),
 		gateway.WithLogger(log),
 		gateway.WithDelayReporter(hub),

@@ -100,6 +100,7 @@ type Authenticator struct {
 	settle      time.Duration
 	clientFor   func(name string) *access.Client
 	tokens      atomic.Pointer[TokenSet]
+	loaded      [sha256.Size]byte // the tokens file as NewAuthenticator read it
 	reloads     atomic.Uint64
 	watching    chan struct{} // closed once Watch sees changes
 }
@@ -144,6 +145,7 @@ func NewAuthenticator(tokensFile string, passThrough bool, opts ...AuthOption) (
 		return nil, fmt.Errorf("auth.tokensFile %s: %w", a.path, err)
 	}
 	a.tokens.Store(ts)
+	a.loaded = sha256.Sum256(data)
 	return a, nil
 }
 
@@ -216,6 +218,11 @@ func (a *Authenticator) Watch(ctx context.Context) error {
 	settle := time.NewTimer(a.settle)
 	settle.Stop()
 	defer settle.Stop()
+	// A change between the first read and the watch's start sends no event: compare,
+	// and treat a difference as a change, so it is not lost.
+	if data, err := os.ReadFile(a.path); err != nil || sha256.Sum256(data) != a.loaded {
+		settle.Reset(a.settle)
+	}
 	// The last read of a change not yet applied: applied when the next read,
 	// one quiet settle time later, finds the same.
 	var (

@@ -23,6 +23,7 @@ import (
 	"github.com/go-logr/logr"
 
 	"github.com/selfheal-dev/selfheal/internal/gateway"
+	"github.com/selfheal-dev/selfheal/internal/gateway/outbound"
 )
 
 // BenchmarkAddedLatency measures what the gateway adds on loopback, side by side
@@ -89,7 +90,7 @@ auth: {tokensFile: %s}
 	upURL, _ := url.Parse(up.URL)
 	plain := httptest.NewServer(&httputil.ReverseProxy{
 		Rewrite:   func(pr *httputil.ProxyRequest) { pr.SetURL(upURL) },
-		Transport: gateway.NewOutboundTransport(gateway.OutboundOptions{}),
+		Transport: outbound.NewTransport(outbound.Options{}),
 	})
 	defer plain.Close()
 

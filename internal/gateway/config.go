@@ -1,6 +1,7 @@
 package gateway
 
 import (
+	"encoding/base64"
 	"errors"
 	"fmt"
 	"net/url"
@@ -14,6 +15,8 @@ import (
 	"sigs.k8s.io/yaml"
 
 	"github.com/selfheal-dev/selfheal/internal/gateway/access"
+	"github.com/selfheal-dev/selfheal/internal/gateway/healing"
+	"github.com/selfheal-dev/selfheal/internal/gateway/mcp"
 )
 
 // Defaults, all in one place. Getters on the config types apply them; the
@@ -27,7 +30,6 @@ const (
 	DefaultMaxBodyBytes   = 32 << 20
 	DefaultCallTimeout    = 30 * time.Second
 	DefaultReplay         = ReplayUnsent
-	DefaultHealingWait    = 150 * time.Second
 	AuthModeNone          = "none"
 	AuthModeTokens        = "tokens"
 	upstreamURLSchemeHelp = "must be an absolute http(s) URL"
@@ -43,6 +45,7 @@ const (
 	DefaultMaxSubscribers     = 1024
 	DefaultMaxClientSubs      = 64
 	DefaultMaxSessions        = 4096
+	DefaultJoinEndedWithin    = healing.DefaultJoinEndedWithin
 	DefaultSessionIdleTimeout = 30 * time.Minute
 )
 
@@ -66,13 +69,50 @@ type Config struct {
 	// an MCP request's Origin header; "*" accepts any. Requests without Origin
 	// are always accepted (they do not come from a browser).
 	AllowedOrigins []string `json:"allowedOrigins,omitempty"`
-	// Caller describes the gateway's own pods, so diagnosis can tell whether a
-	// NetworkPolicy admits the gateway. Optional.
-	Caller  *CallerIdentity `json:"caller,omitempty"`
-	Healing HealingConfig   `json:"healing,omitempty"`
+	// Deprecated: Caller is ignored (see Deprecations). Who calls the healed
+	// Services, for the NetworkPolicy check, is the controller's to know: its
+	// --caller-namespace and --caller-labels flags.
+	Caller  any           `json:"caller,omitempty"`
+	Healing HealingConfig `json:"healing,omitempty"`
 	// Limits bound what clients can make the gateway hold. All optional.
 	Limits LimitsConfig `json:"limits,omitempty"`
+	// Sessions configures MCP sessions. Optional.
+	Sessions SessionsConfig `json:"sessions,omitempty"`
 }
+
+// SessionsConfig configures MCP sessions.
+type SessionsConfig struct {
+	// KeyFile holds the key that seals MCP session state into the Mcp-Session-Id the
+	// client holds (AES-256-GCM: 32 random bytes, base64-encoded, e.g. from
+	// `head -c32 /dev/urandom | base64`), mounted from a Secret into every replica.
+	// With it any replica, or a restarted one, serves a session; without it a session
+	// lives in the replica that saw its initialize (routing must then be sticky).
+	KeyFile string `json:"keyFile,omitempty"`
+
+	key []byte
+}
+
+// Key returns the loaded session key (nil without keyFile).
+func (s SessionsConfig) Key() []byte { return s.key }
+
+func (s *SessionsConfig) load() error {
+	if s.KeyFile == "" {
+		return nil
+	}
+	b, err := os.ReadFile(s.KeyFile)
+	if err != nil {
+		return fmt.Errorf("sessions.keyFile: %w", err) // the error never holds file content
+	}
+	key, err := base64.StdEncoding.DecodeString(strings.TrimSpace(string(b)))
+	if err != nil || len(key) != sessionKeySize {
+		return fmt.Errorf("sessions.keyFile: %s must hold %d random bytes, base64-encoded (head -c%d /dev/urandom | base64)",
+			s.KeyFile, sessionKeySize, sessionKeySize)
+	}
+	s.key = key
+	return nil
+}
+
+const sessionKeySize = mcp.SessionKeySize
 
 // LimitsConfig bounds time and memory per client and in total. A limit that is
 // reached refuses at once (503 with Retry-After), it never queues.
@@ -213,12 +253,6 @@ type ClientScope struct {
 	Namespaces []string `json:"namespaces,omitempty"`
 }
 
-// CallerIdentity is how the gateway's pods look to a NetworkPolicy.
-type CallerIdentity struct {
-	Namespace string            `json:"namespace,omitempty"`
-	Labels    map[string]string `json:"labels,omitempty"`
-}
-
 // HealingConfig configures HealingRequest creation and waiting.
 type HealingConfig struct {
 	// Namespace for reports (POST /v1/healing-requests) that name none. It does
@@ -226,8 +260,14 @@ type HealingConfig struct {
 	Namespace string `json:"namespace,omitempty"`
 	// Targets are Services, besides the upstreams' own, that reports may name.
 	Targets []HealingTargetConfig `json:"targets,omitempty"`
-	// WaitTimeout is how long a held call waits for a healing's outcome.
-	WaitTimeout *metav1.Duration `json:"waitTimeout,omitempty"`
+	// JoinEndedWithin: failures of a Service seen before its healing ended, and
+	// reported less than this long after the end, join that healing (the caller gets
+	// its outcome) instead of opening a new incident. Default 30s; 0s turns it off.
+	JoinEndedWithin *metav1.Duration `json:"joinEndedWithin,omitempty"`
+	// Deprecated: WaitTimeout is ignored (see Deprecations). A held call waits until
+	// its HealingRequest's status.deadline (the policy's deadline), plus a short grace
+	// for the controller to record the outcome.
+	WaitTimeout any `json:"waitTimeout,omitempty"`
 }
 
 // HealingTargetConfig is a Service reports may name.
@@ -341,9 +381,9 @@ func (c *Config) ClientFor(name string) *access.Client {
 	return access.NewClient(name, nil, nil)
 }
 
-// GetWaitTimeout returns how long a held call waits for healing, defaulted.
-func (h HealingConfig) GetWaitTimeout() time.Duration {
-	return durationOr(h.WaitTimeout, DefaultHealingWait)
+// GetJoinEndedWithin returns healing.joinEndedWithin, defaulted (0 means off).
+func (h HealingConfig) GetJoinEndedWithin() time.Duration {
+	return durationOr(h.JoinEndedWithin, DefaultJoinEndedWithin)
 }
 
 // Upstream returns the upstream called name.
@@ -385,6 +425,9 @@ func ParseConfig(data []byte, getenv func(string) string) (*Config, error) {
 	if err := c.Anthropic.APIKey.load(getenv); err != nil {
 		return nil, fmt.Errorf("invalid gateway config: %w", err)
 	}
+	if err := c.Sessions.load(); err != nil {
+		return nil, fmt.Errorf("invalid gateway config: %w", err)
+	}
 	return &c, nil
 }
 
@@ -409,6 +452,23 @@ func (a *APIKeySource) load(getenv func(string) string) error {
 		a.key = NewSecret(v)
 	}
 	return nil
+}
+
+// Deprecations are the fields of the config that are accepted but ignored, each
+// with what replaced it, for the gateway to log at start. They are accepted rather
+// than refused so that a gateway rolled out with an older config starts (refusing
+// would crash-loop it on a field that only ever bounded a wait or informed nobody).
+func (c *Config) Deprecations() []string {
+	var out []string
+	if c.Healing.WaitTimeout != nil {
+		out = append(out, "healing.waitTimeout is ignored: a held call now waits until its HealingRequest's status.deadline "+
+			"(the HealingPolicy's deadline, 10s..10m) plus a few seconds for the controller to record the outcome; remove the field")
+	}
+	if c.Caller != nil {
+		out = append(out, "caller is ignored: the network policy check runs in the controller, which learns who calls the "+
+			"healed Services from its --caller-namespace and --caller-labels flags; set them on the controller and remove the field")
+	}
+	return out
 }
 
 // fieldErrs collects "field: message" errors.
@@ -502,29 +562,13 @@ func (c *Config) Validate() error {
 		}
 	}
 
-	if c.Caller != nil {
-		if c.Caller.Namespace != "" {
-			if msgs := validation.IsDNS1123Label(c.Caller.Namespace); len(msgs) > 0 {
-				errs.add("caller.namespace", "must be a Kubernetes namespace name (%s)", strings.Join(msgs, "; "))
-			}
-		}
-		for k, v := range c.Caller.Labels {
-			if msgs := validation.IsQualifiedName(k); len(msgs) > 0 {
-				errs.add(fmt.Sprintf("caller.labels[%s]", k), "invalid label key (%s)", strings.Join(msgs, "; "))
-			}
-			if msgs := validation.IsValidLabelValue(v); len(msgs) > 0 {
-				errs.add(fmt.Sprintf("caller.labels[%s]", k), "invalid label value (%s)", strings.Join(msgs, "; "))
-			}
-		}
-	}
-
 	if c.Healing.Namespace != "" {
 		if msgs := validation.IsDNS1123Label(c.Healing.Namespace); len(msgs) > 0 {
 			errs.add("healing.namespace", "must be a Kubernetes namespace name (%s)", strings.Join(msgs, "; "))
 		}
 	}
-	if c.Healing.WaitTimeout != nil && c.Healing.WaitTimeout.Duration <= 0 {
-		errs.add("healing.waitTimeout", "must be positive")
+	if c.Healing.JoinEndedWithin != nil && c.Healing.JoinEndedWithin.Duration < 0 {
+		errs.add("healing.joinEndedWithin", "must not be negative (0s turns it off)")
 	}
 	for i, t := range c.Healing.Targets {
 		f := fmt.Sprintf("healing.targets[%d]", i)

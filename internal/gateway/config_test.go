@@ -1,6 +1,7 @@
 package gateway_test
 
 import (
+	"encoding/base64"
 	"encoding/json"
 	"fmt"
 	"log/slog"
@@ -45,7 +46,7 @@ func TestConfigDefaults(t *testing.T) {
 	if !ok || u.GetCallTimeout() != 30*time.Second || u.GetReplay() != gateway.ReplayUnsent {
 		t.Fatalf("upstream defaults wrong: %+v", u)
 	}
-	if c.Healing.GetWaitTimeout() <= 0 || !c.Auth.AuthDisabled() {
+	if len(c.Deprecations()) != 0 || !c.Auth.AuthDisabled() || c.Healing.GetJoinEndedWithin() != 30*time.Second {
 		t.Fatal("healing/auth defaults wrong")
 	}
 	// The healing scope is the upstreams' Services: no namespace is allowed by default.
@@ -66,9 +67,15 @@ func TestConfigValidationNamesTheField(t *testing.T) {
 	addUpstream := func(extra string) string {
 		return replace("auth:", "- name: second\n  url: http://b:1\n  namespace: mcp\n  service: b\n"+extra+"auth:")
 	}
+	shortKey := filepath.Join(t.TempDir(), "session-key")
+	if err := os.WriteFile(shortKey, []byte("c2hvcnQ=\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
 	cases := []struct {
 		name, yaml, want string
 	}{
+		{"short session key", validConfig + "sessions: {keyFile: " + shortKey + "}\n", "sessions.keyFile: " + shortKey + " must hold 32 random bytes"},
+		{"missing session key", validConfig + "sessions: {keyFile: /nonexistent/key}\n", "sessions.keyFile:"},
 		{"bad upstream url", replace("http://tools.mcp.svc:8080/mcp", "tools:8080"), "upstreams[0].url: must be an absolute http(s) URL"},
 		{"second upstream url", strings.Replace(addUpstream(""), "http://b:1", "ftp://b", 1), "upstreams[1].url: must be an absolute http(s) URL"},
 		{"duplicate name", strings.Replace(addUpstream(""), "name: second", "name: tools", 1), "upstreams[1].name: duplicate"},
@@ -91,8 +98,8 @@ func TestConfigValidationNamesTheField(t *testing.T) {
 		{"auth both", replace("auth: {mode: none}", "auth: {mode: none, tokensFile: /x}"), "auth: set either tokensFile or mode: none, not both"},
 		{"auth bad mode", replace("auth: {mode: none}", "auth: {mode: off}"), "auth.mode: must be \"none\""},
 		{"bad origin", validConfig + "allowedOrigins: [\"https://ok.example\", \"chat.example.com\"]\n", "allowedOrigins[1]: must be"},
-		{"bad caller label", validConfig + "caller: {labels: {\"bad key!\": x}}\n", "caller.labels[bad key!]: invalid label key"},
 		{"bad healing namespace", validConfig + "healing: {namespace: Not_OK}\n", "healing.namespace:"},
+		{"negative join window", validConfig + "healing: {joinEndedWithin: -1s}\n", "healing.joinEndedWithin: must not be negative"},
 		{"unknown field", validConfig + "retries: 3\n", "unknown field \"retries\""},
 	}
 	for _, tc := range cases {
@@ -151,5 +158,35 @@ func TestSecretNeverPrints(t *testing.T) {
 	}
 	if !strings.Contains(fmt.Sprint(key), gateway.Redacted) {
 		t.Fatal("secret does not print as redacted")
+	}
+}
+
+// A field that no longer does anything is accepted, so an old config still starts,
+// and named in a deprecation saying what replaced it. Catches: a strict parse
+// refusing the old field (a crash-looping gateway on upgrade), or a silent ignore.
+func TestDeprecatedFieldsAreAcceptedAndNamed(t *testing.T) {
+	c, err := gateway.ParseConfig([]byte(validConfig+"healing: {waitTimeout: 150s}\ncaller: {namespace: selfheal-system, labels: {app: selfheal}}\n"), env)
+	if err != nil {
+		t.Fatalf("an old config with healing.waitTimeout and caller was refused: %v", err)
+	}
+	d := c.Deprecations()
+	if len(d) != 2 || !strings.HasPrefix(d[0], "healing.waitTimeout is ignored") || !strings.Contains(d[0], "status.deadline") ||
+		!strings.HasPrefix(d[1], "caller is ignored") || !strings.Contains(d[1], "--caller-namespace") || !strings.Contains(d[1], "--caller-labels") {
+		t.Fatalf("deprecations %q, want healing.waitTimeout (and the deadline that replaced it) and caller (and the controller flags)", d)
+	}
+}
+
+func TestSessionKeyIsLoaded(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "session-key")
+	key := strings.Repeat("k", 32)
+	if err := os.WriteFile(path, []byte(base64.StdEncoding.EncodeToString([]byte(key))+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	c, err := gateway.ParseConfig([]byte(validConfig+"sessions: {keyFile: "+path+"}\n"), env)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if string(c.Sessions.Key()) != key {
+		t.Fatal("session key not loaded")
 	}
 }

@@ -25,6 +25,7 @@ import (
 
 	"github.com/selfheal-dev/selfheal/internal/gateway"
 	"github.com/selfheal-dev/selfheal/internal/gateway/anthropic"
+	"github.com/selfheal-dev/selfheal/internal/sse"
 )
 
 const (
@@ -90,7 +91,7 @@ func okBehaviour(w http.ResponseWriter, r *http.Request) {
 		_, _ = io.WriteString(w, messageJSON)
 		return
 	}
-	sse(w)
+	startStream(w)
 	for _, ev := range streamPrelude {
 		writeSSE(w, ev)
 	}
@@ -120,8 +121,10 @@ var streamContent = []string{
 
 const overloadedEvent = "event: error\ndata: {\"type\":\"error\",\"error\":{\"type\":\"overloaded_error\",\"message\":\"Overloaded\"}}\n\n"
 
-func sse(w http.ResponseWriter) {
-	w.Header().Set("Content-Type", "text/event-stream")
+// startStream answers 200 with the event-stream headers; the fake then writes its
+// frames byte for byte (half events included), so it does not use sse.Writer.
+func startStream(w http.ResponseWriter) {
+	sse.SetHeaders(w.Header())
 	w.WriteHeader(http.StatusOK)
 }
 
@@ -173,7 +176,7 @@ func slowFirstByte(d time.Duration) behaviour {
 }
 
 func overloadedInStream(w http.ResponseWriter, _ *http.Request) {
-	sse(w)
+	startStream(w)
 	for _, ev := range streamPrelude {
 		writeSSE(w, ev)
 	}
@@ -183,7 +186,7 @@ func overloadedInStream(w http.ResponseWriter, _ *http.Request) {
 // cutMidStream sends the first content and then drops the connection
 // without ending the chunked body.
 func cutMidStream(w http.ResponseWriter, _ *http.Request) {
-	sse(w)
+	startStream(w)
 	for _, ev := range streamPrelude {
 		writeSSE(w, ev)
 	}
@@ -198,7 +201,7 @@ func cutMidStream(w http.ResponseWriter, _ *http.Request) {
 }
 
 func errorAfterContent(w http.ResponseWriter, _ *http.Request) {
-	sse(w)
+	startStream(w)
 	for _, ev := range streamPrelude {
 		writeSSE(w, ev)
 	}

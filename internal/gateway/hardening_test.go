@@ -222,10 +222,10 @@ limits: {maxBufferedBytes: 8388608}
 
 func waitUntil(t *testing.T, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(30 * time.Second)
+	deadline := time.Now().Add(90 * time.Second)
 	for !cond() {
 		if time.Now().After(deadline) {
-			t.Fatal("condition not met within 30s")
+			t.Fatal("condition not met within 90s")
 		}
 		time.Sleep(5 * time.Millisecond)
 	}

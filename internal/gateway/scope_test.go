@@ -1,7 +1,6 @@
 package gateway_test
 
 import (
-	"bufio"
 	"net/http"
 	"strings"
 	"testing"
@@ -11,6 +10,7 @@ import (
 	"github.com/selfheal-dev/selfheal/internal/gateway/healing"
 	"github.com/selfheal-dev/selfheal/internal/gateway/limits"
 	"github.com/selfheal-dev/selfheal/internal/gateway/mcp"
+	"github.com/selfheal-dev/selfheal/internal/sse"
 )
 
 const scopedTokens = "full:tok-full\nscoped:tok-scoped\nb:tok-b\nc:tok-c\n"
@@ -47,7 +47,7 @@ func startHealingGateway(t *testing.T, yaml string) (*gw, *healing.Hub) {
 }
 
 // subscribe opens an event stream; it returns the status and, on 200, a reader.
-func subscribe(t *testing.T, g *gw, token, query string) (int, string, *bufio.Reader, func()) {
+func subscribe(t *testing.T, g *gw, token, query string) (int, string, *sse.Reader, func()) {
 	t.Helper()
 	req, _ := http.NewRequest(http.MethodGet, g.url+"/v1/healing/events"+query, nil)
 	req.Header.Set("Authorization", "Bearer "+token)
@@ -61,7 +61,7 @@ func subscribe(t *testing.T, g *gw, token, query string) (int, string, *bufio.Re
 		_ = res.Body.Close()
 		return res.StatusCode, string(b[:n]), nil, func() {}
 	}
-	return 200, "", bufio.NewReader(res.Body), func() { _ = res.Body.Close() }
+	return 200, "", sse.NewReader(res.Body), func() { _ = res.Body.Close() }
 }
 
 // Event streams are capped in total and per client; a closed stream frees its
@@ -120,23 +120,14 @@ limits: {maxSubscribers: 20, maxSubscribersPerClient: 15}
 	})
 }
 
-// nextEvent returns the next event's type and data line.
-func nextEvent(t *testing.T, br *bufio.Reader) (string, string) {
+// nextEvent returns the next event's type and data.
+func nextEvent(t *testing.T, r *sse.Reader) (string, string) {
 	t.Helper()
-	typ := ""
-	for {
-		line, err := br.ReadString('\n')
-		if err != nil {
-			t.Fatalf("stream ended: %v", err)
-		}
-		line = strings.TrimRight(line, "\n")
-		switch {
-		case strings.HasPrefix(line, "event: "):
-			typ = strings.TrimPrefix(line, "event: ")
-		case strings.HasPrefix(line, "data: ") && typ != "":
-			return typ, strings.TrimPrefix(line, "data: ")
-		}
+	ev, err := r.Next()
+	if err != nil {
+		t.Fatalf("stream ended: %v", err)
 	}
+	return ev.Type, ev.Data
 }
 
 // A scoped token sees only its upstreams' healings, reports only their Services and

@@ -22,6 +22,7 @@ import (
 
 	"github.com/selfheal-dev/selfheal/internal/gateway/anthropic"
 	"github.com/selfheal-dev/selfheal/internal/gateway/limits"
+	"github.com/selfheal-dev/selfheal/internal/gateway/outbound"
 )
 
 // DefaultBindAddress is where the gateway listens unless told otherwise:
@@ -76,7 +77,8 @@ func WithLogger(l logr.Logger) Option { return func(s *Server) { s.log = l } }
 // WithAuthenticator replaces the authenticator built from the config.
 func WithAuthenticator(a *Authenticator) Option { return func(s *Server) { s.auth = a } }
 
-// WithTransport sets the outbound transport (default NewOutboundTransport).
+// WithTransport sets the outbound transport (default outbound.NewTransport); share
+// it with the MCP proxy.
 func WithTransport(rt http.RoundTripper) Option { return func(s *Server) { s.transport = rt } }
 
 // WithDelayReporter receives every Claude retry wait (processing_delay).
@@ -127,7 +129,7 @@ func New(cfg *Config, opts ...Option) (*Server, error) {
 			"bind the gateway to 127.0.0.1, use auth.tokensFile, or set auth.allowUnauthenticated: true", s.bindAddress())
 	}
 	if s.transport == nil {
-		s.transport = NewOutboundTransport(OutboundOptions{})
+		s.transport = outbound.NewTransport(outbound.Options{})
 	}
 	if s.budget == nil {
 		s.budget = limits.NewBudget(cfg.Limits.GetMaxBufferedBytes())

@@ -94,7 +94,7 @@ func TestToolOverBothRevisions(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			g := NewWithT(t)
-			ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+			ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 			defer cancel()
 			s := startServer(t, Options{Stateless: tc.stateless})
 			progress := &progressLog{}
@@ -136,7 +136,7 @@ func TestToolOverBothRevisions(t *testing.T) {
 
 func TestNotServingRefusesConnectionsThenServesFresh(t *testing.T) {
 	g := NewWithT(t)
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	s := startServer(t, Options{})
 	old, err := connect(ctx, t, s.URL(), sessionRevision, nil)
@@ -166,7 +166,7 @@ func TestNotServingRefusesConnectionsThenServesFresh(t *testing.T) {
 
 func TestRestartDropsSessions(t *testing.T) {
 	g := NewWithT(t)
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
 	defer cancel()
 	s := startServer(t, Options{})
 	cs, err := connect(ctx, t, s.URL(), sessionRevision, nil)
@@ -179,15 +179,20 @@ func TestRestartDropsSessions(t *testing.T) {
 	g.Expect(s.Generation()).To(Equal(2))
 	_, err = callAlerts(ctx, cs, nil)
 	g.Expect(err).To(HaveOccurred())
-	cs2, err := connect(ctx, t, s.URL(), sessionRevision, nil)
-	g.Expect(err).NotTo(HaveOccurred())
-	_, err = callAlerts(ctx, cs2, nil)
-	g.Expect(err).NotTo(HaveOccurred())
+	// A new session works (eventually: under load a first attempt may time out).
+	g.Eventually(func() error {
+		cs2, err := connect(ctx, t, s.URL(), sessionRevision, nil)
+		if err != nil {
+			return err
+		}
+		_, err = callAlerts(ctx, cs2, nil)
+		return err
+	}).Should(Succeed())
 }
 
 func TestHangHoldsUntilClientGivesUpOrHangEnds(t *testing.T) {
 	g := NewWithT(t)
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	s := startServer(t, Options{Stateless: true})
 	cs, err := connect(ctx, t, s.URL(), statelessRevision, nil)
@@ -222,7 +227,7 @@ func TestHangHoldsUntilClientGivesUpOrHangEnds(t *testing.T) {
 
 func TestRestartEndsHangUnlessKept(t *testing.T) {
 	g := NewWithT(t)
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	s := startServer(t, Options{Stateless: true})
 	cs, err := connect(ctx, t, s.URL(), statelessRevision, nil)

@@ -13,7 +13,7 @@ import (
 
 	ctrl "sigs.k8s.io/controller-runtime"
 
-	"github.com/selfheal-dev/selfheal/internal/demo/sse"
+	"github.com/selfheal-dev/selfheal/internal/sse"
 )
 
 // Healing event types of GET /v1/healing/events.
@@ -27,7 +27,8 @@ const (
 
 // Event is one event of the gateway's healing stream.
 type Event struct {
-	// ID is the SSE event id (the gateway's sequence number).
+	// ID is the SSE event id: namespace/request/step, the same on every gateway
+	// replica (empty for processing_delay).
 	ID string
 	// Type is the SSE event name, e.g. healing_start.
 	Type string

@@ -5,6 +5,8 @@ import (
 	"net/http"
 	"strings"
 	"unicode/utf8"
+
+	"github.com/selfheal-dev/selfheal/internal/sse"
 )
 
 // streamMessage writes msg as the API's server-sent events: message_start,
@@ -13,15 +15,11 @@ import (
 // event is flushed. An in-band fault ends the stream with an error event after
 // message_start; a cut aborts the connection after some deltas.
 func streamMessage(w http.ResponseWriter, msg message, fault Fault) {
-	h := w.Header()
-	h.Set("Content-Type", "text/event-stream; charset=utf-8")
-	h.Set("Cache-Control", "no-cache")
-	w.WriteHeader(http.StatusOK)
-	rc := http.NewResponseController(w)
+	sw := sse.Start(w)
 	send := func(event string, data any) {
 		raw, _ := json.Marshal(data)
-		_, _ = w.Write([]byte("event: " + event + "\ndata: " + string(raw) + "\n\n"))
-		_ = rc.Flush()
+		_ = sw.Event(sse.Event{Type: event, Data: string(raw)})
+		_ = sw.Flush()
 	}
 
 	start := msg

@@ -18,7 +18,6 @@
 package anthropic
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"encoding/json"
@@ -40,7 +39,9 @@ import (
 	"k8s.io/utils/clock"
 	ctrl "sigs.k8s.io/controller-runtime/pkg/log"
 
+	"github.com/selfheal-dev/selfheal/internal/gateway/hop"
 	"github.com/selfheal-dev/selfheal/internal/gateway/limits"
+	"github.com/selfheal-dev/selfheal/internal/sse"
 )
 
 // Upstream is the upstream label of this proxy in metrics and events.
@@ -158,27 +159,11 @@ func (nopRecorder) ObserveAttempt(string, string, time.Duration) {}
 func (nopRecorder) ObserveRetry(string, string)                  {}
 func (nopRecorder) ObserveDelay(string, time.Duration)           {}
 
-// hopHeaders are connection-scoped (RFC 9110 7.6.1) and never forwarded.
-var hopHeaders = []string{
-	"Connection", "Proxy-Connection", "Keep-Alive", "Proxy-Authenticate",
-	"Proxy-Authorization", "Te", "Trailer", "Transfer-Encoding", "Upgrade",
-}
-
-func removeHopHeaders(h http.Header) {
-	for _, f := range h.Values("Connection") {
-		for _, name := range strings.Split(f, ",") {
-			if name = strings.TrimSpace(name); name != "" {
-				h.Del(name)
-			}
-		}
-	}
-	for _, k := range hopHeaders {
-		h.Del(k)
-	}
-}
-
 var bufPool = sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b }}
-var readerPool = sync.Pool{New: func() any { return bufio.NewReaderSize(nil, 16<<10) }}
+var readerPool = sync.Pool{New: func() any { return sse.NewReader(nil) }}
+
+// maxEventLine bounds one line of an upstream stream (a delta is a few hundred bytes).
+const maxEventLine = 16 << 20
 
 // ServeHTTP proxies one request.
 func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
@@ -216,7 +201,7 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 
 	h := r.Header.Clone()
-	removeHopHeaders(h)
+	hop.Remove(h)
 	h.Del(TokenHeader)
 	h.Del("Host")
 	h.Del("Content-Length")
@@ -252,6 +237,8 @@ type exchange struct {
 
 	// committed: 200 text/event-stream already went to the client (keepalive).
 	committed bool
+	// sw writes to the client's event stream once there is one.
+	sw *sse.Writer
 }
 
 // outcome of one attempt.
@@ -262,10 +249,10 @@ type outcome struct {
 	code   string         // metrics code of a failed attempt
 	// errBody is the buffered body of an error response.
 	errBody []byte
-	// For an SSE response: the events read while peeking, and the reader
+	// For an SSE response: the frames read while peeking, and the reader
 	// positioned after them.
 	prelude []byte
-	br      *bufio.Reader
+	sr      *sse.Reader
 	cut     error // the stream broke before content (prelude is all there is)
 	ended   bool  // the prelude holds the stream's final event (an error)
 	stop    func()
@@ -275,10 +262,10 @@ func (o *outcome) release() {
 	if o.res != nil {
 		_ = o.res.Body.Close()
 	}
-	if o.br != nil {
-		o.br.Reset(nil)
-		readerPool.Put(o.br)
-		o.br = nil
+	if o.sr != nil {
+		o.sr.Reset(nil)
+		readerPool.Put(o.sr)
+		o.sr = nil
 	}
 	if o.stop != nil {
 		o.stop()
@@ -349,11 +336,7 @@ func (x *exchange) sleep(d time.Duration) bool {
 	clk := x.p.o.Clock
 	if x.stream && d >= x.p.o.KeepaliveAfter {
 		if !x.committed {
-			h := x.w.Header()
-			h.Set("Content-Type", "text/event-stream; charset=utf-8")
-			h.Set("Cache-Control", "no-cache")
-			h.Set("X-Accel-Buffering", "no")
-			x.w.WriteHeader(http.StatusOK)
+			x.sw = sse.Start(x.w)
 			x.committed = true
 		}
 		x.keepalive()
@@ -379,8 +362,8 @@ func (x *exchange) sleep(d time.Duration) bool {
 }
 
 func (x *exchange) keepalive() {
-	_, _ = io.WriteString(x.w, ": keepalive\n\n")
-	_ = http.NewResponseController(x.w).Flush()
+	_ = x.sw.Comment("keepalive")
+	_ = x.sw.Flush()
 }
 
 // try makes one attempt within timeout. The timeout covers the response
@@ -441,7 +424,7 @@ func (x *exchange) try(timeout time.Duration) *outcome {
 		o.reason = retryReason(res.StatusCode, res.Header, b)
 		return o
 	}
-	if !isSSE(res.Header) {
+	if !sse.IsStream(res.Header) {
 		if reason := retryReason(res.StatusCode, res.Header, nil); reason == ReasonShouldRetry {
 			o.reason = reason
 		}
@@ -460,13 +443,12 @@ func (x *exchange) try(timeout time.Duration) *outcome {
 // peek reads SSE events until the first one that is not message_start, ping
 // or a comment. An overloaded_error or a cut before that is retryable.
 func (x *exchange) peek(o *outcome, timedOut *atomic.Bool) {
-	br := readerPool.Get().(*bufio.Reader)
-	br.Reset(o.res.Body)
-	o.br = br
-	var ev bytes.Buffer
+	sr := readerPool.Get().(*sse.Reader)
+	sr.Reset(o.res.Body)
+	sr.MaxLine = maxEventLine
+	o.sr = sr
 	for {
-		ev.Reset()
-		name, err := readEvent(br, &ev)
+		f, err := sr.NextFrame()
 		if err != nil {
 			// Nothing reached the client: the cut is retryable.
 			o.cut = err
@@ -476,13 +458,13 @@ func (x *exchange) peek(o *outcome, timedOut *atomic.Bool) {
 			}
 			return
 		}
-		o.prelude = append(o.prelude, ev.Bytes()...)
-		switch name {
+		o.prelude = append(o.prelude, f.Bytes...)
+		switch f.Name {
 		case "", "message_start", "ping":
 			continue
 		case "error":
 			o.ended = true
-			if errorEventType(ev.Bytes()) == ErrOverloaded {
+			if errorEventType(f.Event.Data) == ErrOverloaded {
 				o.reason = ReasonStreamOverload
 			}
 			return
@@ -521,7 +503,7 @@ func (x *exchange) deliver(o *outcome) {
 				b = ErrorBody(ErrAPI, fmt.Sprintf("Anthropic API answered %d", o.res.StatusCode))
 			}
 			x.writeErrorEvent(b)
-		case o.br != nil:
+		case o.sr != nil:
 			x.pump(o)
 		default:
 			x.writeErrorEvent(ErrorBody(ErrAPI, "Anthropic API answered a stream request without a stream"))
@@ -533,16 +515,17 @@ func (x *exchange) deliver(o *outcome) {
 	for k, vs := range o.res.Header {
 		h[k] = vs
 	}
-	removeHopHeaders(h)
+	hop.Remove(h)
 	switch {
 	case o.errBody != nil:
 		h.Set("Content-Length", strconv.Itoa(len(o.errBody)))
 		w.WriteHeader(o.res.StatusCode)
 		_, _ = w.Write(o.errBody)
-	case o.br != nil:
+	case o.sr != nil:
 		h.Del("Content-Length")
 		h.Set("X-Accel-Buffering", "no")
 		w.WriteHeader(o.res.StatusCode)
+		x.sw = sse.ForResponse(w)
 		x.pump(o)
 	default:
 		if o.res.ContentLength < 0 || o.res.Uncompressed {
@@ -565,37 +548,36 @@ func (x *exchange) deliver(o *outcome) {
 // event, flushing each. A cut (or, for a messages stream, an end without
 // message_stop) becomes an api_error event.
 func (x *exchange) pump(o *outcome) {
-	rc := http.NewResponseController(x.w)
+	sw := x.sw
 	ended := false
 	if len(o.prelude) > 0 {
-		if _, err := x.w.Write(o.prelude); err != nil {
+		if sw.Raw(o.prelude) != nil {
 			return
 		}
 		ended = o.ended
-		_ = rc.Flush()
+		_ = sw.Flush()
 	}
 	err := o.cut
 	if err == nil {
-		var ev bytes.Buffer
 		for {
-			ev.Reset()
-			var name string
-			name, err = readEvent(o.br, &ev)
+			var f sse.Frame
+			f, err = o.sr.NextFrame()
 			if err != nil {
 				break
 			}
-			if _, werr := x.w.Write(ev.Bytes()); werr != nil {
+			// Whole frames, as they came: the client never sees half an event.
+			if sw.Raw(f.Bytes) != nil {
 				return
 			}
-			if o.br.Buffered() == 0 {
-				_ = rc.Flush()
+			if o.sr.Buffered() == 0 {
+				_ = sw.Flush()
 			}
-			if name == "message_stop" || name == "error" {
+			if f.Name == "message_stop" || f.Name == "error" {
 				ended = true
 			}
 		}
 	}
-	_ = rc.Flush()
+	_ = sw.Flush()
 	if x.r.Context().Err() != nil {
 		return
 	}
@@ -617,12 +599,11 @@ func (x *exchange) pump(o *outcome) {
 
 // writeErrorEvent sends data to the client as an SSE error event.
 func (x *exchange) writeErrorEvent(data []byte) {
-	var b bytes.Buffer
-	b.WriteString("event: error\ndata: ")
-	b.Write(data)
-	b.WriteString("\n\n")
-	_, _ = x.w.Write(b.Bytes())
-	_ = http.NewResponseController(x.w).Flush()
+	if x.sw == nil {
+		x.sw = sse.ForResponse(x.w)
+	}
+	_ = x.sw.Event(sse.Event{Type: "error", Data: string(data)})
+	_ = x.sw.Flush()
 }
 
 // errorClass names what kind of network failure err is, without the addresses
@@ -645,10 +626,6 @@ func errorClass(err error) string {
 		}
 		return "network error"
 	}
-}
-
-func isSSE(h http.Header) bool {
-	return strings.HasPrefix(strings.ToLower(h.Get("Content-Type")), "text/event-stream")
 }
 
 func headerNames(h http.Header) []string {

@@ -1,11 +1,7 @@
 package anthropic
 
 import (
-	"bufio"
-	"bytes"
-	"io"
 	"net/http"
-	"strings"
 	"testing"
 	"time"
 )
@@ -98,27 +94,11 @@ func TestBackoffFullJitter(t *testing.T) {
 	}
 }
 
-func TestReadEvent(t *testing.T) {
-	long := strings.Repeat("x", 40000) // longer than the reader's buffer
-	in := "event: a\ndata: 1\n\n\n: comment\n\nevent: b\r\ndata: " + long + "\r\n\r\nevent: c\ndata: half"
-	br := bufio.NewReaderSize(strings.NewReader(in), 16)
-	var names []string
-	var buf bytes.Buffer
-	for {
-		buf.Reset()
-		name, err := readEvent(br, &buf)
-		if err != nil {
-			if err != io.EOF || name != "c" {
-				t.Fatalf("end: %q %v", name, err)
-			}
-			break
-		}
-		names = append(names, name)
-		if name == "b" && !strings.Contains(buf.String(), long) {
-			t.Fatal("long line lost")
-		}
+func TestErrorEventType(t *testing.T) {
+	if got := errorEventType(`{"type":"error","error":{"type":"overloaded_error","message":"Overloaded"}}`); got != ErrOverloaded {
+		t.Fatalf("got %q", got)
 	}
-	if strings.Join(names, ",") != "a,,b" {
-		t.Fatalf("events %v", names)
+	if got := errorEventType("not json"); got != "" {
+		t.Fatalf("got %q", got)
 	}
 }

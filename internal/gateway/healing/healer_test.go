@@ -464,3 +464,282 @@ func TestTriggerWalksTheChainWhenTimestampsTie(t *testing.T) {
 		t.Fatalf("%d HealingRequests, want 4", n)
 	}
 }
+
+// A request no controller has stamped with a deadline is waited on for a bounded
+// time only, and the waiter is told why. Catches: a wait on status.deadline alone,
+// which holds calls forever when no controller runs.
+func TestWaitOnARequestNoControllerSawEnds(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	ns := freshNamespace(t)
+	c, err := NewInformerCache(cp.Config, []string{ns})
+	if err != nil {
+		t.Fatal(err)
+	}
+	go func() { _ = c.Start(ctx) }()
+	h := New(Options{Client: cp.Client, Namespaces: []string{ns}, UnclaimedTimeout: 300 * time.Millisecond})
+	if err := h.Start(ctx, c); err != nil {
+		t.Fatal(err)
+	}
+	waitUntil(t, h.Available)
+	name, err := h.Trigger(ctx, refused(ns))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var last Event
+	for ev := range h.Wait(ctx, ns, name) {
+		last = ev
+	}
+	if ctx.Err() != nil {
+		t.Fatal("the wait on a request no controller saw did not end")
+	}
+	if last.Type != EventHealingFailed || last.Reason != ReasonNotPickedUp || last.Request != name ||
+		!strings.Contains(last.Message, "not picked up") {
+		t.Fatalf("wait ended with %+v, want healing_failed NotPickedUp", last)
+	}
+}
+
+// With two active requests for one Service (made by hand, or by replicas before the
+// controller marked one a duplicate), the gateway joins the one the controller keeps:
+// the oldest by v1alpha1.CreatedBefore, the one ordering both use. Catches: an
+// ordering of the gateway's own that breaks creation-time ties differently.
+func TestTriggerJoinsTheOldestActiveRequestAsTheControllerOrdersThem(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	ns := freshNamespace(t)
+	h := startHealer(t, ctx, ns, NewHub(HubOptions{}))
+	// Created within one second (names in reverse order), so their creation
+	// timestamps most likely tie and the name decides.
+	for _, name := range []string{"tools-zz", "tools-aa"} {
+		hr := &v1alpha1.HealingRequest{
+			ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: ns},
+			Spec: v1alpha1.HealingRequestSpec{Target: v1alpha1.HealingTarget{Service: "tools"},
+				Trigger: v1alpha1.HealingTrigger{Source: v1alpha1.TriggerSourceManual, FailureClass: v1alpha1.FailureOther}},
+		}
+		if err := cp.Client.Create(ctx, hr); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// Once this replica has seen both (before that, the one it joins defers to the
+	// oldest through status.duplicateOf, which the controller sets).
+	waitUntil(t, func() bool {
+		h.mu.Lock()
+		defer h.mu.Unlock()
+		return h.states[stateKey(ns, "tools-zz")] != nil && h.states[stateKey(ns, "tools-aa")] != nil
+	})
+	items := listRequests(t, ns)
+	oldest := &items[0]
+	for i := range items {
+		if v1alpha1.CreatedBefore(&items[i], oldest) {
+			oldest = &items[i]
+		}
+	}
+	name, err := h.Trigger(ctx, refused(ns))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if name != oldest.Name {
+		t.Fatalf("Trigger joined %q, want %q, the oldest by v1alpha1.CreatedBefore (created %s and %s)",
+			name, oldest.Name, items[0].CreationTimestamp, items[1].CreationTimestamp)
+	}
+}
+
+// Event ids come from the HealingRequest (namespace/name/step), so a client that read
+// part of a healing from one gateway replica resumes on another (its own informer,
+// its own history) exactly: the steps it has not seen, once each, and no
+// events_missed. Catches: ids from a per-process counter, which mean other events on
+// the other replica.
+func TestResumeOnAnotherReplicaIsExact(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+	defer cancel()
+	ns := freshNamespace(t)
+	hubA, hubB := NewHub(HubOptions{}), NewHub(HubOptions{})
+	a := startHealer(t, ctx, ns, hubA)
+	b := startHealer(t, ctx, ns, hubB)
+	for i := range 3 { // replica B has a history of its own
+		hubB.ProcessingDelay("anthropic", i+1, time.Second, "overloaded")
+	}
+	srvA := httptest.NewServer(NewEventsHandler(hubA, StreamOptions{}))
+	defer srvA.Close()
+	srvB := httptest.NewServer(NewEventsHandler(hubB, StreamOptions{}))
+	defer srvB.Close()
+
+	respA, fromA := subscribe(t, ctx, srvA.URL+"?namespace="+ns, "")
+	name, err := a.Trigger(ctx, refused(ns))
+	if err != nil {
+		t.Fatal(err)
+	}
+	playController(t, ns, name, addProgress(v1alpha1.PhaseDiagnosing, "checking pods", "checking endpoints"))
+	var last string
+	for _, want := range []string{EventHealingStart, EventHealingProgress, EventHealingProgress} {
+		f := fromA.nextEvent()
+		if f.event != want {
+			t.Fatalf("replica A sent %s (%s), want %s", f.event, f.id, want)
+		}
+		last = f.id
+	}
+	if last != ns+"/"+name+"/2" {
+		t.Fatalf("the second step's id is %q, want %s/%s/2", last, ns, name)
+	}
+	_ = respA.Body.Close() // the client loses replica A
+
+	playController(t, ns, name, addProgress(v1alpha1.PhaseRemediating, "restarting deployment/tools"))
+	playController(t, ns, name, finish(v1alpha1.PhaseHealed, v1alpha1.IssueNoReadyPods, v1alpha1.ReasonHealed, "tools is serving again"))
+	waitUntil(t, func() bool { snap, _ := b.snapshot(ns, name); return snap != nil })
+
+	respB, fromB := subscribe(t, ctx, srvB.URL+"?namespace="+ns, last)
+	defer respB.Body.Close()
+	want := []string{
+		EventHealingProgress + " " + ns + "/" + name + "/3 restarting deployment/tools",
+		EventHealingProgress + " " + ns + "/" + name + "/4 tools is serving again",
+		EventHealingComplete + " " + ns + "/" + name + "/end tools is serving again",
+	}
+	for _, w := range want {
+		f := fromB.nextEvent()
+		if got := f.event + " " + f.id + " " + f.decode(t).Message; got != w {
+			t.Fatalf("replica B resumed with %q, want %q", got, w)
+		}
+	}
+}
+
+// One incident, one record: the calls that failed during an outage keep being reported
+// for a moment after its healing ended; they join that healing, and each reporter gets
+// its outcome, instead of opening new incidents. Catches: a new HealingRequest for
+// every report after the first healing ended (hundreds here).
+func TestReportsJustAfterAHealingEndedJoinIt(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	ns := freshNamespace(t)
+	h := startHealer(t, ctx, ns, NewHub(HubOptions{}))
+	srv := httptest.NewServer(NewReportHandler(h, StreamOptions{}))
+	defer srv.Close()
+
+	// The controller: it heals every request as soon as it sees it.
+	loopCtx, stopLoop := context.WithCancel(ctx)
+	loopDone := make(chan struct{})
+	defer func() { stopLoop(); <-loopDone }()
+	go func() {
+		defer close(loopDone)
+		for loopCtx.Err() == nil {
+			var list v1alpha1.HealingRequestList
+			if err := cp.Client.List(loopCtx, &list, client.InNamespace(ns)); err == nil {
+				for i := range list.Items {
+					hr := &list.Items[i]
+					if hr.Status.Phase.IsTerminal() {
+						continue
+					}
+					now := metav1.Now()
+					hr.Status.Phase = v1alpha1.PhaseHealed
+					hr.Status.CompletionTime = &now
+					hr.Status.Progress = append(hr.Status.Progress, v1alpha1.ProgressEntry{Time: now, Phase: v1alpha1.PhaseHealed, Message: "search is serving again"})
+					meta.SetStatusCondition(&hr.Status.Conditions, metav1.Condition{Type: v1alpha1.ConditionReady, Status: metav1.ConditionTrue,
+						Reason: v1alpha1.ReasonHealed, Message: "search is serving again"})
+					_ = cp.Client.Status().Update(loopCtx, hr) // a conflict is retried on the next round
+				}
+			}
+			select {
+			case <-loopCtx.Done():
+			case <-time.After(20 * time.Millisecond):
+			}
+		}
+	}()
+
+	const reports = 1000
+	body := fmt.Sprintf(`{"namespace":%q,"service":"search","failureClass":"ConnectionRefused","message":"connection refused"}`, ns)
+	names := make(chan string, reports)
+	var wg sync.WaitGroup
+	tick := time.NewTicker(3 * time.Second / reports) // spread over 3 s
+	defer tick.Stop()
+	for range reports {
+		<-tick.C
+		wg.Go(func() {
+			req, _ := http.NewRequestWithContext(ctx, http.MethodPost, srv.URL, strings.NewReader(body))
+			req.Header.Set("Content-Type", "application/json")
+			req.Header.Set("Accept", "application/json")
+			resp, err := http.DefaultClient.Do(req)
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			defer resp.Body.Close()
+			var rr ReportResponse
+			if err := json.NewDecoder(resp.Body).Decode(&rr); err != nil || resp.StatusCode != http.StatusAccepted {
+				t.Errorf("report: %d (%v)", resp.StatusCode, err)
+				return
+			}
+			names <- rr.Request
+		})
+	}
+	wg.Wait()
+	close(names)
+	distinct := map[string]int{}
+	for n := range names {
+		distinct[n]++
+	}
+	items := listRequests(t, ns)
+	if len(items) != 1 || len(distinct) != 1 {
+		t.Fatalf("%d HealingRequests for %d reports over 3 s, reporters got %v; want one incident", len(items), reports, distinct)
+	}
+	if items[0].Status.Phase != v1alpha1.PhaseHealed {
+		t.Fatalf("the one request is %s: the fake controller did not heal it", items[0].Status.Phase)
+	}
+
+	// A reporter that takes the stream gets the outcome of the healing it joined.
+	req, _ := http.NewRequestWithContext(ctx, http.MethodPost, srv.URL, strings.NewReader(body))
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("Accept", "text/event-stream")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	if got := resp.Header.Get("X-Healing-Request"); got != items[0].Name {
+		t.Fatalf("a report after the healing got %q, want the ended %q", got, items[0].Name)
+	}
+	r := newSSEReader(t, resp.Body)
+	var last sseFrame
+	for f, ok := r.next(); ok; f, ok = r.next() {
+		if f.event != "" {
+			last = f
+		}
+	}
+	if ev := last.decode(t); ev.Type != EventHealingComplete || ev.Request != items[0].Name {
+		t.Fatalf("the joined report's stream ended with %+v, want the healing's outcome", ev)
+	}
+}
+
+// Only failures seen before a healing ended join it: a call sent to the healed Service
+// afterwards that fails again is a new incident (a relapse, or the next breakage),
+// not the old healing's outcome. Catches: joining on arrival alone, which answers a
+// new failure with an old, unrelated outcome and heals nothing for the window.
+func TestOnlyFailuresSeenBeforeTheEndJoinIt(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	ns := freshNamespace(t)
+	h := startHealer(t, ctx, ns, NewHub(HubOptions{}))
+	first, err := h.Trigger(ctx, refused(ns))
+	if err != nil {
+		t.Fatal(err)
+	}
+	end := time.Now()
+	playController(t, ns, first, func(s *v1alpha1.HealingRequestStatus) {
+		s.Phase = v1alpha1.PhaseHealed
+		s.CompletionTime = &metav1.Time{Time: end}
+	})
+	waitUntil(t, func() bool { _, ok := h.recentlyEnded(ns+"/tools", time.Time{}); return ok })
+
+	straggler := refused(ns)
+	straggler.Seen = end.Add(-2 * time.Second) // sent during the outage, failed late
+	if got, err := h.Trigger(ctx, straggler); err != nil || got != first {
+		t.Fatalf("a failure seen before the end got %q (%v), want the ended %q", got, err, first)
+	}
+	relapse := refused(ns)
+	relapse.Seen = time.Now() // sent to the Service this gateway has seen healed
+	got, err := h.Trigger(ctx, relapse)
+	if err != nil || got == first {
+		t.Fatalf("a failure seen after the end got %q (%v), want a new incident", got, err)
+	}
+	if n := len(listRequests(t, ns)); n != 2 {
+		t.Fatalf("%d HealingRequests, want 2", n)
+	}
+}

@@ -9,7 +9,6 @@ import (
 	"mime"
 	"net"
 	"net/http"
-	"strconv"
 	"strings"
 	"time"
 
@@ -19,7 +18,11 @@ import (
 	"github.com/selfheal-dev/selfheal/api/v1alpha1"
 	"github.com/selfheal-dev/selfheal/internal/gateway/access"
 	"github.com/selfheal-dev/selfheal/internal/gateway/limits"
+	"github.com/selfheal-dev/selfheal/internal/sse"
 )
+
+// maxEventIDLen bounds a Last-Event-ID: a namespace, a name and a step.
+const maxEventIDLen = 63 + 1 + 253 + 1 + 10
 
 // StreamOptions tunes the SSE handlers. Zero values take the defaults.
 type StreamOptions struct {
@@ -89,40 +92,42 @@ func (h *EventsHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if lastRaw == "" {
 		lastRaw = q.Get("lastEventId")
 	}
-	var lastID uint64
-	resume := false
-	if lastRaw != "" {
-		id, err := strconv.ParseUint(strings.TrimSpace(lastRaw), 10, 64)
-		if err != nil {
-			writeJSONError(w, http.StatusBadRequest, "Last-Event-ID must be an event id (a decimal number)")
-			return
-		}
-		lastID, resume = id, true
+	lastID := strings.TrimSpace(lastRaw)
+	if len(lastID) > maxEventIDLen {
+		writeJSONError(w, http.StatusBadRequest, "Last-Event-ID is not an event id of this gateway")
+		return
 	}
 	release, err := h.opts.Streams.Acquire(client.ClientName())
 	if err != nil {
 		refuseBusy(w, err.Error())
 		return
 	}
-	sub, backlog, missed := h.hub.Subscribe(filter, lastID, resume)
+	var sub *Subscription
+	var backlog []*Event
+	missed := false
+	if lastID != "" {
+		sub, backlog, missed = h.hub.Resume(filter, lastID)
+	} else {
+		sub, _, _ = h.hub.Subscribe(filter, 0, false)
+	}
 
 	// On HTTP/1.1 the connection is taken over so an idle subscriber costs one small
 	// goroutine and its socket, not net/http's per-connection buffers and reader
 	// goroutine; the stream then ends by closing the connection.
-	sw := newSSEWriter(w)
 	if conn, ok := hijack(w, r); ok {
-		sw = &sseWriter{conn: conn, wto: h.opts.WriteTimeout}
-		sw.buf.WriteString("HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nCache-Control: no-cache\r\nX-Accel-Buffering: no\r\nConnection: close\r\n")
-		for k, vs := range w.Header() {
-			if k == "Content-Type" || k == "Cache-Control" || k == "Connection" || k == "X-Accel-Buffering" {
-				continue
-			}
-			for _, v := range vs {
-				sw.buf.WriteString(k + ": " + strings.NewReplacer("\r", "", "\n", "").Replace(v) + "\r\n")
-			}
-		}
-		sw.buf.WriteString("\r\n: connected\n\n")
-		sw.drain()
+		dc := &deadlineConn{Conn: conn, timeout: h.opts.WriteTimeout}
+		sw := &sseWriter{Writer: sse.NewWriter(dc, nil), conn: dc}
+		// The response head, written by hand on the taken-over connection: the
+		// stream's headers (sse.SetHeaders) and those middlewares set.
+		hdr := w.Header().Clone()
+		sse.SetHeaders(hdr)
+		hdr.Set("Connection", "close")
+		var head bytes.Buffer
+		head.WriteString("HTTP/1.1 200 OK\r\n")
+		_ = hdr.Write(&head) // http.Header.Write drops line breaks from values
+		head.WriteString("\r\n")
+		_ = sw.Raw(head.Bytes())
+		sw.comment("connected")
 		// A reader notices at once when the client goes away.
 		ctx, cancel := context.WithCancel(context.Background())
 		go func() {
@@ -137,7 +142,8 @@ func (h *EventsHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		go h.stream(ctx, sw, sub, backlog, missed, lastID, release)
 		return
 	}
-	sw.start()
+	sw := newSSEWriter(w)
+	sw.start(w)
 	h.stream(r.Context(), sw, sub, backlog, missed, lastID, release)
 }
 
@@ -172,7 +178,7 @@ func hijack(w http.ResponseWriter, r *http.Request) (net.Conn, bool) {
 	return conn, true
 }
 
-func (h *EventsHandler) stream(ctx context.Context, sw *sseWriter, sub *Subscription, backlog []*Event, missed bool, lastID uint64, release func()) {
+func (h *EventsHandler) stream(ctx context.Context, sw *sseWriter, sub *Subscription, backlog []*Event, missed bool, lastID string, release func()) {
 	defer release()
 	defer sub.Close()
 	if sw.conn != nil {
@@ -232,29 +238,37 @@ func (h *EventsHandler) pump(ctx context.Context, sw *sseWriter, sub *Subscripti
 	}
 }
 
-// sseWriter formats Server-Sent Events onto a ResponseWriter or a hijacked connection.
+// sseWriter writes healing events as SSE (package sse) onto a ResponseWriter or a
+// hijacked connection.
 type sseWriter struct {
-	w      http.ResponseWriter // nil on a hijacked connection
-	rc     *http.ResponseController
-	conn   net.Conn // set on a hijacked connection
-	wto    time.Duration
-	lastID uint64
-	buf    bytes.Buffer
-	err    error
+	*sse.Writer
+	rc     *http.ResponseController // nil on a hijacked connection
+	conn   *deadlineConn            // set on a hijacked connection
+	lastID string
 }
 
 func newSSEWriter(w http.ResponseWriter) *sseWriter {
-	return &sseWriter{w: w, rc: http.NewResponseController(w)}
+	return &sseWriter{Writer: sse.ForResponse(w), rc: http.NewResponseController(w)}
 }
 
-func (s *sseWriter) start() {
-	hdr := s.w.Header()
-	hdr.Set("Content-Type", "text/event-stream")
-	hdr.Set("Cache-Control", "no-cache")
-	hdr.Set("X-Accel-Buffering", "no")
-	hdr.Set("Connection", "keep-alive")
-	s.w.WriteHeader(http.StatusOK)
+// start opens the stream on a ResponseWriter: headers, 200, and a first comment so
+// the client sees it open.
+func (s *sseWriter) start(w http.ResponseWriter) {
+	sse.SetHeaders(w.Header())
+	w.WriteHeader(http.StatusOK)
 	s.comment("connected")
+}
+
+// deadlineConn bounds each write to a hijacked connection: nobody else watches it, so
+// a client that stops reading must not hold the writer forever.
+type deadlineConn struct {
+	net.Conn
+	timeout time.Duration
+}
+
+func (c *deadlineConn) Write(b []byte) (int, error) {
+	_ = c.Conn.SetWriteDeadline(time.Now().Add(c.timeout))
+	return c.Conn.Write(b)
 }
 
 func (s *sseWriter) event(ev *Event) {
@@ -262,69 +276,27 @@ func (s *sseWriter) event(ev *Event) {
 	if err != nil {
 		return // an Event always marshals; nothing sensible to send otherwise
 	}
-	if ev.ID != 0 {
+	if ev.ID != "" {
 		s.lastID = ev.ID
-		s.buf.WriteString("id: ")
-		s.buf.WriteString(strconv.FormatUint(ev.ID, 10))
-		s.buf.WriteByte('\n')
 	}
-	s.buf.WriteString("event: ")
-	s.buf.WriteString(ev.Type)
-	s.buf.WriteString("\ndata: ")
-	s.buf.Write(data)
-	s.buf.WriteString("\n\n")
-	s.drain()
+	_ = s.Event(sse.Event{ID: ev.ID, Type: ev.Type, Data: string(data)})
 }
 
 // control writes a stream-control event that has no id, so it never moves the
 // client's Last-Event-ID.
 func (s *sseWriter) control(typ string, data any) {
 	b, _ := json.Marshal(data)
-	s.buf.WriteString("event: ")
-	s.buf.WriteString(typ)
-	s.buf.WriteString("\ndata: ")
-	s.buf.Write(b)
-	s.buf.WriteString("\n\n")
-	s.drain()
+	_ = s.Event(sse.Event{Type: typ, Data: string(b)})
 }
 
-func (s *sseWriter) comment(text string) {
-	s.buf.WriteString(": ")
-	s.buf.WriteString(text)
-	s.buf.WriteString("\n\n")
-	s.drain()
-}
+func (s *sseWriter) comment(text string) { _ = s.Comment(text) }
 
-// drain moves the formatted bytes to the connection without keeping a per-subscriber
-// buffer alive between events.
-func (s *sseWriter) drain() {
-	if s.err == nil {
-		if s.conn != nil {
-			// Nobody else watches a hijacked connection: a client that stops reading
-			// must not hold this goroutine forever.
-			_ = s.conn.SetWriteDeadline(time.Now().Add(s.wto))
-			_, s.err = s.conn.Write(s.buf.Bytes())
-		} else {
-			_, s.err = s.w.Write(s.buf.Bytes())
-		}
-	}
-	s.buf.Reset()
-	if s.buf.Cap() > 4096 {
-		s.buf = bytes.Buffer{}
-	}
-}
-
-func (s *sseWriter) flush() error {
-	if s.err != nil || s.conn != nil {
-		return s.err
-	}
-	return s.rc.Flush()
-}
+func (s *sseWriter) flush() error { return s.Flush() }
 
 // final ends a stream the hub closed, telling the client why.
 func (s *sseWriter) final(err error, timeout time.Duration) {
 	if s.conn != nil {
-		s.wto = timeout
+		s.conn.timeout = timeout
 	} else {
 		_ = s.rc.SetWriteDeadline(time.Now().Add(timeout))
 	}
@@ -363,6 +335,10 @@ type ReportRequest struct {
 	Message    string                `json:"message"`
 	Upstream   string                `json:"upstream"`
 	HTTPStatus int                   `json:"httpStatus"`
+	// Time is when the reporter saw the failure (RFC 3339), optional: a failure seen
+	// after the Service's last healing ended is a new incident; without it, a report
+	// arriving shortly after a healing ended joins that healing.
+	Time *time.Time `json:"time,omitempty"`
 }
 
 // ReportResponse answers a report when the client asked for JSON.
@@ -456,6 +432,9 @@ func (h *ReportHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		Message:    req.Message,
 		Source:     v1alpha1.TriggerSourceChatAPI,
 	}
+	if req.Time != nil {
+		f.Seen = *req.Time
+	}
 	if err := f.Validate(); err != nil {
 		writeJSONError(w, http.StatusUnprocessableEntity, err.Error())
 		return
@@ -465,7 +444,7 @@ func (h *ReportHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		writeJSONError(w, http.StatusForbidden, fmt.Sprintf("service %q in namespace %q is outside the scope of client %q", f.Service, f.Namespace, client.ClientName()))
 		return
 	}
-	acceptSSE := acceptsSSE(r)
+	acceptSSE := sse.PrefersStream(r.Header)
 	release := func() {}
 	if acceptSSE {
 		// Take the stream before creating anything: a refused report changes nothing.
@@ -501,9 +480,9 @@ func (h *ReportHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		})
 		return
 	}
+	w.Header().Set("X-Healing-Request", name)
 	sw := newSSEWriter(w)
-	sw.w.Header().Set("X-Healing-Request", name)
-	sw.start()
+	sw.start(w)
 	if sw.flush() != nil {
 		return
 	}
@@ -533,26 +512,4 @@ func (h *ReportHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			}
 		}
 	}
-}
-
-// acceptsSSE is false only when the client asked for JSON and not for event streams.
-func acceptsSSE(r *http.Request) bool {
-	accept := strings.Join(r.Header.Values("Accept"), ",")
-	if accept == "" {
-		return true
-	}
-	sse, json := false, false
-	for _, part := range strings.Split(accept, ",") {
-		mt, _, err := mime.ParseMediaType(strings.TrimSpace(part))
-		if err != nil {
-			continue
-		}
-		switch mt {
-		case "text/event-stream", "*/*", "text/*":
-			sse = true
-		case "application/json":
-			json = true
-		}
-	}
-	return sse || !json
 }

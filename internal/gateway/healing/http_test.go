@@ -1,7 +1,6 @@
 package healing
 
 import (
-	"bufio"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -16,50 +15,39 @@ import (
 	"time"
 
 	clocktesting "k8s.io/utils/clock/testing"
+
+	"github.com/selfheal-dev/selfheal/internal/sse"
 )
 
 // sseFrame is one SSE block as a client reads it: an event or a comment.
 type sseFrame struct {
-	id, event, comment string
+	id, event, comment string // the frame's own id, event name, first comment
 	data               []byte
 }
 
 type sseReader struct {
-	t  *testing.T
-	br *bufio.Reader
+	t *testing.T
+	r *sse.Reader
 }
 
 func newSSEReader(t *testing.T, r io.Reader) *sseReader {
-	return &sseReader{t: t, br: bufio.NewReader(r)}
+	return &sseReader{t: t, r: sse.NewReader(r)}
 }
 
 // next reads one frame; ok is false at the end of the stream.
 func (r *sseReader) next() (f sseFrame, ok bool) {
-	for {
-		line, err := r.br.ReadString('\n')
-		if err != nil {
-			return f, false
-		}
-		line = strings.TrimSuffix(line, "\n")
-		if line == "" {
-			if f.event != "" || f.comment != "" || f.data != nil {
-				return f, true
-			}
-			continue
-		}
-		field, value, _ := strings.Cut(line, ":")
-		value = strings.TrimPrefix(value, " ")
-		switch field {
-		case "":
-			f.comment = value
-		case "id":
-			f.id = value
-		case "event":
-			f.event = value
-		case "data":
-			f.data = append(f.data, value...)
-		}
+	fr, err := r.r.NextFrame()
+	if err != nil {
+		return f, false
 	}
+	f.id, f.event = fr.ID, fr.Name
+	if len(fr.Comments) > 0 {
+		f.comment = fr.Comments[0]
+	}
+	if fr.Dispatched {
+		f.data = []byte(fr.Event.Data)
+	}
+	return f, true
 }
 
 // nextEvent skips comments.
@@ -112,17 +100,17 @@ func subscribe(t *testing.T, ctx context.Context, url string, lastID string) (*h
 
 func waitUntil(t *testing.T, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(20 * time.Second)
+	deadline := time.Now().Add(90 * time.Second)
 	for !cond() {
 		if time.Now().After(deadline) {
-			t.Fatal("condition not met within 20s")
+			t.Fatal("condition not met within 90s")
 		}
 		time.Sleep(5 * time.Millisecond)
 	}
 }
 
 func progress(hub *Hub, service, request string, i int) Event {
-	return hub.Publish(Event{Type: EventHealingProgress, Namespace: "ns", Service: service, Request: request,
+	return hub.Publish(Event{ID: eventID("ns", request, i), Type: EventHealingProgress, Namespace: "ns", Service: service, Request: request,
 		Phase: "Diagnosing", Message: fmt.Sprintf("step %d", i)})
 }
 
@@ -140,7 +128,7 @@ func TestEventsResumeAfterReconnectLosesNoEvent(t *testing.T) {
 	var last string
 	for i := 1; i <= 3; i++ {
 		f := r.nextEvent()
-		if ev := f.decode(t); ev.Message != fmt.Sprintf("step %d", i) || f.id != strconv.Itoa(i) || f.event != EventHealingProgress {
+		if ev := f.decode(t); ev.Message != fmt.Sprintf("step %d", i) || f.id != "ns/tools-1/"+strconv.Itoa(i) || f.event != EventHealingProgress {
 			t.Fatalf("event %d = %+v %+v", i, f, ev)
 		}
 		last = f.id
@@ -156,7 +144,7 @@ func TestEventsResumeAfterReconnectLosesNoEvent(t *testing.T) {
 	progress(hub, "tools", "tools-1", 7)
 	for i := 4; i <= 7; i++ {
 		f := r.nextEvent()
-		if ev := f.decode(t); ev.Message != fmt.Sprintf("step %d", i) || f.id != strconv.Itoa(i) {
+		if ev := f.decode(t); ev.Message != fmt.Sprintf("step %d", i) || f.id != "ns/tools-1/"+strconv.Itoa(i) {
 			t.Fatalf("after resume, event %d = %s %+v", i, f.id, ev)
 		}
 	}
@@ -171,13 +159,13 @@ func TestEventsResumeTooOldSaysEventsWereMissed(t *testing.T) {
 	for i := 1; i <= 10; i++ {
 		progress(hub, "tools", "tools-1", i)
 	}
-	resp, r := subscribe(t, ctx, srv.URL, "2")
+	resp, r := subscribe(t, ctx, srv.URL, "ns/tools-1/2")
 	defer resp.Body.Close()
 	if f := r.nextEvent(); f.event != EventMissed || f.id != "" {
 		t.Fatalf("first event %+v, want %s without an id", f, EventMissed)
 	}
 	for i := 7; i <= 10; i++ {
-		if f := r.nextEvent(); f.id != strconv.Itoa(i) {
+		if f := r.nextEvent(); f.id != "ns/tools-1/"+strconv.Itoa(i) {
 			t.Fatalf("got id %s, want %d", f.id, i)
 		}
 	}
@@ -234,11 +222,11 @@ func TestEventsShutdownSendsFinalEvent(t *testing.T) {
 	defer resp.Body.Close()
 	progress(hub, "a", "a-1", 1)
 	hub.Close()
-	if f := r.nextEvent(); f.id != "1" {
+	if f := r.nextEvent(); f.id != "ns/a-1/1" {
 		t.Fatalf("got %+v, want event 1 first", f)
 	}
 	f := r.nextEvent()
-	if f.event != EventShutdown || !strings.Contains(string(f.data), `"lastEventId":1`) {
+	if f.event != EventShutdown || !strings.Contains(string(f.data), `"lastEventId":"ns/a-1/1"`) {
 		t.Fatalf("got %+v, want a shutdown event naming the last id", f)
 	}
 	if _, ok := r.next(); ok {
@@ -278,7 +266,7 @@ func TestSlowSubscriberIsDroppedWithoutSlowingOthers(t *testing.T) {
 			for ok && f.event == "" {
 				f, ok = fast.next()
 			}
-			if !ok || f.event != EventHealingProgress || f.id != strconv.Itoa(i) {
+			if !ok || f.event != EventHealingProgress || f.id != "ns/a-1/"+strconv.Itoa(i) {
 				received <- fmt.Errorf("fast subscriber: frame %d = %+v (ok %v)", i, f.event+" "+f.id, ok)
 				return
 			}
@@ -286,7 +274,7 @@ func TestSlowSubscriberIsDroppedWithoutSlowingOthers(t *testing.T) {
 		received <- nil
 	}()
 	for i := 1; i <= n; i++ {
-		hub.Publish(Event{Type: EventHealingProgress, Namespace: "ns", Service: "a", Request: "a-1", Message: big})
+		hub.Publish(Event{ID: eventID("ns", "a-1", i), Type: EventHealingProgress, Namespace: "ns", Service: "a", Request: "a-1", Message: big})
 		if i%4 == 0 {
 			// A reader that keeps up stays within its buffer; the slow one never reads.
 			waitUntil(t, func() bool { return got.Load() >= int64(i-4) })
@@ -363,5 +351,35 @@ func TestRedact(t *testing.T) {
 	}
 	if got := Redact(strings.Repeat("é", 600), 1024); len(got) > 1024 || !strings.HasSuffix(got, "é") {
 		t.Fatalf("Redact cut a rune or exceeded the bound: %d bytes", len(got))
+	}
+}
+
+// A client that resumes on a replica that has not yet seen the client's last event
+// (its watch lags the other's) gets neither a repeat of the steps it has nor a false
+// events_missed. Catches: resuming by position alone, which replays the request from
+// its start or reports events as missed.
+func TestResumeAheadOfThisReplica(t *testing.T) {
+	hub := NewHub(HubOptions{})
+	hub.Publish(Event{ID: eventID("ns", "r", StepStart), Type: EventHealingStart, Namespace: "ns", Request: "r"})
+	progress(hub, "tools", "r", 1)
+	sub, backlog, missed := hub.Resume(Filter{}, eventID("ns", "r", 2)) // read on the other replica
+	defer sub.Close()
+	if missed || len(backlog) != 0 {
+		t.Fatalf("missed %v, backlog %d events; want neither", missed, len(backlog))
+	}
+	progress(hub, "tools", "r", 2) // this replica catches up: the client has it
+	progress(hub, "tools", "r", 3)
+	if ev := <-sub.Events(); ev.ID != eventID("ns", "r", 3) {
+		t.Fatalf("got %s, want step 3 only", ev.ID)
+	}
+	for _, id := range []string{"2", "ns/r", "ns/r/x", "a/b/c/d", "ns/r/-1"} {
+		if _, ok := ParseEventID(id); ok {
+			t.Errorf("%q parsed as an event id", id)
+		}
+	}
+	for _, id := range []string{"ns/r/0", "ns/r/17", "ns/r/dup", "ns/r/end"} {
+		if e, ok := ParseEventID(id); !ok || e.String() != id {
+			t.Errorf("%q does not round-trip: %+v", id, e)
+		}
 	}
 }

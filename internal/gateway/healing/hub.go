@@ -4,6 +4,9 @@
 package healing
 
 import (
+	"math"
+	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -42,7 +45,13 @@ type FindingSummary struct {
 // Event is one step of a healing (or a Claude processing delay). Events are immutable
 // once published: the hub shares one value among all subscribers.
 type Event struct {
-	ID          uint64           `json:"id"`
+	// ID is the SSE event id, derived from the HealingRequest (see EventID), so that
+	// every gateway replica gives one step of one healing the same id and a client can
+	// resume with Last-Event-ID on any of them. Empty for events that belong to no
+	// healing (processing_delay), which are not resumed.
+	ID string `json:"id,omitempty"`
+	// Seq is this process's publication order (the hub's ring, in-process followers).
+	Seq         uint64           `json:"-"`
 	Type        string           `json:"type"`
 	Request     string           `json:"request,omitempty"`
 	Namespace   string           `json:"namespace,omitempty"`
@@ -133,8 +142,8 @@ func NewHub(opts HubOptions) *Hub {
 	}
 }
 
-// Publish assigns the next ID to e, keeps it for resume and offers it to every matching
-// subscriber. It returns the published event.
+// Publish assigns the next Seq to e, keeps it for resume and offers it to every
+// matching subscriber. It returns the published event.
 func (h *Hub) Publish(e Event) Event {
 	if e.Time.IsZero() {
 		e.Time = h.clock.Now()
@@ -145,7 +154,7 @@ func (h *Hub) Publish(e Event) Event {
 		return e
 	}
 	h.nextID++
-	e.ID = h.nextID
+	e.Seq = h.nextID
 	ev := &e
 	if len(h.ring) < cap(h.ring) {
 		h.ring = append(h.ring, ev)
@@ -154,7 +163,7 @@ func (h *Hub) Publish(e Event) Event {
 		h.head = (h.head + 1) % len(h.ring)
 	}
 	for s := range h.subs {
-		if !s.filter.matches(ev) {
+		if !s.filter.matches(ev) || s.skip.covers(ev) {
 			continue
 		}
 		select {
@@ -185,8 +194,8 @@ func (h *Hub) Subscribers() int {
 	return len(h.subs)
 }
 
-// LastID is the ID of the newest event, 0 when none was published.
-func (h *Hub) LastID() uint64 {
+// LastSeq is the Seq of the newest event, 0 when none was published.
+func (h *Hub) LastSeq() uint64 {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	return h.nextID
@@ -213,9 +222,9 @@ func (h *Hub) removeLocked(s *Subscription, err error) {
 }
 
 // Subscribe registers a subscriber for events matching f. When resume is true, events
-// after lastID that are still kept are returned as backlog, atomically with the
+// after Seq lastSeq that are still kept are returned as backlog, atomically with the
 // registration so nothing is lost or repeated; missed is true when some events after
-// lastID are no longer kept.
+// lastSeq are no longer kept. (In-process followers; SSE clients use Resume.)
 func (h *Hub) Subscribe(f Filter, lastID uint64, resume bool) (s *Subscription, backlog []*Event, missed bool) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
@@ -230,9 +239,59 @@ func (h *Hub) Subscribe(f Filter, lastID uint64, resume bool) (s *Subscription, 
 		missed = lastID+1 < oldest
 		for i := range h.ring {
 			ev := h.ring[(h.head+i)%len(h.ring)]
-			if ev.ID > lastID && f.matches(ev) {
+			if ev.Seq > lastID && f.matches(ev) {
 				backlog = append(backlog, ev)
 			}
+		}
+	}
+	h.subs[s] = struct{}{}
+	return s, backlog, missed
+}
+
+// Resume registers a subscriber for events matching f that continues a stream the
+// client read up to the event lastEventID, read from this gateway or another replica:
+// event ids are derived from the HealingRequests, the same on every replica.
+//
+// The backlog is what this hub kept after that event. Within one namespace every
+// replica keeps events in the same order (its watch's order), so the resume is exact
+// there; events of the client's last request at or before its last event are never
+// sent again, even when this replica sees them later than the client did. missed is
+// true when the event and its request's earlier ones are no longer kept here (or the
+// id is not one of a healing): the backlog is then everything kept.
+func (h *Hub) Resume(f Filter, lastEventID string) (s *Subscription, backlog []*Event, missed bool) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	s = &Subscription{hub: h, filter: f, ch: make(chan *Event, h.bufferSize)}
+	if h.closed {
+		s.err = ErrHubClosed
+		close(s.ch)
+		return s, nil, false
+	}
+	cur, ok := ParseEventID(lastEventID)
+	if ok {
+		s.skip = &cur
+	}
+	n := len(h.ring)
+	at := func(i int) *Event { return h.ring[(h.head+i)%n] }
+	pos := -1
+	for i := range n {
+		if ok && at(i).ID == lastEventID {
+			pos = i
+		}
+	}
+	if pos < 0 && ok {
+		// This replica has not seen that event yet: continue after the request's
+		// latest event the client also had.
+		for i := range n {
+			if id, idOK := ParseEventID(at(i).ID); idOK && id.sameRequest(cur) && id.Step <= cur.Step {
+				pos = i
+			}
+		}
+	}
+	missed = pos < 0
+	for i := pos + 1; i < n; i++ {
+		if ev := at(i); f.matches(ev) && !s.skip.covers(ev) {
+			backlog = append(backlog, ev)
 		}
 	}
 	h.subs[s] = struct{}{}
@@ -243,8 +302,11 @@ func (h *Hub) Subscribe(f Filter, lastID uint64, resume bool) (s *Subscription, 
 type Subscription struct {
 	hub    *Hub
 	filter Filter
-	ch     chan *Event
-	err    error // set before ch is closed
+	// skip is the client's resume point: events of that request at or before it
+	// are not sent.
+	skip *EventID
+	ch   chan *Event
+	err  error // set before ch is closed
 }
 
 // Events delivers events; it is closed when the subscription ends, after which Err
@@ -264,4 +326,73 @@ func (s *Subscription) Close() {
 	s.hub.mu.Lock()
 	defer s.hub.mu.Unlock()
 	s.hub.removeLocked(s, nil)
+}
+
+// Steps of a healing's events that are not progress entries, in EventID.Step.
+const (
+	// StepStart is the healing_start event.
+	StepStart = 0
+	// stepDuplicate and stepEnd follow every progress entry.
+	stepDuplicate = math.MaxInt32 - 1
+	stepEnd       = math.MaxInt32
+)
+
+// EventID identifies one event of one healing on every replica: its HealingRequest and
+// its step, 0 for healing_start, n for the n-th progress entry, then "dup" for the
+// notice that it defers to another request and "end" for its outcome. As text:
+// "namespace/name/step" (namespaces and names hold no "/").
+type EventID struct {
+	Namespace, Name string
+	Step            int
+}
+
+func (id EventID) String() string {
+	step := strconv.Itoa(id.Step)
+	switch id.Step {
+	case stepDuplicate:
+		step = "dup"
+	case stepEnd:
+		step = "end"
+	}
+	return id.Namespace + "/" + id.Name + "/" + step
+}
+
+func (id EventID) sameRequest(o EventID) bool {
+	return id.Namespace == o.Namespace && id.Name == o.Name
+}
+
+// covers reports whether ev is at or before the resume point id (nil covers nothing).
+func (id *EventID) covers(ev *Event) bool {
+	if id == nil || ev.ID == "" {
+		return false
+	}
+	e, ok := ParseEventID(ev.ID)
+	return ok && e.sameRequest(*id) && e.Step <= id.Step
+}
+
+// ParseEventID reads an EventID; ok is false for anything else (such as the numeric
+// ids of older gateways).
+func ParseEventID(s string) (EventID, bool) {
+	parts := strings.Split(s, "/")
+	if len(parts) != 3 || parts[0] == "" || parts[1] == "" {
+		return EventID{}, false
+	}
+	id := EventID{Namespace: parts[0], Name: parts[1]}
+	switch parts[2] {
+	case "dup":
+		id.Step = stepDuplicate
+	case "end":
+		id.Step = stepEnd
+	default:
+		n, err := strconv.Atoi(parts[2])
+		if err != nil || n < 0 || n >= stepDuplicate {
+			return EventID{}, false
+		}
+		id.Step = n
+	}
+	return id, true
+}
+
+func eventID(namespace, name string, step int) string {
+	return EventID{Namespace: namespace, Name: name, Step: step}.String()
 }

@@ -54,6 +54,11 @@ type Failure struct {
 	Message    string
 	// Source defaults to gateway.
 	Source v1alpha1.TriggerSource
+	// Seen is when the failed call was sent (or the reporter saw the failure). A
+	// failure seen before a healing of its target ended belongs to that healing's
+	// incident (see Options.JoinEndedWithin); one seen after it is new. Zero (a report
+	// that names no time) joins a healing that ended within the window on arrival.
+	Seen time.Time
 }
 
 // Options configures a Healer.
@@ -72,7 +77,23 @@ type Options struct {
 	Targets []access.Target
 	// APITimeout bounds each Trigger's API calls. Default 10s.
 	APITimeout time.Duration
-	Clock      clock.PassiveClock
+	// DeadlineGrace is how long after a request's status.deadline a waiter is still
+	// held, so that the controller can record the terminal phase (and its diagnosis)
+	// it reaches at the deadline. Default 5s.
+	DeadlineGrace time.Duration
+	// UnclaimedTimeout bounds a wait on a request that has no status.deadline yet. See
+	// DefaultUnclaimedTimeout.
+	UnclaimedTimeout time.Duration
+	// JoinEndedWithin: a failure of a target whose healing ended less than this long
+	// ago (status.completionTime) joins that healing, and its caller gets the outcome,
+	// instead of opening a new incident, when it was seen before the healing ended:
+	// the calls that failed during an incident keep arriving for a moment after it
+	// ended (in-flight calls, late reports). A failure seen after the end (a call sent
+	// to the healed Service) is a new incident. Zero takes DefaultJoinEndedWithin;
+	// negative turns it off.
+	JoinEndedWithin time.Duration
+	// Clock times waits and stamps requests; tests inject a fake one.
+	Clock clock.Clock
 	// Observe, when set, is told of every Trigger that got a request: whether this
 	// call created it or joined one (for the gateway's metrics).
 	Observe func(upstream string, created bool)
@@ -86,7 +107,10 @@ type Healer struct {
 	namespaces []string
 	targets    []access.Target
 	apiTimeout time.Duration
-	clock      clock.PassiveClock
+	grace      time.Duration
+	unclaimed  time.Duration
+	joinEnded  time.Duration
+	clock      clock.Clock
 	onTrigger  func(upstream string, created bool)
 	flight     singleflight.Group
 
@@ -94,7 +118,31 @@ type Healer struct {
 	synced  func() bool
 	states  map[string]*requestState // namespace/name -> what this process has seen
 	active  map[string]string        // namespace/service -> name of the active request
+	ended   map[string]endedRequest  // namespace/service -> its latest ended request
 	created int                      // requests this process created, for tests and metrics
+	// deadlines is closed (and replaced) whenever a request's status.deadline is first
+	// seen or changes, so that waiters re-time themselves.
+	deadlines chan struct{}
+}
+
+// Defaults of Options.
+const (
+	DefaultDeadlineGrace = 5 * time.Second
+	// DefaultUnclaimedTimeout bounds the wait on a request no controller has stamped
+	// with a deadline. The deadline is the controller's to set (startTime plus the
+	// policy's deadline, when it first sees the request); until then there is no
+	// deadline to follow, and a call must not be held forever for a request that no
+	// controller may ever see (none running, or none watching that namespace). A
+	// minute covers a controller's leader election after a restart.
+	DefaultUnclaimedTimeout = time.Minute
+	// DefaultJoinEndedWithin is Options.JoinEndedWithin's default.
+	DefaultJoinEndedWithin = 30 * time.Second
+)
+
+// endedRequest is the latest healing of a target that ended (not as a duplicate).
+type endedRequest struct {
+	name string
+	at   time.Time // its status.completionTime
 }
 
 // New returns a Healer. Call Start to watch HealingRequests; until the watch has synced,
@@ -109,6 +157,15 @@ func New(opts Options) *Healer {
 	if opts.Clock == nil {
 		opts.Clock = clock.RealClock{}
 	}
+	if opts.DeadlineGrace <= 0 {
+		opts.DeadlineGrace = DefaultDeadlineGrace
+	}
+	if opts.UnclaimedTimeout <= 0 {
+		opts.UnclaimedTimeout = DefaultUnclaimedTimeout
+	}
+	if opts.JoinEndedWithin == 0 {
+		opts.JoinEndedWithin = DefaultJoinEndedWithin
+	}
 	if opts.Hub == nil {
 		opts.Hub = NewHub(HubOptions{Clock: opts.Clock})
 	}
@@ -119,10 +176,15 @@ func New(opts Options) *Healer {
 		namespaces: opts.Namespaces,
 		targets:    opts.Targets,
 		apiTimeout: opts.APITimeout,
+		grace:      opts.DeadlineGrace,
+		unclaimed:  opts.UnclaimedTimeout,
+		joinEnded:  opts.JoinEndedWithin,
 		clock:      opts.Clock,
 		onTrigger:  opts.Observe,
 		states:     map[string]*requestState{},
 		active:     map[string]string{},
+		ended:      map[string]endedRequest{},
+		deadlines:  make(chan struct{}),
 	}
 }
 
@@ -181,8 +243,10 @@ func ValidFailureClass(c v1alpha1.FailureClass) bool {
 }
 
 // Trigger creates or joins the one active HealingRequest for the failure's target and
-// returns its name. Concurrent calls for one target in this process share one API
-// round trip; across replicas the deterministic name makes the API server arbitrate.
+// returns its name; a failure shortly after that target's healing ended joins the
+// ended one (JoinEndedWithin: one incident, one record). Concurrent calls for one
+// target in this process share one API round trip; across replicas the deterministic
+// name makes the API server arbitrate.
 func (h *Healer) Trigger(ctx context.Context, f Failure) (string, error) {
 	if err := f.Validate(); err != nil {
 		return "", err
@@ -198,11 +262,18 @@ func (h *Healer) Trigger(ctx context.Context, f Failure) (string, error) {
 		h.observed(f, false)
 		return name, nil
 	}
+	if name, ok := h.recentlyEnded(key, f.Seen); ok {
+		h.observed(f, false)
+		return name, nil
+	}
 	// me identifies this call: the flight's function is this call's closure only when
 	// this call leads the flight, so a request created there is this call's.
 	me := new(byte)
 	ch := h.flight.DoChan(key, func() (any, error) {
 		if name, ok := h.activeFor(key); ok {
+			return triggered{name: name}, nil
+		}
+		if name, ok := h.recentlyEnded(key, f.Seen); ok {
 			return triggered{name: name}, nil
 		}
 		// The API work outlives one caller's cancellation: other callers share it.
@@ -266,6 +337,44 @@ func (h *Healer) activeFor(key string) (string, bool) {
 	return name, ok
 }
 
+// recentlyEnded is the target's latest ended healing, when a failure seen at seen
+// belongs to it (joins).
+func (h *Healer) recentlyEnded(key string, seen time.Time) (string, bool) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	e, ok := h.ended[key]
+	if !ok || !h.joins(e.at, seen) {
+		return "", false
+	}
+	return e.name, true
+}
+
+// joins says whether a failure seen at seen belongs to a healing that ended at end:
+// the end is less than JoinEndedWithin ago and the failure was seen before it (or
+// names no time).
+func (h *Healer) joins(end, seen time.Time) bool {
+	if h.joinEnded <= 0 || end.IsZero() || h.clock.Since(end) >= h.joinEnded {
+		return false
+	}
+	return seen.IsZero() || seen.Before(end)
+}
+
+// joinsListed is joins for an ended request read from the API server: when this
+// process saw it end, the end is when it did; otherwise its status.completionTime,
+// which has one-second resolution, hence the second of slack.
+func (h *Healer) joinsListed(key string, hr *v1alpha1.HealingRequest, seen time.Time) bool {
+	if hr.Status.DuplicateOf != "" || hr.Status.CompletionTime == nil {
+		return false
+	}
+	h.mu.Lock()
+	e, ok := h.ended[key]
+	h.mu.Unlock()
+	if ok && e.name == hr.Name {
+		return h.joins(e.at, seen)
+	}
+	return h.joins(hr.Status.CompletionTime.Add(time.Second), seen)
+}
+
 func (h *Healer) setActive(key, name string) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
@@ -285,22 +394,27 @@ func (h *Healer) createOrJoin(ctx context.Context, f Failure) (string, bool, err
 		if err := h.reader.List(ctx, &list, client.InNamespace(f.Namespace)); err != nil {
 			return "", false, fmt.Errorf("%w: listing HealingRequests in %s: %w", ErrHealingUnavailable, f.Namespace, err)
 		}
-		var active, newestDone *v1alpha1.HealingRequest
+		var active, newestDone, recentEnd *v1alpha1.HealingRequest
 		for i := range list.Items {
 			hr := &list.Items[i]
 			if hr.Spec.Target.Service != f.Service || hr.DeletionTimestamp != nil {
 				continue
 			}
+			// One ordering for "oldest" and "newest", the controller's too:
+			// creation time, then name.
 			if hr.Status.Phase.IsTerminal() {
-				if newestDone == nil || newer(hr, newestDone) {
+				if newestDone == nil || v1alpha1.CreatedBefore(newestDone, hr) {
 					newestDone = hr
+				}
+				if h.joinsListed(key, hr, f.Seen) && (recentEnd == nil || v1alpha1.CreatedBefore(recentEnd, hr)) {
+					recentEnd = hr
 				}
 				continue
 			}
 			if hr.Status.DuplicateOf != "" {
 				continue // it defers to another one, which is the one to join
 			}
-			if active == nil || newer(active, hr) {
+			if active == nil || v1alpha1.CreatedBefore(hr, active) {
 				active = hr // the oldest active request wins
 			}
 		}
@@ -308,6 +422,10 @@ func (h *Healer) createOrJoin(ctx context.Context, f Failure) (string, bool, err
 			h.setActive(key, active.Name)
 			log.V(1).Info("Joining active HealingRequest", "healingRequest", active.Name)
 			return active.Name, false, nil
+		}
+		if recentEnd != nil {
+			log.V(1).Info("Joining a HealingRequest that just ended", "healingRequest", recentEnd.Name)
+			return recentEnd.Name, false, nil
 		}
 		predecessor := walk
 		if predecessor == "" && newestDone != nil {
@@ -337,6 +455,9 @@ func (h *Healer) createOrJoin(ctx context.Context, f Failure) (string, bool, err
 				h.setActive(key, existing.Name)
 				return existing.Name, false, nil
 			}
+			if h.joinsListed(key, &existing, f.Seen) {
+				return existing.Name, false, nil
+			}
 			walk = existing.Name
 		case apierrors.IsInvalid(err) || apierrors.IsBadRequest(err):
 			return "", false, fmt.Errorf("%w: %w", ErrInvalidFailure, err)
@@ -349,14 +470,6 @@ func (h *Healer) createOrJoin(ctx context.Context, f Failure) (string, bool, err
 
 // maxCreateAttempts bounds the list-create rounds of one trigger.
 const maxCreateAttempts = 10
-
-// newer orders requests by creation time, then name.
-func newer(a, b *v1alpha1.HealingRequest) bool {
-	if !a.CreationTimestamp.Equal(&b.CreationTimestamp) {
-		return b.CreationTimestamp.Before(&a.CreationTimestamp)
-	}
-	return a.Name > b.Name
-}
 
 // RequestName is the deterministic name of the incident that follows predecessor (the
 // newest finished request for the service, "" for the first one). Every replica that

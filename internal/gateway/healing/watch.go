@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"time"
 
 	"k8s.io/apimachinery/pkg/api/meta"
 	"k8s.io/apimachinery/pkg/runtime"
@@ -25,6 +26,11 @@ type requestState struct {
 	last        *v1alpha1.ProgressEntry
 	duplicateOf string
 	terminal    *Event // the published terminal event, once there is one
+	// deadline is the request's status.deadline (zero until a controller set it);
+	// latest is the request as last seen, for the diagnosis of a wait that ends at
+	// the deadline. Informer objects are shared and never modified.
+	deadline time.Time
+	latest   *v1alpha1.HealingRequest
 }
 
 // NewInformerCache builds a cache that watches HealingRequests in namespaces (all
@@ -100,6 +106,18 @@ func (h *Healer) observe(hr *v1alpha1.HealingRequest, initial bool) {
 	if st == nil {
 		st = &requestState{service: hr.Spec.Target.Service}
 		h.states[key] = st
+	}
+	st.latest = hr
+	var deadline time.Time
+	if hr.Status.Deadline != nil {
+		deadline = hr.Status.Deadline.Time
+	}
+	if !deadline.Equal(st.deadline) {
+		st.deadline = deadline
+		close(h.deadlines) // waiters re-time themselves
+		h.deadlines = make(chan struct{})
+	}
+	if st.terminal == nil && !st.started {
 		if initial && hr.Status.Phase.IsTerminal() {
 			// History from before this process started: remember, do not replay.
 			st.started = true
@@ -109,6 +127,7 @@ func (h *Healer) observe(hr *v1alpha1.HealingRequest, initial bool) {
 			}
 			ev := h.terminalEvent(hr)
 			st.terminal = &ev
+			h.noteEndedLocked(targetKey, hr, true)
 			return
 		}
 	}
@@ -124,6 +143,7 @@ func (h *Healer) observe(hr *v1alpha1.HealingRequest, initial bool) {
 	if !st.started {
 		st.started = true
 		ev := base
+		ev.ID = eventID(hr.Namespace, hr.Name, StepStart)
 		ev.Type = EventHealingStart
 		ev.Phase = string(orPending(hr.Status.Phase))
 		ev.Message = fmt.Sprintf("Healing %s/%s after %s", hr.Namespace, hr.Spec.Target.Service, hr.Spec.Trigger.FailureClass)
@@ -133,12 +153,20 @@ func (h *Healer) observe(hr *v1alpha1.HealingRequest, initial bool) {
 		h.hub.Publish(ev)
 	}
 	if !hr.Status.Phase.IsTerminal() && hr.Status.DuplicateOf == "" {
-		if _, ok := h.active[targetKey]; !ok {
+		// The active request is the oldest, ordered as the controller orders them
+		// (v1alpha1.CreatedBefore), not the first this process happened to see.
+		cur, ok := h.active[targetKey]
+		if !ok {
+			h.active[targetKey] = hr.Name
+		} else if cs := h.states[stateKey(hr.Namespace, cur)]; cur != hr.Name && cs != nil && cs.latest != nil &&
+			v1alpha1.CreatedBefore(hr, cs.latest) {
 			h.active[targetKey] = hr.Name
 		}
 	}
-	for _, p := range newProgress(st, hr.Status.Progress) {
+	first := st.seen + 1 // the step of the first new entry
+	for i, p := range newProgress(st, hr.Status.Progress) {
 		ev := base
+		ev.ID = eventID(hr.Namespace, hr.Name, first+i)
 		ev.Type = EventHealingProgress
 		ev.Phase = string(p.Phase)
 		ev.Message = p.Message
@@ -149,6 +177,7 @@ func (h *Healer) observe(hr *v1alpha1.HealingRequest, initial bool) {
 	if hr.Status.DuplicateOf != "" && st.duplicateOf != hr.Status.DuplicateOf {
 		st.duplicateOf = hr.Status.DuplicateOf
 		ev := base
+		ev.ID = eventID(hr.Namespace, hr.Name, stepDuplicate)
 		ev.Type = EventHealingProgress
 		ev.Phase = string(hr.Status.Phase)
 		ev.DuplicateOf = hr.Status.DuplicateOf
@@ -159,6 +188,7 @@ func (h *Healer) observe(hr *v1alpha1.HealingRequest, initial bool) {
 		if h.active[targetKey] == hr.Name {
 			delete(h.active, targetKey)
 		}
+		h.noteEndedLocked(targetKey, hr, false)
 		if st.duplicateOf != "" {
 			// A duplicate ends by deferring; its outcome is the other request's.
 			ev := h.terminalEvent(hr)
@@ -220,6 +250,7 @@ func sameEntry(a, b *v1alpha1.ProgressEntry) bool {
 // terminalEvent describes how hr ended, with the diagnosis when it did not heal.
 func (h *Healer) terminalEvent(hr *v1alpha1.HealingRequest) Event {
 	ev := Event{
+		ID:          eventID(hr.Namespace, hr.Name, stepEnd),
 		Request:     hr.Name,
 		Namespace:   hr.Namespace,
 		Service:     hr.Spec.Target.Service,
@@ -273,8 +304,12 @@ func (h *Healer) forget(hr *v1alpha1.HealingRequest) {
 	if h.active[targetKey] == hr.Name {
 		delete(h.active, targetKey)
 	}
+	if h.ended[targetKey].name == hr.Name {
+		delete(h.ended, targetKey)
+	}
 	if st != nil && st.terminal == nil {
 		h.hub.Publish(Event{
+			ID:        eventID(hr.Namespace, hr.Name, stepEnd),
 			Type:      EventHealingFailed,
 			Request:   hr.Name,
 			Namespace: hr.Namespace,
@@ -289,6 +324,12 @@ func (h *Healer) forget(hr *v1alpha1.HealingRequest) {
 // Wait follows one healing: it delivers its events from now on and closes after the
 // terminal one (following status.duplicateOf to the request it defers to), or when ctx
 // ends. A healing that already ended yields its terminal event at once.
+//
+// The wait has one deadline, the request's own: status.deadline (set by the controller
+// from the policy) plus DeadlineGrace. When it passes without a terminal phase, the
+// wait ends with a healing_failed event of reason DeadlineExceeded that carries the
+// diagnosis so far. While the request has no deadline yet, UnclaimedTimeout bounds the
+// wait instead (reason NotPickedUp).
 func (h *Healer) Wait(ctx context.Context, namespace, request string) <-chan Event {
 	return h.Follow(ctx, namespace, request, false)
 }
@@ -304,13 +345,14 @@ func (h *Healer) Follow(ctx context.Context, namespace, request string, replay b
 func (h *Healer) follow(ctx context.Context, out chan<- Event, namespace, request string, replay bool) {
 	defer close(out)
 	f := &follower{ctx: ctx, out: out, current: request}
+	start := h.clock.Now()
 	var lastID uint64
 	resume := replay
 	first := true
 	for {
 		sub, backlog, _ := h.hub.Subscribe(Filter{Namespace: namespace}, lastID, resume)
 		for _, ev := range backlog {
-			lastID = ev.ID
+			lastID = ev.Seq
 			if done, ok := f.offer(ev); done || !ok {
 				sub.Close()
 				return
@@ -325,12 +367,12 @@ func (h *Healer) follow(ctx context.Context, out chan<- Event, namespace, reques
 				f.current = dup
 				snap, dup = h.snapshot(namespace, f.current)
 			}
-			if snap != nil && (snap.ID == 0 || snap.ID > lastID) {
+			if snap != nil && (snap.Seq == 0 || snap.Seq > lastID) {
 			drain:
 				for {
 					select {
 					case ev, ok := <-sub.Events():
-						if !ok || (snap.ID != 0 && ev.ID >= snap.ID) {
+						if !ok || (snap.Seq != 0 && ev.Seq >= snap.Seq) {
 							break drain
 						}
 						if done, ok := f.offer(ev); done || !ok {
@@ -349,16 +391,27 @@ func (h *Healer) follow(ctx context.Context, out chan<- Event, namespace, reques
 		for {
 			var ev *Event
 			var ok bool
+			releaseAt, retime := h.releaseAt(namespace, f.current, start)
+			timer := h.clock.NewTimer(releaseAt.Sub(h.clock.Now()))
 			select {
 			case ev, ok = <-sub.Events():
 			case <-ctx.Done():
+				timer.Stop()
 				sub.Close()
 				return
+			case <-retime:
+				timer.Stop()
+				continue
+			case <-timer.C():
+				sub.Close()
+				f.send(h.expired(namespace, f.current))
+				return
 			}
+			timer.Stop()
 			if !ok {
 				break
 			}
-			lastID = ev.ID
+			lastID = ev.Seq
 			if done, sent := f.offer(ev); done || !sent {
 				sub.Close()
 				return
@@ -433,4 +486,75 @@ func (h *Healer) snapshot(namespace, name string) (*Event, string) {
 		return &ev, ""
 	}
 	return nil, ""
+}
+
+// Reasons of the healing_failed event that ends a wait the request did not end itself.
+const (
+	// ReasonNotPickedUp: no controller stamped the request with a deadline within
+	// UnclaimedTimeout.
+	ReasonNotPickedUp = "NotPickedUp"
+)
+
+// releaseAt is when a wait on the request ends if the request has not: its deadline
+// plus the grace, or, while it has none, UnclaimedTimeout after the wait began. The
+// channel is closed when a deadline is set or changes.
+func (h *Healer) releaseAt(namespace, name string, start time.Time) (time.Time, <-chan struct{}) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if st := h.states[stateKey(namespace, name)]; st != nil && !st.deadline.IsZero() {
+		return st.deadline.Add(h.grace), h.deadlines
+	}
+	return start.Add(h.unclaimed), h.deadlines
+}
+
+// expired is the outcome of a wait whose request passed its deadline (plus grace)
+// without a terminal phase: a failure carrying the diagnosis recorded so far.
+func (h *Healer) expired(namespace, name string) Event {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	st := h.states[stateKey(namespace, name)]
+	if st == nil || st.latest == nil || st.deadline.IsZero() {
+		ev := Event{Type: EventHealingFailed, Request: name, Namespace: namespace, Reason: ReasonNotPickedUp,
+			Message: fmt.Sprintf("HealingRequest %s was not picked up by a selfheal controller within %s: is the controller running and watching namespace %s?",
+				name, h.unclaimed, namespace)}
+		if st != nil && st.latest != nil {
+			ev.Service, ev.Upstream, ev.Phase = st.latest.Spec.Target.Service, st.latest.Spec.Trigger.Upstream, string(orPending(st.latest.Status.Phase))
+		}
+		return ev
+	}
+	hr := st.latest
+	ev := h.terminalEvent(hr)
+	ev.ID = "" // this waiter's outcome, not the healing's: never published
+	ev.Type = EventHealingFailed
+	ev.Phase = string(orPending(hr.Status.Phase))
+	ev.Reason = v1alpha1.ReasonDeadlineExceeded
+	ev.Time = h.clock.Now()
+	parts := []string{fmt.Sprintf("Healing of %s did not end by its deadline %s (still %s)",
+		hr.Spec.Target.Service, st.deadline.UTC().Format(time.RFC3339), ev.Phase)}
+	if hr.Status.Issue != "" {
+		parts = append(parts, "issue "+string(hr.Status.Issue))
+	}
+	if n := len(hr.Status.Progress); n > 0 {
+		parts = append(parts, "last step: "+hr.Status.Progress[n-1].Message)
+	}
+	ev.Message = strings.Join(parts, ": ")
+	return ev
+}
+
+// noteEndedLocked remembers hr as its target's latest ended healing (a duplicate
+// ended by deferring: the incident is the other request). The end is when this
+// process saw it, on its own clock and to the nanosecond (status.completionTime is
+// another clock's, to the second), except for history found at start.
+func (h *Healer) noteEndedLocked(targetKey string, hr *v1alpha1.HealingRequest, history bool) {
+	if hr.Status.DuplicateOf != "" || hr.Status.CompletionTime == nil {
+		return
+	}
+	at := h.clock.Now()
+	if history {
+		at = hr.Status.CompletionTime.Time
+	}
+	if e, ok := h.ended[targetKey]; ok && e.at.After(at) {
+		return
+	}
+	h.ended[targetKey] = endedRequest{name: hr.Name, at: at}
 }

@@ -1,7 +1,6 @@
 package mcp
 
 import (
-	"bufio"
 	"context"
 	"encoding/json"
 	"errors"
@@ -27,6 +26,7 @@ import (
 	"github.com/selfheal-dev/selfheal/api/v1alpha1"
 	"github.com/selfheal-dev/selfheal/internal/controlplane"
 	"github.com/selfheal-dev/selfheal/internal/gateway/healing"
+	"github.com/selfheal-dev/selfheal/internal/sse"
 )
 
 var cp *controlplane.ControlPlane
@@ -60,6 +60,12 @@ func freshNamespace(t *testing.T) string {
 // startHealer runs the gateway's healing side against the real API server.
 func startHealer(t *testing.T, ctx context.Context, ns string) *healing.Healer {
 	t.Helper()
+	return startHealerWith(t, ctx, ns, healing.Options{})
+}
+
+// startHealerWith is startHealer with options (client and namespaces are set here).
+func startHealerWith(t *testing.T, ctx context.Context, ns string, opts healing.Options) *healing.Healer {
+	t.Helper()
 	c, err := healing.NewInformerCache(cp.Config, []string{ns})
 	if err != nil {
 		t.Fatal(err)
@@ -67,7 +73,8 @@ func startHealer(t *testing.T, ctx context.Context, ns string) *healing.Healer {
 	cctx, cancel := context.WithCancel(ctx)
 	t.Cleanup(cancel)
 	go func() { _ = c.Start(cctx) }()
-	h := healing.New(healing.Options{Client: cp.Client, Namespaces: []string{ns}})
+	opts.Client, opts.Namespaces = cp.Client, []string{ns}
+	h := healing.New(opts)
 	if err := h.Start(cctx, c); err != nil {
 		t.Fatal(err)
 	}
@@ -126,6 +133,8 @@ func end(phase v1alpha1.HealingPhase, issue v1alpha1.IssueType, reason, msg stri
 			status = metav1.ConditionTrue
 		}
 		meta.SetStatusCondition(&s.Conditions, metav1.Condition{Type: v1alpha1.ConditionReady, Status: status, Reason: reason, Message: msg})
+		now := metav1.Now() // as the controller does: failures seen before it join this healing
+		s.CompletionTime = &now
 		if phase != v1alpha1.PhaseHealed {
 			s.Findings = []v1alpha1.Finding{{Check: v1alpha1.CheckPodStatus, Result: v1alpha1.ResultFail, Message: "pod tools-0: " + string(issue)}}
 		}
@@ -161,14 +170,14 @@ func rawCall(ctx context.Context, url string, id int, withToken bool, held func(
 		return nil, fmt.Errorf("call %d: %d %s", id, resp.StatusCode, ct)
 	}
 	out := &heldClient{}
-	sc := bufio.NewScanner(resp.Body)
-	sc.Buffer(nil, 1<<20)
+	r := sse.NewReader(resp.Body)
 	first := true
-	for sc.Scan() {
-		data, ok := strings.CutPrefix(sc.Text(), "data: ")
-		if !ok {
-			continue
+	for {
+		ev, err := r.Next()
+		if err != nil {
+			return nil, fmt.Errorf("call %d: stream ended without a response: %w", id, err)
 		}
+		data := ev.Data
 		var m struct {
 			Method string `json:"method"`
 			Params struct {
@@ -197,11 +206,11 @@ func rawCall(ctx context.Context, url string, id int, withToken bool, held func(
 			held()
 		}
 	}
-	return nil, fmt.Errorf("call %d: stream ended without a response: %v", id, sc.Err())
 }
 
 func TestThousandFailingCallsMakeOneHealingAndAllGetTheResult(t *testing.T) {
-	ctx, cancel := context.WithTimeout(context.Background(), 120*time.Second)
+	// Generous: a thousand held calls under the race detector, beside other builds.
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
 	ns := freshNamespace(t)
 	healer := startHealer(t, ctx, ns)
@@ -454,5 +463,152 @@ func TestSessionLostToARecentHealingIsNotANewIncident(t *testing.T) {
 	}
 	if n := len(requests(t, ns)); n != 1 {
 		t.Fatalf("%d HealingRequests, want 1: a session lost to the healing is not a new incident", n)
+	}
+}
+
+// A held call waits as long as its HealingRequest may take, the request's own
+// status.deadline, and is released with the diagnosis once that (plus a grace) has
+// passed without an outcome. Catches: a gateway-side hold timer (or the fallback for
+// requests without a deadline) releasing a call whose healing still runs, and a wait
+// that ignores the deadline and holds the call after it.
+func TestHeldCallFollowsTheRequestsDeadline(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	ns := freshNamespace(t)
+	const fallback, grace = 150 * time.Millisecond, 150 * time.Millisecond
+	healer := startHealerWith(t, ctx, ns, healing.Options{UnclaimedTimeout: fallback, DeadlineGrace: grace})
+	sub, _, _ := healer.Hub().Subscribe(healing.Filter{Namespace: ns}, 0, false)
+	defer sub.Close()
+
+	// A healing a controller is running, with a deadline an hour away (the policy's).
+	hr := &v1alpha1.HealingRequest{
+		ObjectMeta: metav1.ObjectMeta{Name: "tools-running", Namespace: ns},
+		Spec: v1alpha1.HealingRequestSpec{Target: v1alpha1.HealingTarget{Service: "tools"},
+			Trigger: v1alpha1.HealingTrigger{Source: v1alpha1.TriggerSourceManual, FailureClass: v1alpha1.FailureConnectionRefused}},
+	}
+	if err := cp.Client.Create(ctx, hr); err != nil {
+		t.Fatal(err)
+	}
+	playController(t, ns, hr.Name, func(s *v1alpha1.HealingRequestStatus) {
+		now := metav1.NowMicro()
+		s.StartTime, s.Deadline = &now, &metav1.MicroTime{Time: now.Add(time.Hour)}
+		s.Issue = v1alpha1.IssueNoReadyPods
+		s.Findings = []v1alpha1.Finding{{Check: v1alpha1.CheckEndpoints, Result: v1alpha1.ResultFail, Message: "no ready endpoints for tools"}}
+		step(v1alpha1.PhaseDiagnosing, "endpoints of tools: none ready")(s)
+	})
+	// The gateway has seen the deadline once it has published the step.
+	for seen := false; !seen; {
+		select {
+		case ev := <-sub.Events():
+			seen = ev.Request == hr.Name && ev.Type == healing.EventHealingProgress
+		case <-ctx.Done():
+			t.Fatal("the healer never published the request's step")
+		}
+	}
+
+	up := &upstreamServer{t: t, stateless: true, addr: reserveAddr(t)} // down
+	t.Cleanup(up.stop)
+	proxy := startProxy(t, Options{
+		Upstreams: []Upstream{{Name: "tools", URL: up.url(), Namespace: ns, Service: "tools"}},
+		Healer:    healer,
+	})
+	held := make(chan struct{})
+	done := make(chan *heldClient, 1)
+	go func() {
+		res, err := rawCall(ctx, proxy.URL+"/mcp/tools", 7, false, func() { close(held) })
+		if err != nil {
+			t.Error(err)
+		}
+		done <- res
+	}()
+	select {
+	case <-held:
+	case <-ctx.Done():
+		t.Fatal("the call was not held")
+	}
+	// Held well past the fallback and the grace: the healing still has an hour.
+	select {
+	case res := <-done:
+		t.Fatalf("the call was released while its healing still had an hour: %q", res.notes)
+	case <-time.After(10 * (fallback + grace)):
+	}
+	if n := len(requests(t, ns)); n != 1 {
+		t.Fatalf("%d HealingRequests, want the call to have joined the running one", n)
+	}
+
+	// The deadline passes and no controller records an outcome: the call is
+	// released with what the healing found.
+	playController(t, ns, hr.Name, func(s *v1alpha1.HealingRequestStatus) {
+		s.Deadline = &metav1.MicroTime{Time: time.Now().Add(-time.Second)}
+	})
+	var res *heldClient
+	select {
+	case res = <-done:
+	case <-ctx.Done():
+		t.Fatal("the call was still held after the deadline passed")
+	}
+	if res == nil {
+		return
+	}
+	var rpcErr struct {
+		Code    int            `json:"code"`
+		Message string         `json:"message"`
+		Data    map[string]any `json:"data"`
+	}
+	if err := json.Unmarshal(res.err, &rpcErr); err != nil {
+		t.Fatalf("the released call got %s / %s, want a JSON-RPC error", res.result, res.err)
+	}
+	if rpcErr.Code != codeUpstreamUnavailable || rpcErr.Data["reason"] != v1alpha1.ReasonDeadlineExceeded ||
+		rpcErr.Data["issue"] != string(v1alpha1.IssueNoReadyPods) || rpcErr.Data["healingRequest"] != hr.Name ||
+		rpcErr.Data["findings"] == nil || !strings.Contains(rpcErr.Message, "deadline") {
+		t.Fatalf("error %d %q %v does not carry the deadline and the diagnosis", rpcErr.Code, rpcErr.Message, rpcErr.Data)
+	}
+}
+
+// A call sent after a healing ended that fails again opens a new incident: it is not
+// answered with the old healing's outcome. Catches: joining an ended healing on
+// arrival (the call would get "healed", a useless replay, and no healing at all).
+func TestFailureAfterAHealingEndedIsANewIncident(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+	defer cancel()
+	ns := freshNamespace(t)
+	healer := startHealer(t, ctx, ns)
+	up := &upstreamServer{t: t, stateless: true, addr: reserveAddr(t)} // down
+	t.Cleanup(up.stop)
+	proxy := startProxy(t, Options{
+		Upstreams: []Upstream{{Name: "tools", URL: up.url(), Namespace: ns, Service: "tools"}},
+		Healer:    healer,
+	})
+	call := func(id int) chan *heldClient {
+		done := make(chan *heldClient, 1)
+		go func() {
+			res, err := rawCall(ctx, proxy.URL+"/mcp/tools", id, false, func() {})
+			if err != nil {
+				t.Error(err)
+			}
+			done <- res
+		}()
+		return done
+	}
+	done := call(1)
+	first := waitForOneRequest(t, ns)
+	up.start()
+	playController(t, ns, first, end(v1alpha1.PhaseHealed, v1alpha1.IssueNoReadyPods, v1alpha1.ReasonHealed, "tools is serving again"))
+	if res := <-done; res == nil || res.err != nil {
+		t.Fatalf("first call: %+v", res)
+	}
+	up.stop() // it breaks again, seconds after the healing
+	done = call(2)
+	waitFor(t, func() bool { return len(requests(t, ns)) == 2 })
+	var second string
+	for _, hr := range requests(t, ns) {
+		if hr.Name != first {
+			second = hr.Name
+		}
+	}
+	up.start()
+	playController(t, ns, second, end(v1alpha1.PhaseHealed, v1alpha1.IssueNoReadyPods, v1alpha1.ReasonHealed, "tools is serving again"))
+	if res := <-done; res == nil || res.err != nil || !strings.Contains(string(res.result), `"sum":3`) {
+		t.Fatalf("second call: %+v", res)
 	}
 }

@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"mime"
 	"net/http"
 	"time"
 
@@ -15,13 +14,14 @@ import (
 
 	"github.com/selfheal-dev/selfheal/api/v1alpha1"
 	"github.com/selfheal-dev/selfheal/internal/gateway/healing"
+	"github.com/selfheal-dev/selfheal/internal/sse"
 )
 
 // heldCall is a client call kept open while its upstream is healed.
 type heldCall struct {
 	w        http.ResponseWriter
-	rc       *http.ResponseController
-	sse      bool // the client's response is an open event stream
+	sw       *sse.Writer // the client's open event stream; nil when it takes JSON
+	sse      bool        // the client's response is an open event stream
 	id       json.RawMessage
 	token    json.RawMessage
 	progress int
@@ -55,15 +55,15 @@ func (h *heldCall) notify(level, text string, ev *healing.Event) {
 			"data":   data,
 		})
 	}
-	_ = writeSSE(h.w, n)
-	_ = h.rc.Flush()
+	_ = writeSSE(h.sw, n)
+	_ = h.sw.Flush()
 }
 
 // finish sends the final JSON-RPC message of the call.
 func (h *heldCall) finish(msg []byte) {
 	if h.sse {
-		_ = writeSSE(h.w, msg)
-		_ = h.rc.Flush()
+		_ = writeSSE(h.sw, msg)
+		_ = h.sw.Flush()
 		return
 	}
 	h.w.Header().Set("Content-Type", "application/json")
@@ -87,20 +87,16 @@ type healOutcome struct {
 func (p *Proxy) hold(w http.ResponseWriter, r *http.Request, up *upstream, msg *message, body []byte, sess *session, fail *failure) {
 	ctx := r.Context()
 	log := ctrl.LoggerFrom(ctx).WithValues("upstream", up.Name, "namespace", up.Namespace, "service", up.Service, "method", msg.Method)
-	h := &heldCall{w: w, rc: http.NewResponseController(w), sse: acceptsSSE(r), id: msg.ID, token: msg.progressToken()}
+	h := &heldCall{w: w, sse: sse.AcceptsStream(r.Header), id: msg.ID, token: msg.progressToken()}
 	clientSID := r.Header.Get(headerSessionID)
 	if msg.Method == "initialize" && h.sse {
 		// The session id must go out with the response headers, which go out now:
 		// mint the id the client keeps, mapped to the upstream's once it answers.
-		clientSID = newSessionID()
+		clientSID = p.mintSessionID(up, body)
 		w.Header().Set(headerSessionID, clientSID)
 	}
 	if h.sse {
-		w.Header().Set("Content-Type", "text/event-stream")
-		w.Header().Set("Cache-Control", "no-cache")
-		w.Header().Set("X-Accel-Buffering", "no")
-		w.WriteHeader(http.StatusOK)
-		_ = h.rc.Flush()
+		h.sw = sse.Start(w)
 	}
 	log.Info("Holding MCP call: upstream failed", "failureClass", fail.class, "detail", fail.detail, "cause", fail.cause)
 
@@ -173,7 +169,7 @@ func (p *Proxy) hold(w http.ResponseWriter, r *http.Request, up *upstream, msg *
 		}
 		h.notify("info", fmt.Sprintf("Upstream %s is back: replayed the call", up.Name), nil)
 		if msg.Method == "initialize" {
-			p.rememberSession(up, resp, body, clientSID)
+			clientSID = p.rememberSession(up, resp, body, clientSID)
 		}
 		p.deliver(h, resp, clientSID)
 		return
@@ -183,7 +179,13 @@ func (p *Proxy) hold(w http.ResponseWriter, r *http.Request, up *upstream, msg *
 // replay sends the call again, re-creating the upstream session first when it was
 // lost (or is lost on the way: a healing restarts the upstream's pods).
 func (p *Proxy) replay(ctx context.Context, up *upstream, r *http.Request, body []byte, sess *session, fail *failure, log logr.Logger) (*http.Response, *failure, error) {
-	if sess != nil && fail.class == v1alpha1.FailureMCPSessionLost {
+	switch {
+	case sess != nil && sess.current() == "":
+		// Known from its sealed id only: the upstream session is still to be made.
+		if f, err := p.ensureUpstreamSession(ctx, up, sess); err != nil || f != nil {
+			return nil, f, err
+		}
+	case sess != nil && fail.class == v1alpha1.FailureMCPSessionLost:
 		if f, err := p.recoverSession(ctx, up, sess, fail.sessionID); err != nil || f != nil {
 			return nil, f, err
 		}
@@ -222,9 +224,8 @@ func (p *Proxy) heal(ctx context.Context, up *upstream, h *heldCall, fail *failu
 	h.notify("warning", fmt.Sprintf("Upstream %s failed (%s): healing %s/%s (HealingRequest %s); holding the call",
 		up.Name, fail.class, up.Namespace, up.Service, name),
 		&healing.Event{Type: healing.EventHealingStart, Request: name, Namespace: up.Namespace, Service: up.Service})
-	wctx, cancel := context.WithTimeout(ctx, p.opts.HoldTimeout)
-	defer cancel()
-	for ev := range p.opts.Healer.Wait(wctx, up.Namespace, name) {
+	// The Healer ends the wait at the request's own deadline, with its diagnosis.
+	for ev := range p.opts.Healer.Wait(ctx, up.Namespace, name) {
 		level := "info"
 		if ev.Type == healing.EventHealingFailed {
 			level = "warning"
@@ -239,7 +240,8 @@ func (p *Proxy) heal(ctx context.Context, up *upstream, h *heldCall, fail *failu
 			return healOutcome{healed: ev.Type == healing.EventHealingComplete, event: &e}
 		}
 	}
-	return healOutcome{err: fmt.Sprintf("healing %s did not finish within %s", name, p.opts.HoldTimeout),
+	// Only the client going away ends the wait without an outcome.
+	return healOutcome{err: fmt.Sprintf("the wait for healing %s ended", name),
 		event: &healing.Event{Request: name, Namespace: up.Namespace, Service: up.Service}}
 }
 
@@ -252,7 +254,7 @@ func (p *Proxy) incident(up *upstream, fail *failure, status int) healing.Failur
 	}
 	return healing.Failure{
 		Namespace: up.Namespace, Service: up.Service, Upstream: up.Name,
-		Class: fail.class, HTTPStatus: status, Message: msg,
+		Class: fail.class, HTTPStatus: status, Message: msg, Seen: fail.sentAt,
 	}
 }
 
@@ -335,26 +337,25 @@ func (p *Proxy) deliver(h *heldCall, resp *http.Response, clientSID string) {
 		return
 	}
 	defer closeQuietly(resp.Body)
-	mt, _, _ := mime.ParseMediaType(resp.Header.Get("Content-Type"))
-	switch mt {
-	case "text/event-stream":
+	if sse.IsStream(resp.Header) {
 		// Event ids are the upstream's stream's; they mean nothing on this stream.
-		_ = readSSE(resp.Body, func(ev sseEvent) bool {
-			if writeSSE(h.w, ev.data) != nil {
-				return false
+		r := sse.NewReader(resp.Body)
+		r.MaxLine = int(p.opts.MaxBodyBytes)
+		for {
+			ev, err := r.Next()
+			if err != nil || writeSSE(h.sw, []byte(ev.Data)) != nil || h.sw.Flush() != nil {
+				return
 			}
-			return h.rc.Flush() == nil
-		})
-	default:
-		b, err := io.ReadAll(io.LimitReader(resp.Body, p.opts.MaxBodyBytes))
-		var m message
-		if err != nil || json.Unmarshal(b, &m) != nil || !m.isResponse() {
-			h.fail(codeUpstreamUnavailable, fmt.Sprintf("upstream answered the replayed call with %d %s", resp.StatusCode, http.StatusText(resp.StatusCode)), nil)
-			return
 		}
-		_ = writeSSE(h.w, b)
-		_ = h.rc.Flush()
 	}
+	b, err := io.ReadAll(io.LimitReader(resp.Body, p.opts.MaxBodyBytes))
+	var m message
+	if err != nil || json.Unmarshal(b, &m) != nil || !m.isResponse() {
+		h.fail(codeUpstreamUnavailable, fmt.Sprintf("upstream answered the replayed call with %d %s", resp.StatusCode, http.StatusText(resp.StatusCode)), nil)
+		return
+	}
+	_ = writeSSE(h.sw, b)
+	_ = h.sw.Flush()
 }
 
 // recoverSession creates a new upstream session for the client's session by replaying
@@ -409,24 +410,22 @@ func (p *Proxy) recoverSession(ctx context.Context, up *upstream, sess *session,
 
 // readResponse returns the JSON-RPC response carried by resp, JSON or SSE.
 func readResponse(resp *http.Response, limit int64) ([]byte, error) {
-	mt, _, _ := mime.ParseMediaType(resp.Header.Get("Content-Type"))
-	if mt == "text/event-stream" {
-		var out []byte
-		err := readSSE(resp.Body, func(ev sseEvent) bool {
+	if sse.IsStream(resp.Header) {
+		r := sse.NewReader(resp.Body)
+		r.MaxLine = int(limit)
+		for {
+			ev, err := r.Next()
+			if errors.Is(err, io.EOF) {
+				return nil, errors.New("stream ended without a response")
+			}
+			if err != nil {
+				return nil, err
+			}
 			var m message
-			if json.Unmarshal(ev.data, &m) == nil && m.isResponse() {
-				out = ev.data
-				return false
+			if json.Unmarshal([]byte(ev.Data), &m) == nil && m.isResponse() {
+				return checkResult([]byte(ev.Data))
 			}
-			return true
-		})
-		if out == nil {
-			if err == nil {
-				err = errors.New("stream ended without a response")
-			}
-			return nil, err
 		}
-		return checkResult(out)
 	}
 	b, err := io.ReadAll(io.LimitReader(resp.Body, limit))
 	if err != nil {
@@ -452,8 +451,12 @@ func checkResult(b []byte) ([]byte, error) {
 func (p *Proxy) serveGET(w http.ResponseWriter, r *http.Request, up *upstream) {
 	ctx := r.Context()
 	clientSID := r.Header.Get(headerSessionID)
-	sess := up.session(clientSID)
-	resp, fail, err := p.forward(ctx, up, http.MethodGet, r.URL.RawQuery, r.Header, nil, sess.current(), sess != nil)
+	sess := p.sessionFor(up, clientSID)
+	var resp *http.Response
+	fail, err := p.ensureUpstreamSession(ctx, up, sess)
+	if err == nil && fail == nil {
+		resp, fail, err = p.forward(ctx, up, http.MethodGet, r.URL.RawQuery, r.Header, nil, sess.current(), sess != nil)
+	}
 	if err != nil {
 		if ctx.Err() == nil {
 			writeHTTPError(w, http.StatusBadGateway, nil, codeUpstreamUnavailable, "forwarding to upstream failed")
@@ -464,7 +467,7 @@ func (p *Proxy) serveGET(w http.ResponseWriter, r *http.Request, up *upstream) {
 		_ = relay(w, resp, clientSID)
 		return
 	}
-	if sess == nil || !acceptsSSE(r) {
+	if sess == nil || !sse.AcceptsStream(r.Header) {
 		status := http.StatusBadGateway
 		if fail.class == v1alpha1.FailureMCPSessionLost {
 			status = http.StatusNotFound
@@ -474,15 +477,10 @@ func (p *Proxy) serveGET(w http.ResponseWriter, r *http.Request, up *upstream) {
 		writeHTTPError(w, status, nil, codeUpstreamUnavailable, "upstream failed: "+fail.detail)
 		return
 	}
-	rc := http.NewResponseController(w)
-	w.Header().Set("Content-Type", "text/event-stream")
-	w.Header().Set("Cache-Control", "no-cache")
-	w.Header().Set("X-Accel-Buffering", "no")
-	w.WriteHeader(http.StatusOK)
-	_ = rc.Flush()
+	sw := sse.Start(w)
 	hdr := r.Header.Clone()
 	hdr.Del(headerLastEventID) // a new upstream session has no history to resume
-	deadline := time.NewTimer(p.opts.HoldTimeout)
+	deadline := time.NewTimer(p.opts.StreamReconnectTimeout)
 	defer deadline.Stop()
 	for {
 		if fail.class == v1alpha1.FailureMCPSessionLost {
@@ -510,18 +508,13 @@ func (p *Proxy) serveGET(w http.ResponseWriter, r *http.Request, up *upstream) {
 		if resp.StatusCode != http.StatusOK {
 			return
 		}
-		buf := make([]byte, 32<<10)
+		// Whole frames only: when this upstream stream breaks and the next one
+		// takes over, the client's stream must not hold half an event.
+		sr := sse.NewReader(resp.Body)
+		sr.MaxLine = int(p.opts.MaxBodyBytes)
 		for {
-			n, err := resp.Body.Read(buf)
-			if n > 0 {
-				if _, werr := w.Write(buf[:n]); werr != nil {
-					return
-				}
-				if rc.Flush() != nil {
-					return
-				}
-			}
-			if err != nil {
+			f, err := sr.NextFrame()
+			if err != nil || sw.Raw(f.Bytes) != nil || sw.Flush() != nil {
 				return
 			}
 		}

@@ -1,12 +1,10 @@
 package mcp
 
 import (
-	"bufio"
-	"bytes"
 	"encoding/json"
-	"io"
 	"net/http"
-	"strings"
+
+	"github.com/selfheal-dev/selfheal/internal/sse"
 )
 
 // JSON-RPC error codes the proxy answers with.
@@ -87,66 +85,7 @@ func writeHTTPError(w http.ResponseWriter, status int, id json.RawMessage, code 
 	_, _ = w.Write(errorResponse(id, code, msg, nil))
 }
 
-// sseEvent is one parsed Server-Sent Event.
-type sseEvent struct {
-	id, name string
-	data     []byte
-}
-
-// readSSE calls fn for each event of r until EOF, an error, or fn returns false.
-func readSSE(r io.Reader, fn func(sseEvent) bool) error {
-	sc := bufio.NewScanner(r)
-	sc.Buffer(make([]byte, 0, 64<<10), 16<<20)
-	var ev sseEvent
-	var data bytes.Buffer
-	for sc.Scan() {
-		line := sc.Text()
-		if line == "" {
-			if data.Len() > 0 {
-				ev.data = bytes.Clone(bytes.TrimSuffix(data.Bytes(), []byte("\n")))
-				if !fn(ev) {
-					return nil
-				}
-			}
-			ev = sseEvent{}
-			data.Reset()
-			continue
-		}
-		field, value, _ := strings.Cut(line, ":")
-		value = strings.TrimPrefix(value, " ")
-		switch field {
-		case "id":
-			ev.id = value
-		case "event":
-			ev.name = value
-		case "data":
-			data.WriteString(value)
-			data.WriteByte('\n')
-		}
-	}
-	return sc.Err()
-}
-
-func writeSSE(w io.Writer, data []byte) error {
-	var b bytes.Buffer
-	b.Grow(len(data) + 24)
-	b.WriteString("event: message\ndata: ")
-	b.Write(data)
-	b.WriteString("\n\n")
-	_, err := w.Write(b.Bytes())
-	return err
-}
-
-// acceptsSSE reports whether the client's Accept allows an event stream.
-func acceptsSSE(r *http.Request) bool {
-	for _, v := range r.Header.Values("Accept") {
-		for _, part := range strings.Split(v, ",") {
-			mt, _, _ := strings.Cut(strings.TrimSpace(part), ";")
-			switch strings.TrimSpace(mt) {
-			case "text/event-stream", "*/*", "text/*":
-				return true
-			}
-		}
-	}
-	return false
+// writeSSE writes one JSON-RPC message as an event of the call's stream.
+func writeSSE(w *sse.Writer, data []byte) error {
+	return w.Event(sse.Event{Type: "message", Data: string(data)})
 }

@@ -18,6 +18,7 @@ import (
 	"net/http/httptrace"
 	"net/url"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -30,7 +31,9 @@ import (
 	"github.com/selfheal-dev/selfheal/api/v1alpha1"
 	"github.com/selfheal-dev/selfheal/internal/gateway/access"
 	"github.com/selfheal-dev/selfheal/internal/gateway/healing"
+	"github.com/selfheal-dev/selfheal/internal/gateway/hop"
 	"github.com/selfheal-dev/selfheal/internal/gateway/limits"
+	"github.com/selfheal-dev/selfheal/internal/gateway/outbound"
 )
 
 // ReplayMode says when a call that failed may be sent again after a healing.
@@ -83,12 +86,21 @@ type Options struct {
 	AllowedOrigins []string
 	// MaxBodyBytes limits request bodies. Default 4 MiB.
 	MaxBodyBytes int64
-	// HoldTimeout bounds how long a call is held for one healing. Default 3m.
-	HoldTimeout time.Duration
+	// A held call waits as long as its HealingRequest may take (its status.deadline,
+	// which the Healer follows): the proxy has no timer of its own for it.
+	//
+	// StreamReconnectTimeout bounds how long a standalone GET stream is kept open
+	// while its upstream cannot be reached (it is not a healing wait: GET streams
+	// trigger none); the client then reconnects. Default 3m.
+	StreamReconnectTimeout time.Duration
 	// MaxReplays is how often one call is replayed after healings. Default 2.
 	MaxReplays int
-	// Transport reaches the upstreams. Default: a clone of http.DefaultTransport.
+	// Transport reaches the upstreams: the gateway's one outbound transport (package
+	// outbound), shared with the Anthropic proxy. Default: a new one.
 	Transport http.RoundTripper
+	// Metrics counts each upstream request and its latency by upstream name and
+	// status; nil records nothing. The gateway passes its Recorder.
+	Metrics Recorder
 	// RetryInterval paces the reconnection of held standalone GET streams. Default 500ms.
 	RetryInterval time.Duration
 	// Budget is the gateway's budget of buffered request bytes; nil reserves nothing.
@@ -102,13 +114,29 @@ type Options struct {
 	ReportTimeout time.Duration
 	// Clock times session idleness; tests inject a fake one.
 	Clock clock.PassiveClock
+	// SessionKey (SessionKeySize bytes, shared by every replica) seals the session
+	// state into the Mcp-Session-Id the client holds, so any replica, or this one
+	// after a restart, serves the session: it re-creates the upstream session from the
+	// sealed initialize when it needs to. Nil keeps sessions in this replica only.
+	SessionKey []byte
 }
+
+// Recorder receives outbound metrics: code is the HTTP status, "error" (no
+// response) or "timeout" (no response headers within the call timeout).
+type Recorder interface {
+	ObserveAttempt(upstream, code string, latency time.Duration)
+}
+
+type nopRecorder struct{}
+
+func (nopRecorder) ObserveAttempt(string, string, time.Duration) {}
 
 // Proxy is the http.Handler for /mcp/{name}.
 type Proxy struct {
 	opts      Options
 	upstreams map[string]*upstream
 	sessions  *sessionStore
+	sealer    *sealer // nil without a SessionKey
 	client    *http.Client
 	log       logr.Logger
 }
@@ -167,8 +195,8 @@ func NewProxy(opts Options) (*Proxy, error) {
 	if opts.MaxBodyBytes <= 0 {
 		opts.MaxBodyBytes = 4 << 20
 	}
-	if opts.HoldTimeout <= 0 {
-		opts.HoldTimeout = 3 * time.Minute
+	if opts.StreamReconnectTimeout <= 0 {
+		opts.StreamReconnectTimeout = 3 * time.Minute
 	}
 	if opts.MaxReplays <= 0 {
 		opts.MaxReplays = 2
@@ -189,16 +217,24 @@ func NewProxy(opts Options) (*Proxy, error) {
 		opts.Clock = clock.RealClock{}
 	}
 	if opts.Transport == nil {
-		t := http.DefaultTransport.(*http.Transport).Clone()
-		t.MaxIdleConnsPerHost = 64
-		opts.Transport = t
+		opts.Transport = outbound.NewTransport(outbound.Options{})
+	}
+	if opts.Metrics == nil {
+		opts.Metrics = nopRecorder{}
 	}
 	p := &Proxy{
 		opts:      opts,
 		upstreams: map[string]*upstream{},
 		sessions:  newSessionStore(opts.MaxSessions, opts.SessionIdleTimeout, opts.Clock),
-		client:    &http.Client{Transport: opts.Transport, CheckRedirect: noRedirects},
+		client:    outbound.Client(opts.Transport),
 		log:       ctrl.Log.WithName("mcp-proxy"),
+	}
+	if opts.SessionKey != nil {
+		s, err := newSealer(opts.SessionKey)
+		if err != nil {
+			return nil, err
+		}
+		p.sealer = s
 	}
 	for i, u := range opts.Upstreams {
 		if u.Name == "" {
@@ -225,8 +261,6 @@ func NewProxy(opts Options) (*Proxy, error) {
 	}
 	return p, nil
 }
-
-func noRedirects(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
 
 func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if origin := r.Header.Get("Origin"); origin != "" && !p.originAllowed(origin) {
@@ -277,6 +311,9 @@ type failure struct {
 	cause string
 	// sessionID is the upstream session the failed request addressed.
 	sessionID string
+	// sentAt is when the failed request was sent: a failure sent before a healing
+	// ended belongs to that healing's incident.
+	sentAt time.Time
 }
 
 // forward sends one request upstream. It returns the response, or a failure when the
@@ -316,8 +353,21 @@ func (p *Proxy) forward(ctx context.Context, up *upstream, method, rawQuery stri
 			req.Header.Del(headerSessionID)
 		}
 	}
+	start := time.Now()
+	sent := func(f *failure) *failure { f.sentAt = start; return f }
 	resp, err := p.client.Do(req)
 	timedOut := !timer.Stop()
+	code := "error"
+	switch {
+	case err == nil:
+		code = strconv.Itoa(resp.StatusCode)
+	case timedOut:
+		code = "timeout"
+	}
+	if ctx.Err() == nil || err == nil {
+		// A call the client abandoned says nothing about the upstream.
+		p.opts.Metrics.ObserveAttempt(up.Name, code, time.Since(start))
+	}
 	if err != nil {
 		cancel()
 		if ctx.Err() != nil {
@@ -334,21 +384,21 @@ func (p *Proxy) forward(ctx context.Context, up *upstream, method, rawQuery stri
 			}
 			return p.forward(context.WithValue(ctx, freshConnKey{}, true), up, method, rawQuery, hdr, body, upstreamSID, known)
 		}
-		return nil, f, nil
+		return nil, sent(f), nil
 	}
 	resp.Body = &cancelOnClose{ReadCloser: resp.Body, cancel: cancel}
 	switch resp.StatusCode {
 	case http.StatusBadGateway, http.StatusServiceUnavailable, http.StatusGatewayTimeout:
 		_ = resp.Body.Close()
-		return nil, &failure{class: v1alpha1.FailureHTTP5xx, status: resp.StatusCode,
-			detail: fmt.Sprintf("upstream answered %d %s", resp.StatusCode, http.StatusText(resp.StatusCode))}, nil
+		return nil, sent(&failure{class: v1alpha1.FailureHTTP5xx, status: resp.StatusCode,
+			detail: fmt.Sprintf("upstream answered %d %s", resp.StatusCode, http.StatusText(resp.StatusCode))}), nil
 	case http.StatusNotFound:
 		if known {
 			// The upstream no longer knows the session: it restarted or lost state.
 			// A request for an unknown session is rejected before it is processed.
 			_ = resp.Body.Close()
-			return nil, &failure{class: v1alpha1.FailureMCPSessionLost, status: resp.StatusCode, unsent: true,
-				sessionID: upstreamSID, detail: "upstream lost the MCP session (404 for a known Mcp-Session-Id)"}, nil
+			return nil, sent(&failure{class: v1alpha1.FailureMCPSessionLost, status: resp.StatusCode, unsent: true,
+				sessionID: upstreamSID, detail: "upstream lost the MCP session (404 for a known Mcp-Session-Id)"}), nil
 		}
 	}
 	return resp, nil, nil
@@ -396,36 +446,34 @@ func isTimeout(err error) bool {
 	return errors.As(err, &ne) && ne.Timeout()
 }
 
-// hopHeaders are not forwarded; neither are the gateway's own credentials.
-var hopHeaders = map[string]bool{
-	"Connection": true, "Keep-Alive": true, "Proxy-Connection": true, "Proxy-Authenticate": true,
-	"Proxy-Authorization": true, "Te": true, "Trailer": true, "Transfer-Encoding": true, "Upgrade": true,
-	"Host": true, "Content-Length": true, "Authorization": true, "Cookie": true, "X-Api-Key": true,
+// notForwarded are the request headers the proxy keeps to itself, besides the
+// hop-by-hop ones (package hop): the client's credentials for the gateway, and what
+// describes the client's own request.
+var notForwarded = []string{
+	"Host", "Content-Length", "Authorization", "Cookie", "X-Api-Key",
 	// Origin was checked here; the upstream sees the gateway as its caller.
-	"Origin": true, "Sec-Fetch-Site": true, "Sec-Fetch-Mode": true, "Sec-Fetch-Dest": true,
+	"Origin", "Sec-Fetch-Site", "Sec-Fetch-Mode", "Sec-Fetch-Dest",
 	// Compressed SSE could not be flushed event by event.
-	"Accept-Encoding": true,
+	"Accept-Encoding",
 }
 
 func copyRequestHeaders(dst, src http.Header) {
-	for k, vs := range src {
-		if hopHeaders[http.CanonicalHeaderKey(k)] {
-			continue
-		}
-		dst[k] = slices.Clone(vs)
+	h := src.Clone()
+	hop.Remove(h)
+	for _, k := range notForwarded {
+		h.Del(k)
+	}
+	for k, vs := range h {
+		dst[k] = vs
 	}
 }
 
 func copyResponseHeaders(dst, src http.Header, clientSessionID string) {
-	for k, vs := range src {
-		ck := http.CanonicalHeaderKey(k)
-		if hopHeaders[ck] && ck != "Content-Length" {
-			continue
-		}
-		if ck == "Content-Length" {
-			continue // the body is streamed
-		}
-		dst[k] = slices.Clone(vs)
+	h := src.Clone()
+	hop.Remove(h)
+	h.Del("Content-Length") // the body is streamed
+	for k, vs := range h {
+		dst[k] = vs
 	}
 	if clientSessionID != "" && dst.Get(headerSessionID) != "" {
 		dst.Set(headerSessionID, clientSessionID)
@@ -494,9 +542,12 @@ func (p *Proxy) servePOST(w http.ResponseWriter, r *http.Request, up *upstream) 
 		}
 	}
 	clientSID := r.Header.Get(headerSessionID)
-	sess := up.session(clientSID)
-
-	resp, fail, err := p.forward(r.Context(), up, http.MethodPost, r.URL.RawQuery, r.Header, body, sess.current(), sess != nil)
+	sess := p.sessionFor(up, clientSID)
+	var resp *http.Response
+	fail, err := p.ensureUpstreamSession(r.Context(), up, sess)
+	if err == nil && fail == nil {
+		resp, fail, err = p.forward(r.Context(), up, http.MethodPost, r.URL.RawQuery, r.Header, body, sess.current(), sess != nil)
+	}
 	if err != nil {
 		if r.Context().Err() == nil {
 			log.Error(err, "Forwarding MCP request")
@@ -506,7 +557,7 @@ func (p *Proxy) servePOST(w http.ResponseWriter, r *http.Request, up *upstream) 
 	}
 	if fail == nil {
 		if msg.Method == "initialize" {
-			p.rememberSession(up, resp, body, "")
+			clientSID = p.rememberSession(up, resp, body, "")
 		}
 		_ = relay(w, resp, clientSID)
 		return
@@ -527,37 +578,71 @@ func (p *Proxy) servePOST(w http.ResponseWriter, r *http.Request, up *upstream) 
 }
 
 // rememberSession records the session an initialize created, keyed by the id the
-// client will hold (the upstream's own, unless the proxy minted one).
-func (p *Proxy) rememberSession(up *upstream, resp *http.Response, initialize []byte, clientID string) {
+// client will hold, which it returns: the one the proxy minted, else a sealed one
+// (with a SessionKey), else the upstream's own ("" for a sessionless upstream).
+func (p *Proxy) rememberSession(up *upstream, resp *http.Response, initialize []byte, clientID string) string {
 	upstreamID := resp.Header.Get(headerSessionID)
-	if clientID == "" {
-		clientID = upstreamID
-	}
-	if clientID == "" {
-		return // a sessionless upstream
+	if upstreamID == "" && clientID == "" {
+		return "" // a sessionless upstream
 	}
 	if len(initialize) > maxRememberedInitialize {
 		p.log.Info("Not remembering an MCP session: its initialize is too large to keep for recovery",
 			"upstream", up.Name, "bytes", len(initialize))
-		return
+		if clientID == "" {
+			clientID = upstreamID
+		}
+		return clientID
 	}
+	version := initializeVersion(initialize)
+	if clientID == "" && p.sealer != nil {
+		sealed, err := p.sealer.seal(up.Name, sealedState{UpstreamID: upstreamID, Initialize: initialize, ProtocolVersion: version})
+		if err == nil {
+			clientID = sealed
+		}
+	}
+	if clientID == "" {
+		clientID = upstreamID
+	}
+	up.sessions.put(up.Name, &session{
+		clientID:        clientID,
+		upstreamID:      upstreamID,
+		initialize:      bytes.Clone(initialize),
+		protocolVersion: version,
+	})
+	return clientID
+}
+
+// initializeVersion is the protocol version an initialize request asks for.
+func initializeVersion(initialize []byte) string {
 	var init struct {
 		Params struct {
 			ProtocolVersion string `json:"protocolVersion"`
 		} `json:"params"`
 	}
 	_ = json.Unmarshal(initialize, &init)
-	up.sessions.put(up.Name, &session{
-		clientID:        clientID,
-		upstreamID:      upstreamID,
-		initialize:      bytes.Clone(initialize),
-		protocolVersion: init.Params.ProtocolVersion,
-	})
+	return init.Params.ProtocolVersion
+}
+
+// mintSessionID is the id a held initialize's client gets before the upstream has
+// answered: sealed (with no upstream session yet) when there is a SessionKey.
+func (p *Proxy) mintSessionID(up *upstream, initialize []byte) string {
+	if p.sealer != nil && len(initialize) <= maxRememberedInitialize {
+		if id, err := p.sealer.seal(up.Name, sealedState{Initialize: initialize, ProtocolVersion: initializeVersion(initialize)}); err == nil {
+			return id
+		}
+	}
+	return newSessionID()
 }
 
 func (p *Proxy) serveDELETE(w http.ResponseWriter, r *http.Request, up *upstream) {
 	clientSID := r.Header.Get(headerSessionID)
-	sess := up.session(clientSID)
+	sess := p.sessionFor(up, clientSID)
+	if sess != nil && sess.current() == "" {
+		// Known only from its sealed id, with no upstream session yet: nothing to end.
+		up.sessions.remove(up.Name, clientSID)
+		w.WriteHeader(http.StatusNoContent)
+		return
+	}
 	resp, fail, err := p.forward(r.Context(), up, http.MethodDelete, r.URL.RawQuery, r.Header, nil, sess.current(), sess != nil)
 	if clientSID != "" {
 		up.sessions.remove(up.Name, clientSID)

@@ -16,6 +16,8 @@ import (
 	"time"
 
 	sdk "github.com/modelcontextprotocol/go-sdk/mcp"
+
+	"github.com/selfheal-dev/selfheal/internal/sse"
 )
 
 // upstreamServer is a real MCP server (the official SDK) on a fixed loopback address
@@ -412,14 +414,106 @@ func TestFailingUpstreamWithoutClusterSaysHealingUnavailable(t *testing.T) {
 	}
 }
 
-// waitFor polls cond until it holds; it fails the test after 20s.
+// waitFor polls cond until it holds; it fails the test after 90s (generous: the
+// suite runs beside other builds, at load averages of 8 and more).
 func waitFor(t *testing.T, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(20 * time.Second)
+	deadline := time.Now().Add(90 * time.Second)
 	for !cond() {
 		if time.Now().After(deadline) {
-			t.Fatal("condition not met within 20s")
+			t.Fatal("condition not met within 90s")
 		}
 		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// The proxy forwards no hop-by-hop header, in either direction, including those a
+// Connection header names. Catches: a second, fixed list of hop headers that ignores
+// Connection (the MCP proxy's own list did).
+func TestHopByHopHeadersAreNotForwarded(t *testing.T) {
+	seen := make(chan http.Header, 1)
+	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		seen <- r.Header.Clone()
+		w.Header().Set("Connection", "X-Up-Private")
+		w.Header().Set("X-Up-Private", "upstream's own")
+		w.Header().Set("Content-Type", "application/json")
+		_, _ = io.WriteString(w, `{"jsonrpc":"2.0","id":1,"result":{}}`)
+	}))
+	defer up.Close()
+	proxy := startProxy(t, Options{Upstreams: []Upstream{{Name: "tools", URL: up.URL, Namespace: "ns", Service: "tools"}}})
+	req, _ := http.NewRequest(http.MethodPost, proxy.URL+"/mcp/tools", strings.NewReader(`{"jsonrpc":"2.0","id":1,"method":"ping"}`))
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("Accept", "application/json, text/event-stream")
+	req.Header.Set("Connection", "X-Hop-Private")
+	req.Header.Set("X-Hop-Private", "for the gateway only")
+	req.Header.Set("Proxy-Authorization", "Basic c2VjcmV0")
+	req.Header.Set("X-End-To-End", "kept")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	_, _ = io.Copy(io.Discard, resp.Body)
+	got := <-seen
+	if got.Get("X-Hop-Private") != "" || got.Get("Proxy-Authorization") != "" || got.Get("X-End-To-End") != "kept" {
+		t.Fatalf("upstream saw %v", got)
+	}
+	if resp.Header.Get("X-Up-Private") != "" {
+		t.Fatalf("client saw the upstream's connection-scoped header: %v", resp.Header)
+	}
+}
+
+// An upstream that answers a call with an SSE stream, sends one event and then waits
+// for the client to have it: a proxy that buffers the stream deadlocks here.
+// Catches: relaying the upstream's stream in blocks or only at its end.
+func TestMCPStreamIsNotBuffered(t *testing.T) {
+	clientHasIt := make(chan struct{})
+	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		sw := sse.Start(w)
+		_ = sw.Event(sse.Event{Type: "message", Data: `{"jsonrpc":"2.0","method":"notifications/progress","params":{"progressToken":"p","progress":1,"message":"working"}}`})
+		_ = sw.Flush()
+		select {
+		case <-clientHasIt:
+		case <-r.Context().Done():
+			return
+		}
+		_ = sw.Event(sse.Event{Type: "message", Data: `{"jsonrpc":"2.0","id":1,"result":{"content":[]}}`})
+		_ = sw.Flush()
+	}))
+	defer up.Close()
+	proxy := startProxy(t, Options{Upstreams: []Upstream{{Name: "tools", URL: up.URL, Namespace: "ns", Service: "tools"}}})
+	req, _ := http.NewRequest(http.MethodPost, proxy.URL+"/mcp/tools",
+		strings.NewReader(`{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"slow","_meta":{"progressToken":"p"}}}`))
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("Accept", "application/json, text/event-stream")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	events := make(chan sse.Event)
+	go func() {
+		defer close(events)
+		r := sse.NewReader(resp.Body)
+		for {
+			ev, err := r.Next()
+			if err != nil {
+				return
+			}
+			events <- ev
+		}
+	}()
+	for _, want := range []string{"notifications/progress", `"result"`} {
+		select {
+		case ev, ok := <-events:
+			if !ok || !strings.Contains(ev.Data, want) {
+				t.Fatalf("got %q (open %v), want the event with %s", ev.Data, ok, want)
+			}
+		case <-time.After(20 * time.Second):
+			t.Fatalf("no event with %s within 20s while the upstream waited for the client: the proxy buffers the stream", want)
+		}
+		if want == "notifications/progress" {
+			close(clientHasIt)
+		}
 	}
 }

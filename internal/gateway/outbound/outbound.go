@@ -1,4 +1,6 @@
-package gateway
+// Package outbound makes the gateway's outbound HTTP: every upstream call (Anthropic
+// and MCP) goes through a transport made here.
+package outbound
 
 import (
 	"net"
@@ -6,8 +8,8 @@ import (
 	"time"
 )
 
-// OutboundOptions tune NewOutboundTransport; zero fields take defaults.
-type OutboundOptions struct {
+// Options tune NewTransport; zero fields take defaults.
+type Options struct {
 	// MaxIdleConnsPerHost bounds kept-alive connections per upstream.
 	MaxIdleConnsPerHost int
 	DialTimeout         time.Duration
@@ -16,11 +18,11 @@ type OutboundOptions struct {
 	ResponseHeaderTimeout time.Duration
 }
 
-// NewOutboundTransport is the one constructor for the gateway's outbound
-// HTTP: every upstream call (Anthropic and MCP) goes through a transport
-// made here, so connection reuse, dial and TLS timeouts are tuned in one
-// place. HTTP(S)_PROXY is honoured as the standard library does.
-func NewOutboundTransport(o OutboundOptions) *http.Transport {
+// NewTransport is the one constructor for the gateway's outbound HTTP: every
+// upstream call (Anthropic and MCP) goes through a transport made here, so
+// connection reuse, dial and TLS timeouts are tuned in one place. HTTP(S)_PROXY is
+// honoured as the standard library does. The gateway shares one between its proxies.
+func NewTransport(o Options) *http.Transport {
 	if o.MaxIdleConnsPerHost <= 0 {
 		o.MaxIdleConnsPerHost = 256
 	}
@@ -41,11 +43,11 @@ func NewOutboundTransport(o OutboundOptions) *http.Transport {
 	}
 }
 
-// NewOutboundClient wraps NewOutboundTransport for callers that want a
-// client. It never follows redirects: a proxy passes them to its client.
-func NewOutboundClient(o OutboundOptions) *http.Client {
+// Client is a client on rt that never follows redirects: a proxy passes them to
+// its client.
+func Client(rt http.RoundTripper) *http.Client {
 	return &http.Client{
-		Transport:     NewOutboundTransport(o),
+		Transport:     rt,
 		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
 	}
 }

@@ -315,13 +315,9 @@ upstreams:
   service: %s
   callTimeout: %s
   replay: always
-caller:
-  namespace: %s
-  labels:
-    app.kubernetes.io/name: selfheal
 healing:
   namespace: %s
-`, anthropic, tokens, Upstream, s.Alerts.URL(), Namespace, Service, o.CallTimeout, ManagerNamespace, Namespace)
+`, anthropic, tokens, Upstream, s.Alerts.URL(), Namespace, Service, o.CallTimeout, Namespace)
 	cfgPath := filepath.Join(s.Dir, "gateway.yaml")
 	if err := os.WriteFile(cfgPath, []byte(cfg), 0o600); err != nil {
 		return err

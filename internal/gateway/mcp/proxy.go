@@ -546,6 +546,7 @@ func (p *Proxy) servePOST(w http.ResponseWriter, r *http.Request, up *upstream) 
 	var resp *http.Response
 	fail, err := p.ensureUpstreamSession(r.Context(), up, sess)
 	if err == nil && fail == nil {
+		//nolint:bodyclose // relay closes it; forward returns no open body with a failure
 		resp, fail, err = p.forward(r.Context(), up, http.MethodPost, r.URL.RawQuery, r.Header, body, sess.current(), sess != nil)
 	}
 	if err != nil {

@@ -246,7 +246,6 @@ func touch(t *testing.T, hr *v1.HealingRequest) {
 
 func TestCooldownHolds(t *testing.T) {
 	defer startManager(t)()
-	ctx := context.Background()
 	ns := newNamespace(t)
 	app(t, ns, "sandfly", 0)
 	policy(t, ns, func(p *v1.HealingPolicy) {
@@ -256,12 +255,7 @@ func TestCooldownHolds(t *testing.T) {
 	NewWithT(t).Expect(first.Status.Phase).To(Equal(v1.PhaseHealed))
 
 	// Break it again: within the cooldown nothing is done.
-	dep := getDeployment(t, ns, "sandfly")
-	patch := client.MergeFrom(dep.DeepCopy())
-	dep.Spec.Replicas = ptr.To[int32](0)
-	if err := k8s.Patch(ctx, dep, patch); err != nil {
-		t.Fatal(err)
-	}
+	breakAgain(t, ns, "sandfly")
 	waitReady(t, ns, "sandfly", 0)
 	second := terminal(t, request(t, ns, "sandfly"))
 	g := NewWithT(t)

@@ -44,11 +44,7 @@ func scaleWrites(t testing.TB, ns string) map[string]int64 {
 
 func ledgerOf(t testing.TB, ns string) []v1.LedgerEntry {
 	t.Helper()
-	p := &v1.HealingPolicy{}
-	if err := k8s.Get(context.Background(), client.ObjectKey{Namespace: ns, Name: "heal"}, p); err != nil {
-		t.Fatal(err)
-	}
-	return p.Status.Ledger
+	return ledgerOfG(NewWithT(t), ns)
 }
 
 // TestStormLimitIsExactUnderConcurrency breaks 20 Deployments at once in a namespace
@@ -327,6 +323,44 @@ func tail(s string, lines int) string {
 	return strings.Join(all, "\n")
 }
 
+// Seams where a manager dies, each pinned by refusing the status write after it.
+const (
+	afterReservation = "has(object.status.actions) && object.status.actions.exists(a, a.outcome == 'Intended')"
+	afterAction      = "has(object.status.actions) && object.status.actions.exists(a, a.outcome == 'Succeeded')"
+)
+
+// diesAt runs a manager process on a healing of a Deployment scaled to zero (app
+// sandfly, in a fresh opted-in namespace) until it has reached the seam, SIGKILLs it
+// and lifts the block. It returns the namespace and the request.
+func diesAt(t *testing.T, name, seam string, reached func(g Gomega, ns string)) (string, *v1.HealingRequest) {
+	t.Helper()
+	clk.Reset()
+	ns := newNamespace(t)
+	app(t, ns, "sandfly", 0)
+	policy(t, ns)
+	unblock := blockStatus(t, ns, name, seam)
+	kill := managerProcess(t)
+	hr := request(t, ns, "sandfly")
+	NewWithT(t).Eventually(func(g Gomega) { reached(g, ns) }).WithTimeout(eventually).WithPolling(poll).Should(Succeed())
+	kill()
+	unblock()
+	return ns, hr
+}
+
+func reserved(g Gomega, ns string) { g.Expect(ledgerOfG(g, ns)).To(HaveLen(1)) }
+
+func scaled(g Gomega, ns string) {
+	d := &appsv1.Deployment{}
+	g.Expect(k8s.Get(context.Background(), client.ObjectKey{Namespace: ns, Name: "sandfly"}, d)).To(Succeed())
+	g.Expect(*d.Spec.Replicas).To(Equal(int32(1)))
+}
+
+func ledgerOfG(g Gomega, ns string) []v1.LedgerEntry {
+	p := &v1.HealingPolicy{}
+	g.Expect(k8s.Get(context.Background(), client.ObjectKey{Namespace: ns, Name: "heal"}, p)).To(Succeed())
+	return p.Status.Ledger
+}
+
 // TestKilledManagerNeverDoublesNorLosesAnAction SIGKILLs a real manager process at the
 // two seams of an action, each pinned by refusing the controller's next status write:
 // after the ledger reservation (the intent cannot be recorded), and after the action
@@ -334,30 +368,15 @@ func tail(s string, lines int) string {
 // one write on the workload, exactly one ledger entry, and status that says so.
 func TestKilledManagerNeverDoublesNorLosesAnAction(t *testing.T) {
 	cases := []struct {
-		name, forbidden string
-		// reached says the dead manager got as far as the seam.
-		reached func(g Gomega, ns string)
+		name, seam string
+		reached    func(g Gomega, ns string)
 	}{
-		{"after-reservation", "has(object.status.actions) && object.status.actions.exists(a, a.outcome == 'Intended')",
-			func(g Gomega, ns string) { g.Expect(ledgerOf(t, ns)).To(HaveLen(1)) }},
-		{"after-action", "has(object.status.actions) && object.status.actions.exists(a, a.outcome == 'Succeeded')",
-			func(g Gomega, ns string) {
-				g.Expect(*getDeployment(t, ns, "sandfly").Spec.Replicas).To(Equal(int32(1)))
-			}},
+		{"after-reservation", afterReservation, reserved},
+		{"after-action", afterAction, scaled},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			clk.Reset()
-			ns := newNamespace(t)
-			app(t, ns, "sandfly", 0)
-			policy(t, ns)
-			unblock := blockStatus(t, ns, tc.name, tc.forbidden)
-			kill := managerProcess(t)
-			hr := request(t, ns, "sandfly")
-			NewWithT(t).Eventually(func(g Gomega) { tc.reached(g, ns) }).WithTimeout(eventually).WithPolling(poll).Should(Succeed())
-			kill()
-			unblock()
-
+			ns, hr := diesAt(t, tc.name, tc.seam, tc.reached)
 			defer startManager(t)()
 			got := terminal(t, hr)
 			expectStatusInvariants(t, got)
@@ -375,17 +394,7 @@ func TestKilledManagerNeverDoublesNorLosesAnAction(t *testing.T) {
 // manager finds nothing to do, and the reservation leaves the ledger: it counts only
 // what happened.
 func TestReservationThatNeverActedIsReleased(t *testing.T) {
-	clk.Reset()
-	ns := newNamespace(t)
-	app(t, ns, "sandfly", 0)
-	policy(t, ns)
-	unblock := blockStatus(t, ns, "release", "has(object.status.actions) && object.status.actions.exists(a, a.outcome == 'Intended')")
-	kill := managerProcess(t)
-	hr := request(t, ns, "sandfly")
-	NewWithT(t).Eventually(func(g Gomega) { g.Expect(ledgerOf(t, ns)).To(HaveLen(1)) }).
-		WithTimeout(eventually).WithPolling(poll).Should(Succeed())
-	kill()
-	unblock()
+	ns, hr := diesAt(t, "release", afterReservation, reserved)
 	// A person scales it up by hand.
 	dep := getDeployment(t, ns, "sandfly")
 	patch := client.MergeFrom(dep.DeepCopy())
@@ -408,17 +417,7 @@ func TestReservationThatNeverActedIsReleased(t *testing.T) {
 // the outcome, and no manager ran until after the deadline. The next one finds the
 // action on the workload and records it as done, not as "not executed".
 func TestDeadlineRecordsAnActionThatRan(t *testing.T) {
-	clk.Reset()
-	ns := newNamespace(t)
-	app(t, ns, "sandfly", 0)
-	policy(t, ns)
-	unblock := blockStatus(t, ns, "ran", "has(object.status.actions) && object.status.actions.exists(a, a.outcome == 'Succeeded')")
-	kill := managerProcess(t)
-	hr := request(t, ns, "sandfly")
-	NewWithT(t).Eventually(func(g Gomega) { g.Expect(*getDeployment(t, ns, "sandfly").Spec.Replicas).To(Equal(int32(1))) }).
-		WithTimeout(eventually).WithPolling(poll).Should(Succeed())
-	kill()
-	unblock()
+	ns, hr := diesAt(t, "ran", afterAction, scaled)
 
 	clk.Step(3 * time.Minute)
 	defer startManager(t)()

@@ -142,7 +142,12 @@ const (
 // endedRequest is the latest healing of a target that ended (not as a duplicate).
 type endedRequest struct {
 	name string
-	at   time.Time // its status.completionTime
+	// completed is its status.completionTime (the controller's clock, to the
+	// second): how long ago it ended.
+	completed time.Time
+	// observed is when this process saw it end (its own clock, to the nanosecond):
+	// what a failure's Seen is compared with.
+	observed time.Time
 }
 
 // New returns a Healer. Call Start to watch HealingRequests; until the watch has synced,
@@ -343,36 +348,37 @@ func (h *Healer) recentlyEnded(key string, seen time.Time) (string, bool) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	e, ok := h.ended[key]
-	if !ok || !h.joins(e.at, seen) {
+	if !ok || !h.joins(e.completed, e.observed, seen) {
 		return "", false
 	}
 	return e.name, true
 }
 
-// joins says whether a failure seen at seen belongs to a healing that ended at end:
-// the end is less than JoinEndedWithin ago and the failure was seen before it (or
-// names no time).
-func (h *Healer) joins(end, seen time.Time) bool {
-	if h.joinEnded <= 0 || end.IsZero() || h.clock.Since(end) >= h.joinEnded {
+// joins says whether a failure seen at seen belongs to a healing that completed at
+// completed, an end this process observed at observed: it completed less than
+// JoinEndedWithin ago and the failure was seen before the end (or names no time).
+func (h *Healer) joins(completed, observed, seen time.Time) bool {
+	if h.joinEnded <= 0 || completed.IsZero() || h.clock.Since(completed) >= h.joinEnded {
 		return false
 	}
-	return seen.IsZero() || seen.Before(end)
+	return seen.IsZero() || seen.Before(observed)
 }
 
-// joinsListed is joins for an ended request read from the API server: when this
-// process saw it end, the end is when it did; otherwise its status.completionTime,
-// which has one-second resolution, hence the second of slack.
+// joinsListed is joins for an ended request read from the API server: ordered
+// against when this process saw it end, or, when it has not, against its
+// status.completionTime, which has one-second resolution, hence the second of slack.
 func (h *Healer) joinsListed(key string, hr *v1alpha1.HealingRequest, seen time.Time) bool {
 	if hr.Status.DuplicateOf != "" || hr.Status.CompletionTime == nil {
 		return false
 	}
+	completed := hr.Status.CompletionTime.Time
+	observed := completed.Add(time.Second)
 	h.mu.Lock()
-	e, ok := h.ended[key]
-	h.mu.Unlock()
-	if ok && e.name == hr.Name {
-		return h.joins(e.at, seen)
+	if e, ok := h.ended[key]; ok && e.name == hr.Name {
+		observed = e.observed
 	}
-	return h.joins(hr.Status.CompletionTime.Add(time.Second), seen)
+	h.mu.Unlock()
+	return h.joins(completed, observed, seen)
 }
 
 func (h *Healer) setActive(key, name string) {

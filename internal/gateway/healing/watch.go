@@ -542,19 +542,20 @@ func (h *Healer) expired(namespace, name string) Event {
 }
 
 // noteEndedLocked remembers hr as its target's latest ended healing (a duplicate
-// ended by deferring: the incident is the other request). The end is when this
-// process saw it, on its own clock and to the nanosecond (status.completionTime is
-// another clock's, to the second), except for history found at start.
+// ended by deferring: the incident is the other request), with when this process saw
+// it end (history found at start: its completionTime, plus the second it may have
+// been truncated by).
 func (h *Healer) noteEndedLocked(targetKey string, hr *v1alpha1.HealingRequest, history bool) {
 	if hr.Status.DuplicateOf != "" || hr.Status.CompletionTime == nil {
 		return
 	}
-	at := h.clock.Now()
+	completed := hr.Status.CompletionTime.Time
+	observed := h.clock.Now()
 	if history {
-		at = hr.Status.CompletionTime.Time
+		observed = completed.Add(time.Second)
 	}
-	if e, ok := h.ended[targetKey]; ok && e.at.After(at) {
+	if e, ok := h.ended[targetKey]; ok && e.completed.After(completed) {
 		return
 	}
-	h.ended[targetKey] = endedRequest{name: hr.Name, at: at}
+	h.ended[targetKey] = endedRequest{name: hr.Name, completed: completed, observed: observed}
 }

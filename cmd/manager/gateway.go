@@ -16,12 +16,12 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/metrics"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
-	"github.com/selfheal-dev/selfheal/internal/controlplane"
 	"github.com/selfheal-dev/selfheal/internal/gateway"
 	"github.com/selfheal-dev/selfheal/internal/gateway/healing"
 	"github.com/selfheal-dev/selfheal/internal/gateway/limits"
 	"github.com/selfheal-dev/selfheal/internal/gateway/mcp"
 	"github.com/selfheal-dev/selfheal/internal/gateway/outbound"
+	"github.com/selfheal-dev/selfheal/internal/scheme"
 )
 
 // rbac: The gateway creates a HealingRequest when an upstream fails and watches it to stream its progress.
@@ -86,7 +86,7 @@ func buildGateway(restCfg *rest.Config, o options) (*gatewayRunnable, []string, 
 		Streams: limits.NewStreams("sse", cfg.Limits.GetMaxSubscribers(), cfg.Limits.GetMaxSubscribersPerClient()),
 	}
 	if restCfg != nil {
-		c, err := client.New(restCfg, client.Options{Scheme: controlplane.Scheme()})
+		c, err := client.New(restCfg, client.Options{Scheme: scheme.New()})
 		if err != nil {
 			return nil, nil, err
 		}

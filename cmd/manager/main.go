@@ -12,9 +12,6 @@ import (
 	"strings"
 	"time"
 
-	"k8s.io/apimachinery/pkg/runtime"
-	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
-	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	"k8s.io/client-go/rest"
 	"k8s.io/utils/ptr"
 	ctrl "sigs.k8s.io/controller-runtime"
@@ -29,6 +26,7 @@ import (
 	selfhealv1alpha1 "github.com/selfheal-dev/selfheal/api/v1alpha1"
 	"github.com/selfheal-dev/selfheal/internal/controller"
 	"github.com/selfheal-dev/selfheal/internal/gateway"
+	"github.com/selfheal-dev/selfheal/internal/scheme"
 )
 
 // shutdownTimeout bounds graceful shutdown: runnables (controllers, the gateway
@@ -104,9 +102,7 @@ func run(ctx context.Context, o options) error {
 		}
 		return runGatewayOnly(ctx, o)
 	}
-	scheme := runtime.NewScheme()
-	utilruntime.Must(clientgoscheme.AddToScheme(scheme))
-	utilruntime.Must(selfhealv1alpha1.AddToScheme(scheme))
+	clientScheme := scheme.New()
 
 	restCfg, err := ctrl.GetConfig()
 	if err != nil {
@@ -126,7 +122,7 @@ func run(ctx context.Context, o options) error {
 	controller.TrimCache(&cacheOpts)
 
 	mgr, err := ctrl.NewManager(restCfg, ctrl.Options{
-		Scheme:                  scheme,
+		Scheme:                  clientScheme,
 		Cache:                   cacheOpts,
 		Metrics:                 metricsOptions(o),
 		HealthProbeBindAddress:  o.probeAddr,

@@ -172,6 +172,44 @@ func TestBlockingNetworkPolicyIsNamed(t *testing.T) {
 	g.Expect(executed(hr)).To(BeEmpty())
 }
 
+// A policy that admits the caller (the gateway) by a label of its namespace admits it:
+// the caller's namespace labels are read, so the crashloop behind it is healed rather
+// than reported as blocked by the network.
+func TestPolicyAdmittingTheCallersNamespaceLabelIsNotBlocking(t *testing.T) {
+	defer startManager(t)()
+	ctx := context.Background()
+	callerNS := &corev1.Namespace{}
+	if err := k8s.Get(ctx, client.ObjectKey{Name: "chat"}, callerNS); err != nil {
+		callerNS = &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "chat", Labels: map[string]string{"team": "chat-backend"}}}
+		if err := k8s.Create(ctx, callerNS); err != nil {
+			t.Fatal(err)
+		}
+	}
+	ns := newNamespace(t)
+	app(t, ns, "sandfly", 1)
+	policy(t, ns)
+	admit := &networkingv1.NetworkPolicy{
+		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "from-the-chat-team"},
+		Spec: networkingv1.NetworkPolicySpec{
+			PodSelector: metav1.LabelSelector{MatchLabels: map[string]string{"app": "sandfly"}},
+			PolicyTypes: []networkingv1.PolicyType{networkingv1.PolicyTypeIngress},
+			Ingress: []networkingv1.NetworkPolicyIngressRule{{From: []networkingv1.NetworkPolicyPeer{{
+				NamespaceSelector: &metav1.LabelSelector{MatchLabels: map[string]string{"team": "chat-backend"}},
+				PodSelector:       &metav1.LabelSelector{MatchLabels: map[string]string{"app": "gateway"}},
+			}}}},
+		},
+	}
+	if err := k8s.Create(ctx, admit); err != nil {
+		t.Fatal(err)
+	}
+	crashLoop(t, ns, "sandfly", 1, nil)
+	hr := terminal(t, request(t, ns, "sandfly"))
+	expectStatusInvariants(t, hr)
+	g := NewWithT(t)
+	g.Expect(hr.Status.Phase).To(Equal(v1.PhaseHealed), "progress: %v", hr.Status.Progress)
+	g.Expect(hr.Status.Issue).To(Equal(v1.IssueCrashLoopBackOff))
+}
+
 func TestNoPolicyDiagnosesAndSkips(t *testing.T) {
 	defer startManager(t)()
 	ns := newNamespace(t)

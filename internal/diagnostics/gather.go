@@ -33,6 +33,8 @@ import (
 // +kubebuilder:rbac:groups=discovery.k8s.io,resources=endpointslices,verbs=get;list;watch
 // rbac: Diagnosis reads the NetworkPolicies that may block traffic to a Service.
 // +kubebuilder:rbac:groups=networking.k8s.io,resources=networkpolicies,verbs=get;list;watch
+// rbac: Diagnosis reads the caller's namespace labels, which network policies may admit it by.
+// +kubebuilder:rbac:groups="",resources=namespaces,verbs=get;list;watch
 // rbac: Diagnosis compares pod usage from metrics.k8s.io with the limits, when that API is served.
 // +kubebuilder:rbac:groups=metrics.k8s.io,resources=pods,verbs=get;list
 
@@ -123,7 +125,9 @@ func (g *Gatherer) Gather(ctx context.Context, t Target, c Caller) (*Snapshot, e
 	if err != nil {
 		return nil, err
 	}
-	s.Caller = c
+	if s.Caller, err = g.callerWithNamespaceLabels(ctx, c); err != nil {
+		return nil, err
+	}
 	if s.Service == nil {
 		return s, nil
 	}
@@ -427,4 +431,23 @@ func IndexEvents(ctx context.Context, indexer client.FieldIndexer) error {
 		}
 		return []string{e.InvolvedObject.Name}
 	})
+}
+
+// callerWithNamespaceLabels fills in the labels of the caller's namespace, unless
+// they were given: a network policy may admit the gateway by a namespaceSelector on
+// them, and judging it without them would call an admitting policy blocking. A
+// namespace that does not exist has no labels but its name.
+func (g *Gatherer) callerWithNamespaceLabels(ctx context.Context, c Caller) (Caller, error) {
+	if c.Namespace == "" || c.NamespaceLabels != nil {
+		return c, nil
+	}
+	ns := &corev1.Namespace{}
+	if err := g.reader.Get(ctx, client.ObjectKey{Name: c.Namespace}, ns); err != nil {
+		if apierrors.IsNotFound(err) {
+			return c, nil
+		}
+		return c, fmt.Errorf("reading the caller's namespace %s: %w", c.Namespace, err)
+	}
+	c.NamespaceLabels = ns.Labels
+	return c, nil
 }

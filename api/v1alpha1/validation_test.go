@@ -16,7 +16,7 @@ import (
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
-	v1 "github.com/selfheal-dev/selfheal/api/v1alpha1"
+	selfhealv1alpha1 "github.com/selfheal-dev/selfheal/api/v1alpha1"
 	"github.com/selfheal-dev/selfheal/internal/controlplane"
 )
 
@@ -43,20 +43,20 @@ func namespace(t *testing.T) string {
 	return ns.Name
 }
 
-func validRequest(ns string) *v1.HealingRequest {
-	return &v1.HealingRequest{
+func validRequest(ns string) *selfhealv1alpha1.HealingRequest {
+	return &selfhealv1alpha1.HealingRequest{
 		ObjectMeta: metav1.ObjectMeta{Namespace: ns, GenerateName: "hr-"},
-		Spec: v1.HealingRequestSpec{
-			Target:  v1.HealingTarget{Service: "sandfly-mcp-server"},
-			Trigger: v1.HealingTrigger{Source: v1.TriggerSourceGateway, FailureClass: v1.FailureConnectionRefused},
+		Spec: selfhealv1alpha1.HealingRequestSpec{
+			Target:  selfhealv1alpha1.HealingTarget{Service: "sandfly-mcp-server"},
+			Trigger: selfhealv1alpha1.HealingTrigger{Source: selfhealv1alpha1.TriggerSourceGateway, FailureClass: selfhealv1alpha1.FailureConnectionRefused},
 		},
 	}
 }
 
-func validPolicy(ns string) *v1.HealingPolicy {
-	return &v1.HealingPolicy{
+func validPolicy(ns string) *selfhealv1alpha1.HealingPolicy {
+	return &selfhealv1alpha1.HealingPolicy{
 		ObjectMeta: metav1.ObjectMeta{Namespace: ns, GenerateName: "hp-"},
-		Spec:       v1.HealingPolicySpec{AllowedActions: []v1.ActionType{v1.ActionRolloutRestart}},
+		Spec:       selfhealv1alpha1.HealingPolicySpec{AllowedActions: []selfhealv1alpha1.ActionType{selfhealv1alpha1.ActionRolloutRestart}},
 	}
 }
 
@@ -81,30 +81,30 @@ func TestHealingRequestValidation(t *testing.T) {
 	ctx := context.Background()
 	cases := []struct {
 		name   string
-		mutate func(*v1.HealingRequest)
+		mutate func(*selfhealv1alpha1.HealingRequest)
 		want   string // empty: accepted
 	}{
-		{"minimal", func(*v1.HealingRequest) {}, ""},
-		{"full", func(r *v1.HealingRequest) {
-			r.Spec.Target.Workload = &v1.WorkloadReference{Kind: v1.WorkloadDeployment, Name: "sandfly-mcp-server"}
-			r.Spec.Trigger = v1.HealingTrigger{Source: v1.TriggerSourceChatAPI, FailureClass: v1.FailureHTTP5xx,
+		{"minimal", func(*selfhealv1alpha1.HealingRequest) {}, ""},
+		{"full", func(r *selfhealv1alpha1.HealingRequest) {
+			r.Spec.Target.Workload = &selfhealv1alpha1.WorkloadReference{Kind: selfhealv1alpha1.WorkloadDeployment, Name: "sandfly-mcp-server"}
+			r.Spec.Trigger = selfhealv1alpha1.HealingTrigger{Source: selfhealv1alpha1.TriggerSourceChatAPI, FailureClass: selfhealv1alpha1.FailureHTTP5xx,
 				HTTPStatus: 503, Message: "upstream 503", Upstream: "sandfly", Time: ptr.To(metav1.Now())}
 			r.Spec.PolicyName = "default"
 			r.Spec.DryRun = true
 		}, ""},
-		{"empty target", func(r *v1.HealingRequest) { r.Spec.Target.Service = "" }, "spec.target.service"},
-		{"bad service name", func(r *v1.HealingRequest) { r.Spec.Target.Service = "Bad_Name" }, "spec.target.service"},
-		{"unknown source", func(r *v1.HealingRequest) { r.Spec.Trigger.Source = "pager" }, `Unsupported value: "pager"`},
-		{"unknown failure class", func(r *v1.HealingRequest) { r.Spec.Trigger.FailureClass = "Meteor" }, `Unsupported value: "Meteor"`},
-		{"unknown workload kind", func(r *v1.HealingRequest) {
-			r.Spec.Target.Workload = &v1.WorkloadReference{Kind: "DaemonSet", Name: "x"}
+		{"empty target", func(r *selfhealv1alpha1.HealingRequest) { r.Spec.Target.Service = "" }, "spec.target.service"},
+		{"bad service name", func(r *selfhealv1alpha1.HealingRequest) { r.Spec.Target.Service = "Bad_Name" }, "spec.target.service"},
+		{"unknown source", func(r *selfhealv1alpha1.HealingRequest) { r.Spec.Trigger.Source = "pager" }, `Unsupported value: "pager"`},
+		{"unknown failure class", func(r *selfhealv1alpha1.HealingRequest) { r.Spec.Trigger.FailureClass = "Meteor" }, `Unsupported value: "Meteor"`},
+		{"unknown workload kind", func(r *selfhealv1alpha1.HealingRequest) {
+			r.Spec.Target.Workload = &selfhealv1alpha1.WorkloadReference{Kind: "DaemonSet", Name: "x"}
 		}, `Unsupported value: "DaemonSet"`},
-		{"http status without 5xx class", func(r *v1.HealingRequest) { r.Spec.Trigger.HTTPStatus = 503 }, "httpStatus is only allowed with failureClass HTTP5xx"},
-		{"http status out of range", func(r *v1.HealingRequest) {
-			r.Spec.Trigger.FailureClass = v1.FailureHTTP5xx
+		{"http status without 5xx class", func(r *selfhealv1alpha1.HealingRequest) { r.Spec.Trigger.HTTPStatus = 503 }, "httpStatus is only allowed with failureClass HTTP5xx"},
+		{"http status out of range", func(r *selfhealv1alpha1.HealingRequest) {
+			r.Spec.Trigger.FailureClass = selfhealv1alpha1.FailureHTTP5xx
 			r.Spec.Trigger.HTTPStatus = 404
 		}, "spec.trigger.httpStatus"},
-		{"message too long", func(r *v1.HealingRequest) { r.Spec.Trigger.Message = strings.Repeat("x", 1025) }, "spec.trigger.message"},
+		{"message too long", func(r *selfhealv1alpha1.HealingRequest) { r.Spec.Trigger.Message = strings.Repeat("x", 1025) }, "spec.trigger.message"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -133,7 +133,7 @@ func TestHealingRequestSpecIsImmutable(t *testing.T) {
 	expectInvalid(t, k8s.Update(ctx, r), "spec is immutable; create a new HealingRequest")
 
 	// Status and metadata stay writable.
-	var fresh v1.HealingRequest
+	var fresh selfhealv1alpha1.HealingRequest
 	if err := k8s.Get(ctx, client.ObjectKeyFromObject(r), &fresh); err != nil {
 		t.Fatal(err)
 	}
@@ -141,7 +141,7 @@ func TestHealingRequestSpecIsImmutable(t *testing.T) {
 	if err := k8s.Update(ctx, &fresh); err != nil {
 		t.Fatalf("updating labels: %v", err)
 	}
-	fresh.Status.Phase = v1.PhaseDiagnosing
+	fresh.Status.Phase = selfhealv1alpha1.PhaseDiagnosing
 	if err := k8s.Status().Update(ctx, &fresh); err != nil {
 		t.Fatalf("updating status: %v", err)
 	}
@@ -156,8 +156,8 @@ func TestHealingRequestStatusBounds(t *testing.T) {
 	if err := k8s.Create(ctx, r); err != nil {
 		t.Fatal(err)
 	}
-	for i := 0; i <= v1.MaxProgress; i++ {
-		r.Status.Progress = append(r.Status.Progress, v1.ProgressEntry{Time: metav1.Now(), Phase: v1.PhasePending, Message: "step"})
+	for i := 0; i <= selfhealv1alpha1.MaxProgress; i++ {
+		r.Status.Progress = append(r.Status.Progress, selfhealv1alpha1.ProgressEntry{Time: metav1.Now(), Phase: selfhealv1alpha1.PhasePending, Message: "step"})
 	}
 	expectInvalid(t, k8s.Status().Update(ctx, r), "status.progress")
 }
@@ -167,42 +167,46 @@ func TestHealingPolicyValidation(t *testing.T) {
 	ctx := context.Background()
 	cases := []struct {
 		name   string
-		mutate func(*v1.HealingPolicy)
+		mutate func(*selfhealv1alpha1.HealingPolicy)
 		want   string
 	}{
-		{"minimal", func(*v1.HealingPolicy) {}, ""},
-		{"full", func(p *v1.HealingPolicy) {
+		{"minimal", func(*selfhealv1alpha1.HealingPolicy) {}, ""},
+		{"full", func(p *selfhealv1alpha1.HealingPolicy) {
 			p.Spec.ServiceSelector = &metav1.LabelSelector{MatchLabels: map[string]string{"selfheal.dev/heal": "true"}}
-			p.Spec.AllowedActions = []v1.ActionType{v1.ActionRolloutRestart, v1.ActionScaleFromZero, v1.ActionDeleteFailedPods}
+			p.Spec.AllowedActions = []selfhealv1alpha1.ActionType{selfhealv1alpha1.ActionRolloutRestart, selfhealv1alpha1.ActionScaleFromZero, selfhealv1alpha1.ActionDeleteFailedPods}
 			p.Spec.Deadline = dur(90 * time.Second)
 			p.Spec.MaxAttempts = ptr.To[int32](5)
 			p.Spec.Cooldown = dur(0)
-			p.Spec.CircuitBreaker = &v1.CircuitBreaker{Window: dur(30 * time.Minute), MaxActionsPerTarget: ptr.To[int32](2), NamespaceMaxActions: ptr.To[int32](5)}
-			p.Spec.Retention = &v1.Retention{TTLAfterFinished: dur(time.Hour), MaxHistoryPerTarget: ptr.To[int32](5)}
+			p.Spec.CircuitBreaker = &selfhealv1alpha1.CircuitBreaker{Window: dur(30 * time.Minute), MaxActionsPerTarget: ptr.To[int32](2), NamespaceMaxActions: ptr.To[int32](5)}
+			p.Spec.Retention = &selfhealv1alpha1.Retention{TTLAfterFinished: dur(time.Hour), MaxHistoryPerTarget: ptr.To[int32](5)}
 			p.Spec.PauseRequests = []string{"oncall: migrating the cluster"}
 			p.Spec.DryRun = true
 		}, ""},
-		{"deadline of 1h", func(p *v1.HealingPolicy) { p.Spec.Deadline = dur(time.Hour) }, "deadline must be between 10s and 10m"},
-		{"deadline of 5s", func(p *v1.HealingPolicy) { p.Spec.Deadline = dur(5 * time.Second) }, "deadline must be between 10s and 10m"},
-		{"attempts 0", func(p *v1.HealingPolicy) { p.Spec.MaxAttempts = ptr.To[int32](0) }, "spec.maxAttempts"},
-		{"attempts 6", func(p *v1.HealingPolicy) { p.Spec.MaxAttempts = ptr.To[int32](6) }, "spec.maxAttempts"},
-		{"unknown action", func(p *v1.HealingPolicy) { p.Spec.AllowedActions = []v1.ActionType{"DeleteNamespace"} }, `Unsupported value: "DeleteNamespace"`},
-		{"no actions", func(p *v1.HealingPolicy) { p.Spec.AllowedActions = nil }, "spec.allowedActions"},
-		{"duplicate action", func(p *v1.HealingPolicy) {
-			p.Spec.AllowedActions = []v1.ActionType{v1.ActionRolloutRestart, v1.ActionRolloutRestart}
+		{"deadline of 1h", func(p *selfhealv1alpha1.HealingPolicy) { p.Spec.Deadline = dur(time.Hour) }, "deadline must be between 10s and 10m"},
+		{"deadline of 5s", func(p *selfhealv1alpha1.HealingPolicy) { p.Spec.Deadline = dur(5 * time.Second) }, "deadline must be between 10s and 10m"},
+		{"attempts 0", func(p *selfhealv1alpha1.HealingPolicy) { p.Spec.MaxAttempts = ptr.To[int32](0) }, "spec.maxAttempts"},
+		{"attempts 6", func(p *selfhealv1alpha1.HealingPolicy) { p.Spec.MaxAttempts = ptr.To[int32](6) }, "spec.maxAttempts"},
+		{"unknown action", func(p *selfhealv1alpha1.HealingPolicy) {
+			p.Spec.AllowedActions = []selfhealv1alpha1.ActionType{"DeleteNamespace"}
+		}, `Unsupported value: "DeleteNamespace"`},
+		{"no actions", func(p *selfhealv1alpha1.HealingPolicy) { p.Spec.AllowedActions = nil }, "spec.allowedActions"},
+		{"duplicate action", func(p *selfhealv1alpha1.HealingPolicy) {
+			p.Spec.AllowedActions = []selfhealv1alpha1.ActionType{selfhealv1alpha1.ActionRolloutRestart, selfhealv1alpha1.ActionRolloutRestart}
 		}, "Duplicate value"},
-		{"negative cooldown", func(p *v1.HealingPolicy) { p.Spec.Cooldown = dur(-time.Second) }, "cooldown must be between 0s and 24h"},
-		{"storm limit below target limit", func(p *v1.HealingPolicy) {
-			p.Spec.CircuitBreaker = &v1.CircuitBreaker{MaxActionsPerTarget: ptr.To[int32](5), NamespaceMaxActions: ptr.To[int32](2)}
+		{"negative cooldown", func(p *selfhealv1alpha1.HealingPolicy) { p.Spec.Cooldown = dur(-time.Second) }, "cooldown must be between 0s and 24h"},
+		{"storm limit below target limit", func(p *selfhealv1alpha1.HealingPolicy) {
+			p.Spec.CircuitBreaker = &selfhealv1alpha1.CircuitBreaker{MaxActionsPerTarget: ptr.To[int32](5), NamespaceMaxActions: ptr.To[int32](2)}
 		}, "namespaceMaxActions must be at least maxActionsPerTarget"},
-		{"window too short", func(p *v1.HealingPolicy) { p.Spec.CircuitBreaker = &v1.CircuitBreaker{Window: dur(time.Second)} }, "window must be between 1m and 24h"},
-		{"ttl too long", func(p *v1.HealingPolicy) {
-			p.Spec.Retention = &v1.Retention{TTLAfterFinished: dur(24 * 365 * time.Hour)}
+		{"window too short", func(p *selfhealv1alpha1.HealingPolicy) {
+			p.Spec.CircuitBreaker = &selfhealv1alpha1.CircuitBreaker{Window: dur(time.Second)}
+		}, "window must be between 1m and 24h"},
+		{"ttl too long", func(p *selfhealv1alpha1.HealingPolicy) {
+			p.Spec.Retention = &selfhealv1alpha1.Retention{TTLAfterFinished: dur(24 * 365 * time.Hour)}
 		}, "ttlAfterFinished must be between 1m and 90d"},
-		{"bad selector", func(p *v1.HealingPolicy) {
+		{"bad selector", func(p *selfhealv1alpha1.HealingPolicy) {
 			p.Spec.ServiceSelector = &metav1.LabelSelector{MatchExpressions: []metav1.LabelSelectorRequirement{{Key: "a", Operator: "Near"}}}
 		}, "serviceSelector operators must be In, NotIn, Exists or DoesNotExist"},
-		{"selector In without values", func(p *v1.HealingPolicy) {
+		{"selector In without values", func(p *selfhealv1alpha1.HealingPolicy) {
 			p.Spec.ServiceSelector = &metav1.LabelSelector{MatchExpressions: []metav1.LabelSelectorRequirement{{Key: "a", Operator: metav1.LabelSelectorOpIn}}}
 		}, "In and NotIn need values"},
 	}
@@ -230,7 +234,7 @@ func TestHealingPolicyDefaultsMatchGetters(t *testing.T) {
 	if err := k8s.Create(ctx, p); err != nil {
 		t.Fatal(err)
 	}
-	var got v1.HealingPolicy
+	var got selfhealv1alpha1.HealingPolicy
 	if err := k8s.Get(ctx, client.ObjectKeyFromObject(p), &got); err != nil {
 		t.Fatal(err)
 	}
@@ -242,7 +246,7 @@ func TestHealingPolicyDefaultsMatchGetters(t *testing.T) {
 		s.Learning == nil || s.Learning.MinAttempts == nil || s.Learning.Window == nil {
 		t.Fatalf("the API server did not fill every default: %+v", s)
 	}
-	var empty v1.HealingPolicySpec
+	var empty selfhealv1alpha1.HealingPolicySpec
 	checks := []struct {
 		name      string
 		crd, getr any
@@ -264,7 +268,7 @@ func TestHealingPolicyDefaultsMatchGetters(t *testing.T) {
 			t.Errorf("%s: CRD default %v, getter default %v", c.name, c.crd, c.getr)
 		}
 	}
-	if got.Spec.EffectiveMode() != v1.ModeActive {
+	if got.Spec.EffectiveMode() != selfhealv1alpha1.ModeActive {
 		t.Errorf("mode: got %s", got.Spec.EffectiveMode())
 	}
 }
@@ -295,9 +299,9 @@ func TestSamplesAreValid(t *testing.T) {
 		var o client.Object
 		switch obj["kind"] {
 		case "HealingPolicy":
-			o = &v1.HealingPolicy{}
+			o = &selfhealv1alpha1.HealingPolicy{}
 		case "HealingRequest":
-			o = &v1.HealingRequest{}
+			o = &selfhealv1alpha1.HealingRequest{}
 		default:
 			t.Fatalf("%s: unexpected kind %v", f, obj["kind"])
 		}

@@ -23,7 +23,7 @@ import (
 
 	"k8s.io/apimachinery/pkg/util/wait"
 
-	v1 "github.com/selfheal-dev/selfheal/api/v1alpha1"
+	selfhealv1alpha1 "github.com/selfheal-dev/selfheal/api/v1alpha1"
 	"github.com/selfheal-dev/selfheal/internal/controlplane"
 	"github.com/selfheal-dev/selfheal/internal/demo/alerts"
 	"github.com/selfheal-dev/selfheal/internal/demo/chat"
@@ -297,7 +297,7 @@ func (d *demo) follow(ctx context.Context, client *chat.Client) (<-chan struct{}
 }
 
 func terminalPhase(phase string) bool {
-	return v1.HealingPhase(phase).IsTerminal()
+	return selfhealv1alpha1.HealingPhase(phase).IsTerminal()
 }
 
 // notice prints an MCP notification of the held call, unless a healing event already
@@ -382,14 +382,14 @@ func checkAnswer(answer string) error {
 // checkHealed makes sure a HealingRequest for the MCP server ended Healed, and says
 // what it did.
 func (d *demo) checkHealed(ctx context.Context) error {
-	var healed *v1.HealingRequest
+	var healed *selfhealv1alpha1.HealingRequest
 	err := wait.PollUntilContextTimeout(ctx, 100*time.Millisecond, 10*time.Second, true, func(ctx context.Context) (bool, error) {
 		list, err := d.s.Requests(ctx)
 		if err != nil {
 			return false, nil //nolint:nilerr // keep trying through transient errors
 		}
 		for i := range list {
-			if list[i].Status.Phase == v1.PhaseHealed {
+			if list[i].Status.Phase == selfhealv1alpha1.PhaseHealed {
 				healed = &list[i]
 				return true, nil
 			}

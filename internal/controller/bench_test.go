@@ -29,7 +29,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/client/apiutil"
 
-	v1 "github.com/selfheal-dev/selfheal/api/v1alpha1"
+	selfhealv1alpha1 "github.com/selfheal-dev/selfheal/api/v1alpha1"
 	"github.com/selfheal-dev/selfheal/internal/controller"
 	"github.com/selfheal-dev/selfheal/internal/controlplane"
 )
@@ -82,8 +82,8 @@ const benchApp = "sandfly"
 
 // benchPolicy lets every healing of the benchmark act: no cooldown (policy's default
 // here), and a breaker and storm limit far above the run count.
-func benchPolicy(p *v1.HealingPolicy) {
-	p.Spec.CircuitBreaker = &v1.CircuitBreaker{
+func benchPolicy(p *selfhealv1alpha1.HealingPolicy) {
+	p.Spec.CircuitBreaker = &selfhealv1alpha1.CircuitBreaker{
 		MaxActionsPerTarget: ptr.To[int32](100),
 		NamespaceMaxActions: ptr.To[int32](100),
 	}
@@ -174,7 +174,7 @@ func healOnce(b *testing.B, wc client.WithWatch, ns string, c latencyCase) heali
 	b.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
 	defer cancel()
-	hrWatch, err := wc.Watch(ctx, &v1.HealingRequestList{}, client.InNamespace(ns))
+	hrWatch, err := wc.Watch(ctx, &selfhealv1alpha1.HealingRequestList{}, client.InNamespace(ns))
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -186,7 +186,7 @@ func healOnce(b *testing.B, wc client.WithWatch, ns string, c latencyCase) heali
 	defer depWatch.Stop()
 
 	var t0 time.Time
-	hr := request(b, ns, benchApp, func(*v1.HealingRequest) { t0 = time.Now() })
+	hr := request(b, ns, benchApp, func(*selfhealv1alpha1.HealingRequest) { t0 = time.Now() })
 	var got healingTimes
 	var changed time.Duration
 	first := func(d *time.Duration) {
@@ -194,7 +194,7 @@ func healOnce(b *testing.B, wc client.WithWatch, ns string, c latencyCase) heali
 			*d = time.Since(t0)
 		}
 	}
-	var last *v1.HealingRequest
+	var last *selfhealv1alpha1.HealingRequest
 	// Until Healed and the workload change are both seen: the Deployment event may
 	// still be queued when the Healed one is read.
 	for got.healed == 0 || changed == 0 {
@@ -203,7 +203,7 @@ func healOnce(b *testing.B, wc client.WithWatch, ns string, c latencyCase) heali
 			if !ok {
 				b.Fatalf("%s: the HealingRequest watch closed", c.name)
 			}
-			o, ok := ev.Object.(*v1.HealingRequest)
+			o, ok := ev.Object.(*selfhealv1alpha1.HealingRequest)
 			if ev.Type == watch.Error || !ok {
 				b.Fatalf("%s: HealingRequest watch: %v", c.name, ev.Object)
 			}
@@ -215,12 +215,12 @@ func healOnce(b *testing.B, wc client.WithWatch, ns string, c latencyCase) heali
 				first(&got.status)
 			}
 			for _, a := range o.Status.Actions {
-				if a.Outcome == v1.OutcomeSucceeded {
+				if a.Outcome == selfhealv1alpha1.OutcomeSucceeded {
 					first(&got.recorded)
 				}
 			}
 			switch {
-			case o.Status.Phase == v1.PhaseHealed:
+			case o.Status.Phase == selfhealv1alpha1.PhaseHealed:
 				first(&got.healed)
 			case o.Status.Phase.IsTerminal():
 				b.Fatalf("%s: %s ended %s (issue %s): %v", c.name, o.Name, o.Status.Phase, o.Status.Issue, o.Status.Progress)
@@ -237,7 +237,7 @@ func healOnce(b *testing.B, wc client.WithWatch, ns string, c latencyCase) heali
 				first(&changed)
 			}
 		case <-ctx.Done():
-			phase, progress := v1.HealingPhase(""), []v1.ProgressEntry(nil)
+			phase, progress := selfhealv1alpha1.HealingPhase(""), []selfhealv1alpha1.ProgressEntry(nil)
 			if last != nil {
 				phase, progress = last.Status.Phase, last.Status.Progress
 			}

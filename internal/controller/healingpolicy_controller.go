@@ -12,7 +12,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/handler"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 
-	v1 "github.com/selfheal-dev/selfheal/api/v1alpha1"
+	selfhealv1alpha1 "github.com/selfheal-dev/selfheal/api/v1alpha1"
 	"github.com/selfheal-dev/selfheal/internal/remediation"
 )
 
@@ -27,7 +27,7 @@ type HealingPolicyReconciler struct {
 }
 
 func (r *HealingPolicyReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, error) {
-	var policies v1.HealingPolicyList
+	var policies selfhealv1alpha1.HealingPolicyList
 	if err := r.Client.List(ctx, &policies, client.InNamespace(req.Namespace)); err != nil {
 		return ctrl.Result{}, err
 	}
@@ -37,26 +37,26 @@ func (r *HealingPolicyReconciler) Reconcile(ctx context.Context, req ctrl.Reques
 	} else if holder.Name == req.Name {
 		observeOutcomes(req.Namespace, holder.Status.Outcomes)
 	}
-	p := &v1.HealingPolicy{}
+	p := &selfhealv1alpha1.HealingPolicy{}
 	if err := r.Client.Get(ctx, req.NamespacedName, p); err != nil {
 		return ctrl.Result{}, client.IgnoreNotFound(err)
 	}
 	before := p.DeepCopy()
 	now := r.Clock.Now()
 
-	var ledger []v1.LedgerEntry
+	var ledger []selfhealv1alpha1.LedgerEntry
 	if holder != nil {
 		ledger = holder.Status.Ledger
 	}
 	inWindow, nextExpiry := remediation.CountInWindow(ledger, p.Name, now, p.Spec.GetBreakerWindow())
 
-	var list v1.HealingRequestList
+	var list selfhealv1alpha1.HealingRequestList
 	if err := r.Client.List(ctx, &list, client.InNamespace(p.Namespace), client.MatchingFields{indexStatusPolicy: p.Name}); err != nil {
 		return ctrl.Result{}, err
 	}
 	var last *metav1.Time
 	for _, hr := range list.Items {
-		if c := hr.Status.CompletionTime; c != nil && hr.Status.Phase == v1.PhaseHealed && (last == nil || last.Before(c)) {
+		if c := hr.Status.CompletionTime; c != nil && hr.Status.Phase == selfhealv1alpha1.PhaseHealed && (last == nil || last.Before(c)) {
 			last = c.DeepCopy()
 		}
 	}
@@ -68,7 +68,7 @@ func (r *HealingPolicyReconciler) Reconcile(ctx context.Context, req ctrl.Reques
 	p.Status.LastHealingTime = last
 	p.Status.ObservedGeneration = p.Generation
 	meta.SetStatusCondition(&p.Status.Conditions, metav1.Condition{
-		Type: v1.ConditionReady, Status: metav1.ConditionTrue, Reason: v1.ReasonValid,
+		Type: selfhealv1alpha1.ConditionReady, Status: metav1.ConditionTrue, Reason: selfhealv1alpha1.ReasonValid,
 		Message: "Policy is " + string(p.Status.Mode), ObservedGeneration: p.Generation,
 	})
 	if !equality.Semantic.DeepEqual(before.Status, p.Status) {
@@ -85,16 +85,16 @@ func (r *HealingPolicyReconciler) Reconcile(ctx context.Context, req ctrl.Reques
 func (r *HealingPolicyReconciler) SetupWithManager(mgr ctrl.Manager) error {
 	return ctrl.NewControllerManagedBy(mgr).
 		Named("healingpolicy").
-		For(&v1.HealingPolicy{}).
-		Watches(&v1.HealingRequest{}, handler.EnqueueRequestsFromMapFunc(func(_ context.Context, o client.Object) []reconcile.Request {
-			if p := o.(*v1.HealingRequest).Status.Policy; p != "" {
+		For(&selfhealv1alpha1.HealingPolicy{}).
+		Watches(&selfhealv1alpha1.HealingRequest{}, handler.EnqueueRequestsFromMapFunc(func(_ context.Context, o client.Object) []reconcile.Request {
+			if p := o.(*selfhealv1alpha1.HealingRequest).Status.Policy; p != "" {
 				return []reconcile.Request{{NamespacedName: client.ObjectKey{Namespace: o.GetNamespace(), Name: p}}}
 			}
 			return nil
 		})).
 		// The ledger lives on one policy and counts for all of the namespace's.
-		Watches(&v1.HealingPolicy{}, handler.EnqueueRequestsFromMapFunc(func(ctx context.Context, o client.Object) []reconcile.Request {
-			var list v1.HealingPolicyList
+		Watches(&selfhealv1alpha1.HealingPolicy{}, handler.EnqueueRequestsFromMapFunc(func(ctx context.Context, o client.Object) []reconcile.Request {
+			var list selfhealv1alpha1.HealingPolicyList
 			if err := r.Client.List(ctx, &list, client.InNamespace(o.GetNamespace())); err != nil {
 				return nil
 			}

@@ -26,7 +26,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 	"sigs.k8s.io/controller-runtime/pkg/recorder"
 
-	v1 "github.com/selfheal-dev/selfheal/api/v1alpha1"
+	selfhealv1alpha1 "github.com/selfheal-dev/selfheal/api/v1alpha1"
 	"github.com/selfheal-dev/selfheal/internal/diagnostics"
 	"github.com/selfheal-dev/selfheal/internal/remediation"
 )
@@ -61,13 +61,13 @@ type HealingRequestReconciler struct {
 
 // scope is what one reconcile learns, read by the phase functions after it.
 type scope struct {
-	hr     *v1.HealingRequest
+	hr     *selfhealv1alpha1.HealingRequest
 	now    time.Time
-	policy *v1.HealingPolicy
+	policy *selfhealv1alpha1.HealingPolicy
 	// policies are the namespace's HealingPolicies; holder (holderName) is the one
 	// whose status keeps the namespace's action ledger, as cached.
-	policies   []v1.HealingPolicy
-	holder     *v1.HealingPolicy
+	policies   []selfhealv1alpha1.HealingPolicy
+	holder     *selfhealv1alpha1.HealingPolicy
 	holderName string
 	// report is the full diagnosis; observed, in Verifying, the cheap observation
 	// (diagnostics.Engine.Observe) verification judges instead.
@@ -95,7 +95,7 @@ var errStop = errors.New("stop")
 // a patch, at the end.
 func (r *HealingRequestReconciler) Reconcile(ctx context.Context, req ctrl.Request) (_ ctrl.Result, retErr error) {
 	log := ctrl.LoggerFrom(ctx)
-	hr := &v1.HealingRequest{}
+	hr := &selfhealv1alpha1.HealingRequest{}
 	if err := r.Client.Get(ctx, req.NamespacedName, hr); err != nil {
 		return ctrl.Result{}, client.IgnoreNotFound(err)
 	}
@@ -148,7 +148,7 @@ func (r *HealingRequestReconciler) Reconcile(ctx context.Context, req ctrl.Reque
 // patchStatus writes the status once, as a merge patch with optimistic locking: a
 // reconcile that worked from a stale cache fails with a conflict and is retried, so it
 // can never record (or act on) a second intent.
-func (r *HealingRequestReconciler) patchStatus(ctx context.Context, before, hr *v1.HealingRequest) error {
+func (r *HealingRequestReconciler) patchStatus(ctx context.Context, before, hr *selfhealv1alpha1.HealingRequest) error {
 	if equality.Semantic.DeepEqual(before.Status, hr.Status) {
 		return nil
 	}
@@ -171,10 +171,10 @@ func (r *HealingRequestReconciler) start(_ context.Context, s *scope) error {
 		return nil
 	}
 	hr.Status.StartTime = ptr.To(metav1.NewMicroTime(s.now))
-	hr.Status.Phase = v1.PhasePending
+	hr.Status.Phase = selfhealv1alpha1.PhasePending
 	msg := fmt.Sprintf("Received: %s calling service %s", hr.Spec.Trigger.FailureClass, hr.Spec.Target.Service)
 	addProgress(hr, s.now, msg)
-	setCondition(hr, v1.ConditionReady, metav1.ConditionUnknown, v1.ReasonProgressing, "Healing started")
+	setCondition(hr, selfhealv1alpha1.ConditionReady, metav1.ConditionUnknown, selfhealv1alpha1.ReasonProgressing, "Healing started")
 	r.event(s, corev1.EventTypeNormal, "HealingStarted", "Start", msg)
 	return nil
 }
@@ -192,7 +192,7 @@ func (r *HealingRequestReconciler) resolvePolicy(ctx context.Context, s *scope) 
 		s.holderName = s.holder.Name
 	}
 	if hr.Status.Deadline == nil {
-		deadline := v1.DefaultDeadline
+		deadline := selfhealv1alpha1.DefaultDeadline
 		if p != nil {
 			deadline = p.Spec.GetDeadline()
 			hr.Status.Policy = p.Name
@@ -209,9 +209,9 @@ func (r *HealingRequestReconciler) resolvePolicy(ctx context.Context, s *scope) 
 // findPolicy lists the namespace's policies into s.policies and returns the one that
 // governs the request: spec.policyName, else the one recorded in status, else the
 // oldest whose selector matches the Service.
-func (r *HealingRequestReconciler) findPolicy(ctx context.Context, s *scope) (*v1.HealingPolicy, error) {
+func (r *HealingRequestReconciler) findPolicy(ctx context.Context, s *scope) (*selfhealv1alpha1.HealingPolicy, error) {
 	hr := s.hr
-	var list v1.HealingPolicyList
+	var list selfhealv1alpha1.HealingPolicyList
 	if err := r.Client.List(ctx, &list, client.InNamespace(hr.Namespace)); err != nil {
 		return nil, err
 	}
@@ -251,12 +251,12 @@ func (r *HealingRequestReconciler) findPolicy(ctx context.Context, s *scope) (*v
 
 // matchPolicy returns the oldest policy whose service selector matches, so the choice
 // is stable when several match.
-func matchPolicy(policies []v1.HealingPolicy, svcLabels labels.Set) *v1.HealingPolicy {
-	ordered := make([]*v1.HealingPolicy, len(policies))
+func matchPolicy(policies []selfhealv1alpha1.HealingPolicy, svcLabels labels.Set) *selfhealv1alpha1.HealingPolicy {
+	ordered := make([]*selfhealv1alpha1.HealingPolicy, len(policies))
 	for i := range policies {
 		ordered[i] = &policies[i]
 	}
-	sort.Slice(ordered, func(i, j int) bool { return v1.CreatedBefore(ordered[i], ordered[j]) })
+	sort.Slice(ordered, func(i, j int) bool { return selfhealv1alpha1.CreatedBefore(ordered[i], ordered[j]) })
 	for _, p := range ordered {
 		sel := labels.Everything()
 		if p.Spec.ServiceSelector != nil {
@@ -277,21 +277,21 @@ func matchPolicy(policies []v1.HealingPolicy, svcLabels labels.Set) *v1.HealingP
 // together must each see the other.
 func (r *HealingRequestReconciler) checkDuplicate(ctx context.Context, s *scope) error {
 	hr := s.hr
-	if hr.Status.Phase != v1.PhasePending {
+	if hr.Status.Phase != selfhealv1alpha1.PhasePending {
 		return nil
 	}
-	var list v1.HealingRequestList
+	var list selfhealv1alpha1.HealingRequestList
 	if err := r.APIReader.List(ctx, &list, client.InNamespace(hr.Namespace)); err != nil {
 		return err
 	}
 	for i := range list.Items {
 		o := &list.Items[i]
 		if o.UID == hr.UID || o.Spec.Target.Service != hr.Spec.Target.Service ||
-			o.Status.Phase.IsTerminal() || o.Status.DuplicateOf != "" || !v1.CreatedBefore(o, hr) {
+			o.Status.Phase.IsTerminal() || o.Status.DuplicateOf != "" || !selfhealv1alpha1.CreatedBefore(o, hr) {
 			continue
 		}
 		hr.Status.DuplicateOf = o.Name
-		r.finish(s, v1.PhaseSkipped, v1.ReasonDuplicate,
+		r.finish(s, selfhealv1alpha1.PhaseSkipped, selfhealv1alpha1.ReasonDuplicate,
 			fmt.Sprintf("Healing %s is already active for service %s; following it", o.Name, hr.Spec.Target.Service))
 		return errStop
 	}
@@ -309,7 +309,7 @@ func (r *HealingRequestReconciler) checkDeadline(ctx context.Context, s *scope) 
 	msg := fmt.Sprintf("Deadline of %s passed in phase %s", hr.Status.Deadline.Sub(hr.Status.StartTime.Time).Round(time.Second), hr.Status.Phase)
 	for i := range hr.Status.Actions {
 		a := &hr.Status.Actions[i]
-		if a.Outcome != v1.OutcomeIntended {
+		if a.Outcome != selfhealv1alpha1.OutcomeIntended {
 			continue
 		}
 		applied, detail, err := r.Executor.Applied(ctx, hr.Namespace, stepOf(a))
@@ -318,17 +318,17 @@ func (r *HealingRequestReconciler) checkDeadline(ctx context.Context, s *scope) 
 		}
 		a.CompletedAt = &metav1.Time{Time: s.now}
 		if applied {
-			a.Outcome, a.Message = v1.OutcomeSucceeded, diagnostics.Truncate("applied before the deadline: "+detail, 1024)
+			a.Outcome, a.Message = selfhealv1alpha1.OutcomeSucceeded, diagnostics.Truncate("applied before the deadline: "+detail, 1024)
 		} else {
-			a.Outcome, a.Message = v1.OutcomeFailed, diagnostics.Truncate("not executed before the deadline: "+detail, 1024)
+			a.Outcome, a.Message = selfhealv1alpha1.OutcomeFailed, diagnostics.Truncate("not executed before the deadline: "+detail, 1024)
 		}
 	}
-	r.finish(s, v1.PhaseFailed, v1.ReasonDeadlineExceeded, msg)
+	r.finish(s, selfhealv1alpha1.PhaseFailed, selfhealv1alpha1.ReasonDeadlineExceeded, msg)
 	return errStop
 }
 
 // stepOf is the step an action records.
-func stepOf(a *v1.HealingAction) remediation.Step {
+func stepOf(a *selfhealv1alpha1.HealingAction) remediation.Step {
 	return remediation.Step{Type: a.Type, Workload: a.Workload, At: a.StartedAt.Time}
 }
 
@@ -339,7 +339,7 @@ func (r *HealingRequestReconciler) diagnose(ctx context.Context, s *scope) error
 	hr := s.hr
 	target := diagnostics.Target{Namespace: hr.Namespace, Service: hr.Spec.Target.Service,
 		Workload: hr.Spec.Target.Workload, FailureClass: hr.Spec.Trigger.FailureClass}
-	if hr.Status.Phase == v1.PhaseVerifying && intendedAction(hr) == nil {
+	if hr.Status.Phase == selfhealv1alpha1.PhaseVerifying && intendedAction(hr) == nil {
 		snap, err := r.Diagnoser.Observe(ctx, target)
 		if err != nil {
 			return fmt.Errorf("observing: %w", err)
@@ -356,15 +356,15 @@ func (r *HealingRequestReconciler) diagnose(ctx context.Context, s *scope) error
 	if report.Snapshot != nil && report.Snapshot.Workload != nil {
 		hr.Status.Workload = report.Snapshot.Workload.DeepCopy()
 	}
-	if hr.Status.Phase == v1.PhasePending || hr.Status.Phase == v1.PhaseDiagnosing {
+	if hr.Status.Phase == selfhealv1alpha1.PhasePending || hr.Status.Phase == selfhealv1alpha1.PhaseDiagnosing {
 		hr.Status.Issue = report.Issue
-		if hr.Status.Phase == v1.PhasePending {
-			hr.Status.Phase = v1.PhaseDiagnosing
+		if hr.Status.Phase == selfhealv1alpha1.PhasePending {
+			hr.Status.Phase = selfhealv1alpha1.PhaseDiagnosing
 		}
-		if !conditionIs(hr, v1.ConditionDiagnosed, report.Issue) {
+		if !conditionIs(hr, selfhealv1alpha1.ConditionDiagnosed, report.Issue) {
 			addProgress(hr, s.now, fmt.Sprintf("Diagnosed %s: %s", report.Issue, report.Summary))
 		}
-		setCondition(hr, v1.ConditionDiagnosed, metav1.ConditionTrue, string(report.Issue), report.Summary)
+		setCondition(hr, selfhealv1alpha1.ConditionDiagnosed, metav1.ConditionTrue, string(report.Issue), report.Summary)
 	}
 	return nil
 }
@@ -375,32 +375,32 @@ func (r *HealingRequestReconciler) diagnose(ctx context.Context, s *scope) error
 // EndpointSlices.
 func (r *HealingRequestReconciler) verify(ctx context.Context, s *scope) error {
 	hr := s.hr
-	if hr.Status.Phase != v1.PhaseVerifying || s.observed == nil {
+	if hr.Status.Phase != selfhealv1alpha1.PhaseVerifying || s.observed == nil {
 		return nil
 	}
 	v := remediation.Verify(remediation.ActionsOfAttempt(hr.Status.Actions, hr.Status.Attempts), s.observed)
 	if v.Outcome == remediation.VerdictHealed {
-		setCondition(hr, v1.ConditionVerified, metav1.ConditionTrue, v1.ReasonServiceAvailable, v.Message)
+		setCondition(hr, selfhealv1alpha1.ConditionVerified, metav1.ConditionTrue, selfhealv1alpha1.ReasonServiceAvailable, v.Message)
 		if hr.Status.Attempts == 0 {
 			// Nothing was done: the audit log must not count this as a healing.
-			r.finish(s, v1.PhaseSkipped, v1.ReasonAlreadyHealthy,
+			r.finish(s, selfhealv1alpha1.PhaseSkipped, selfhealv1alpha1.ReasonAlreadyHealthy,
 				fmt.Sprintf("Service %s was already serving; nothing done: %s", hr.Spec.Target.Service, v.Message))
 			return errStop
 		}
-		r.finish(s, v1.PhaseHealed, v1.ReasonHealed, fmt.Sprintf("Service %s is back: %s", hr.Spec.Target.Service, v.Message))
+		r.finish(s, selfhealv1alpha1.PhaseHealed, selfhealv1alpha1.ReasonHealed, fmt.Sprintf("Service %s is back: %s", hr.Spec.Target.Service, v.Message))
 		return errStop
 	}
-	setCondition(hr, v1.ConditionVerified, metav1.ConditionFalse, v1.ReasonWaitingForRollout, v.Message)
+	setCondition(hr, selfhealv1alpha1.ConditionVerified, metav1.ConditionFalse, selfhealv1alpha1.ReasonWaitingForRollout, v.Message)
 	if v.Outcome != remediation.VerdictAttemptFailed {
 		return errStop // Unobserved or Waiting: the watches (or the deadline) bring the next look
 	}
 	hr.Status.Issue = v.Issue
 	if hr.Status.Attempts >= maxAttempts(s.policy) {
-		r.finish(s, v1.PhaseFailed, v1.ReasonAttemptsExhausted,
+		r.finish(s, selfhealv1alpha1.PhaseFailed, selfhealv1alpha1.ReasonAttemptsExhausted,
 			fmt.Sprintf("Still %s after %d attempts: %s", v.Issue, hr.Status.Attempts, v.Summary))
 		return errStop
 	}
-	hr.Status.Phase = v1.PhaseDiagnosing
+	hr.Status.Phase = selfhealv1alpha1.PhaseDiagnosing
 	addProgress(hr, s.now, fmt.Sprintf("Attempt %d did not heal the service (%s); diagnosing again", hr.Status.Attempts, v.Issue))
 	// The next attempt is planned from a full diagnosis, as the first was.
 	return r.diagnose(ctx, s)
@@ -423,21 +423,21 @@ func (r *HealingRequestReconciler) execute(ctx context.Context, s *scope) error 
 	}
 	a.CompletedAt = &metav1.Time{Time: s.now}
 	if err != nil {
-		a.Outcome, a.Message = v1.OutcomeFailed, diagnostics.Truncate(err.Error(), 1024)
-		setCondition(hr, v1.ConditionRemediated, metav1.ConditionFalse, v1.ReasonActionFailed, a.Message)
+		a.Outcome, a.Message = selfhealv1alpha1.OutcomeFailed, diagnostics.Truncate(err.Error(), 1024)
+		setCondition(hr, selfhealv1alpha1.ConditionRemediated, metav1.ConditionFalse, selfhealv1alpha1.ReasonActionFailed, a.Message)
 		what := fmt.Sprintf("%s on %s failed: %s", a.Type, a.Workload, a.Message)
 		r.event(s, corev1.EventTypeWarning, "ActionFailed", string(a.Type), what)
 		if errors.Is(err, remediation.ErrForbidden) {
 			// The binding was removed, or the admission policy refused: a person decides.
-			r.finish(s, v1.PhaseManualInterventionRequired, v1.ReasonNotPermitted, what)
+			r.finish(s, selfhealv1alpha1.PhaseManualInterventionRequired, selfhealv1alpha1.ReasonNotPermitted, what)
 			return errStop
 		}
-		r.finish(s, v1.PhaseFailed, v1.ReasonActionFailed, what)
+		r.finish(s, selfhealv1alpha1.PhaseFailed, selfhealv1alpha1.ReasonActionFailed, what)
 		return errStop
 	}
-	a.Outcome, a.Message = v1.OutcomeSucceeded, diagnostics.Truncate(msg, 1024)
+	a.Outcome, a.Message = selfhealv1alpha1.OutcomeSucceeded, diagnostics.Truncate(msg, 1024)
 	addProgress(hr, s.now, fmt.Sprintf("%s on %s: %s", a.Type, a.Workload, msg))
-	setCondition(hr, v1.ConditionRemediated, metav1.ConditionTrue, v1.ReasonActionSucceeded, a.Message)
+	setCondition(hr, selfhealv1alpha1.ConditionRemediated, metav1.ConditionTrue, selfhealv1alpha1.ReasonActionSucceeded, a.Message)
 	r.event(s, corev1.EventTypeNormal, "ActionSucceeded", string(a.Type), fmt.Sprintf("%s on %s: %s", a.Type, a.Workload, msg))
 
 	// The attempt's further steps were recorded with the first; each runs in its own
@@ -446,12 +446,12 @@ func (r *HealingRequestReconciler) execute(ctx context.Context, s *scope) error 
 		return errStop
 	}
 	// OOMKilled: the cleanup is done; a restart would be killed again.
-	if hr.Status.Issue == v1.IssueOOMKilled {
-		r.finish(s, v1.PhaseManualInterventionRequired, v1.ReasonManualIntervention,
+	if hr.Status.Issue == selfhealv1alpha1.IssueOOMKilled {
+		r.finish(s, selfhealv1alpha1.PhaseManualInterventionRequired, selfhealv1alpha1.ReasonManualIntervention,
 			remediation.ManualReason(hr.Status.Issue, s.report.Snapshot))
 		return errStop
 	}
-	hr.Status.Phase = v1.PhaseVerifying
+	hr.Status.Phase = selfhealv1alpha1.PhaseVerifying
 	addProgress(hr, s.now, "Verifying: waiting for the rollout and ready endpoints")
 	return errStop
 }
@@ -460,7 +460,7 @@ func (r *HealingRequestReconciler) execute(ctx context.Context, s *scope) error 
 // The action itself runs in the next reconcile, after the intent is persisted.
 func (r *HealingRequestReconciler) plan(ctx context.Context, s *scope) error {
 	hr := s.hr
-	if hr.Status.Phase != v1.PhaseDiagnosing {
+	if hr.Status.Phase != selfhealv1alpha1.PhaseDiagnosing {
 		return nil
 	}
 	lastEnded, err := r.lastHealingEnded(ctx, hr)
@@ -470,11 +470,11 @@ func (r *HealingRequestReconciler) plan(ctx context.Context, s *scope) error {
 	// The ledger as cached, without this request's own reservation for the attempt
 	// being planned: a reconcile that reserved and then failed to record the intent
 	// must not be refused by its own entry. reserve grants that entry again.
-	var ledger []v1.LedgerEntry
-	var history []v1.TargetHistory
+	var ledger []selfhealv1alpha1.LedgerEntry
+	var history []selfhealv1alpha1.TargetHistory
 	if s.holder != nil {
 		ledger, _ = remediation.Release(s.holder.Status.Ledger, hr.Name,
-			func(e v1.LedgerEntry) bool { return e.Attempt != hr.Status.Attempts+1 })
+			func(e selfhealv1alpha1.LedgerEntry) bool { return e.Attempt != hr.Status.Attempts+1 })
 		if o := s.holder.Status.Outcomes; o != nil {
 			history = o.History
 		}
@@ -493,7 +493,7 @@ func (r *HealingRequestReconciler) plan(ctx context.Context, s *scope) error {
 	if d.Refused() {
 		allowed = metav1.ConditionFalse
 	}
-	setCondition(hr, v1.ConditionRemediationAllowed, allowed, d.Reason, d.Message)
+	setCondition(hr, selfhealv1alpha1.ConditionRemediationAllowed, allowed, d.Reason, d.Message)
 
 	switch {
 	case d.Refused():
@@ -501,26 +501,26 @@ func (r *HealingRequestReconciler) plan(ctx context.Context, s *scope) error {
 		return errStop
 	case d.DryRun:
 		for _, st := range d.Steps {
-			hr.Status.Actions = append(hr.Status.Actions, v1.HealingAction{
-				Type: st.Type, Attempt: hr.Status.Attempts + 1, Workload: st.Workload, Outcome: v1.OutcomeDryRun,
+			hr.Status.Actions = append(hr.Status.Actions, selfhealv1alpha1.HealingAction{
+				Type: st.Type, Attempt: hr.Status.Attempts + 1, Workload: st.Workload, Outcome: selfhealv1alpha1.OutcomeDryRun,
 				Message: diagnostics.Truncate(st.Reason, 1024), StartedAt: metav1.NewMicroTime(s.now), CompletedAt: &metav1.Time{Time: s.now},
 			})
 			hr.Status.LastAction = st.Type
 		}
 		trimActions(hr)
 		r.event(s, corev1.EventTypeNormal, "DryRun", "Plan", d.Message)
-		r.finish(s, v1.PhaseSkipped, v1.ReasonDryRun, "Dry run: "+d.Message)
+		r.finish(s, selfhealv1alpha1.PhaseSkipped, selfhealv1alpha1.ReasonDryRun, "Dry run: "+d.Message)
 		return errStop
 	case len(d.Steps) == 0:
 		// Nothing to remediate: verify what is there.
-		hr.Status.Phase = v1.PhaseVerifying
+		hr.Status.Phase = selfhealv1alpha1.PhaseVerifying
 		addProgress(hr, s.now, d.Message)
 		s.requeueAfter(time.Millisecond)
 		return errStop
 	}
 
 	hr.Status.Attempts++
-	hr.Status.Phase = v1.PhaseRemediating
+	hr.Status.Phase = selfhealv1alpha1.PhaseRemediating
 	for _, st := range d.Steps {
 		r.recordIntent(s, st)
 	}
@@ -531,8 +531,8 @@ func (r *HealingRequestReconciler) plan(ctx context.Context, s *scope) error {
 // once this status is persisted.
 func (r *HealingRequestReconciler) recordIntent(s *scope, st remediation.Step) {
 	hr := s.hr
-	hr.Status.Actions = append(hr.Status.Actions, v1.HealingAction{
-		Type: st.Type, Attempt: hr.Status.Attempts, Workload: st.Workload, Outcome: v1.OutcomeIntended,
+	hr.Status.Actions = append(hr.Status.Actions, selfhealv1alpha1.HealingAction{
+		Type: st.Type, Attempt: hr.Status.Attempts, Workload: st.Workload, Outcome: selfhealv1alpha1.OutcomeIntended,
 		Message: diagnostics.Truncate(st.Reason, 1024), StartedAt: metav1.NewMicroTime(s.now),
 	})
 	hr.Status.LastAction = st.Type
@@ -552,8 +552,8 @@ func (r *HealingRequestReconciler) admit(ctx context.Context, s *scope, d remedi
 		return d, err
 	}
 	if len(missing) > 0 {
-		return refusalDecision(&remediation.Refusal{Phase: v1.PhaseManualInterventionRequired,
-			Reason: v1.ReasonNotPermitted, Message: remediation.NotOptedIn(s.hr.Namespace, missing)}), nil
+		return refusalDecision(&remediation.Refusal{Phase: selfhealv1alpha1.PhaseManualInterventionRequired,
+			Reason: selfhealv1alpha1.ReasonNotPermitted, Message: remediation.NotOptedIn(s.hr.Namespace, missing)}), nil
 	}
 	for _, st := range d.Steps {
 		if !st.Type.Disruptive() {
@@ -577,8 +577,8 @@ func refusalDecision(r *remediation.Refusal) remediation.Decision {
 // lastHealingEnded is when this target's last healing that acted ended, for the
 // cooldown. The cooldown is a courtesy between healings; the hard limits (breaker and
 // storm) count the ledger, which retention does not delete.
-func (r *HealingRequestReconciler) lastHealingEnded(ctx context.Context, hr *v1.HealingRequest) (time.Time, error) {
-	var list v1.HealingRequestList
+func (r *HealingRequestReconciler) lastHealingEnded(ctx context.Context, hr *selfhealv1alpha1.HealingRequest) (time.Time, error) {
+	var list selfhealv1alpha1.HealingRequestList
 	if err := r.Client.List(ctx, &list, client.InNamespace(hr.Namespace),
 		client.MatchingFields{indexTargetService: hr.Spec.Target.Service}); err != nil {
 		return time.Time{}, err
@@ -598,18 +598,18 @@ func (r *HealingRequestReconciler) lastHealingEnded(ctx context.Context, hr *v1.
 
 // finish moves the request to a terminal phase and derives Ready from it: True when
 // the service serves (Healed, or found already serving).
-func (r *HealingRequestReconciler) finish(s *scope, phase v1.HealingPhase, reason, message string) {
+func (r *HealingRequestReconciler) finish(s *scope, phase selfhealv1alpha1.HealingPhase, reason, message string) {
 	hr := s.hr
 	hr.Status.Phase = phase
 	hr.Status.CompletionTime = &metav1.Time{Time: s.now}
 	status := metav1.ConditionFalse
-	if phase == v1.PhaseHealed || reason == v1.ReasonAlreadyHealthy {
+	if phase == selfhealv1alpha1.PhaseHealed || reason == selfhealv1alpha1.ReasonAlreadyHealthy {
 		status = metav1.ConditionTrue
 	}
-	setCondition(hr, v1.ConditionReady, status, reason, message)
+	setCondition(hr, selfhealv1alpha1.ConditionReady, status, reason, message)
 	addProgress(hr, s.now, fmt.Sprintf("%s: %s", phase, message))
 	eventType := corev1.EventTypeNormal
-	if phase == v1.PhaseFailed || phase == v1.PhaseManualInterventionRequired {
+	if phase == selfhealv1alpha1.PhaseFailed || phase == selfhealv1alpha1.PhaseManualInterventionRequired {
 		eventType = corev1.EventTypeWarning
 	}
 	r.event(s, eventType, string(phase), "Finish", message)
@@ -623,7 +623,7 @@ func (r *HealingRequestReconciler) event(s *scope, eventType, reason, action, no
 
 type pendingEvent struct{ eventType, reason, action, note string }
 
-func (r *HealingRequestReconciler) emit(hr *v1.HealingRequest, events []pendingEvent) {
+func (r *HealingRequestReconciler) emit(hr *selfhealv1alpha1.HealingRequest, events []pendingEvent) {
 	if r.Recorder == nil {
 		return
 	}
@@ -632,9 +632,9 @@ func (r *HealingRequestReconciler) emit(hr *v1.HealingRequest, events []pendingE
 	}
 }
 
-func maxAttempts(p *v1.HealingPolicy) int32 {
+func maxAttempts(p *selfhealv1alpha1.HealingPolicy) int32 {
 	if p == nil {
-		return v1.DefaultMaxAttempts
+		return selfhealv1alpha1.DefaultMaxAttempts
 	}
 	return p.Spec.GetMaxAttempts()
 }
@@ -644,12 +644,12 @@ func maxAttempts(p *v1.HealingPolicy) int32 {
 func (r *HealingRequestReconciler) SetupWithManager(mgr ctrl.Manager, workers int) error {
 	return ctrl.NewControllerManagedBy(mgr).
 		Named("healingrequest").
-		For(&v1.HealingRequest{}).
+		For(&selfhealv1alpha1.HealingRequest{}).
 		Watches(&discoveryv1.EndpointSlice{}, handler.EnqueueRequestsFromMapFunc(r.requestsForService(func(o client.Object) string {
 			return o.GetLabels()[discoveryv1.LabelServiceName]
 		})), builder.WithPredicates(predicate.ResourceVersionChangedPredicate{})).
-		Watches(&appsv1.Deployment{}, handler.EnqueueRequestsFromMapFunc(r.requestsForWorkload(v1.WorkloadDeployment))).
-		Watches(&appsv1.StatefulSet{}, handler.EnqueueRequestsFromMapFunc(r.requestsForWorkload(v1.WorkloadStatefulSet))).
+		Watches(&appsv1.Deployment{}, handler.EnqueueRequestsFromMapFunc(r.requestsForWorkload(selfhealv1alpha1.WorkloadDeployment))).
+		Watches(&appsv1.StatefulSet{}, handler.EnqueueRequestsFromMapFunc(r.requestsForWorkload(selfhealv1alpha1.WorkloadStatefulSet))).
 		WithOptions(controller.Options{MaxConcurrentReconciles: workers}).
 		Complete(r)
 }
@@ -666,17 +666,17 @@ func (r *HealingRequestReconciler) requestsForService(service func(client.Object
 }
 
 // requestsForWorkload maps a workload to the active HealingRequests that resolved it.
-func (r *HealingRequestReconciler) requestsForWorkload(kind v1.WorkloadKind) handler.MapFunc {
+func (r *HealingRequestReconciler) requestsForWorkload(kind selfhealv1alpha1.WorkloadKind) handler.MapFunc {
 	return func(ctx context.Context, o client.Object) []reconcile.Request {
-		return r.activeRequests(ctx, o.GetNamespace(), nil, func(hr *v1.HealingRequest) bool {
+		return r.activeRequests(ctx, o.GetNamespace(), nil, func(hr *selfhealv1alpha1.HealingRequest) bool {
 			w := hr.Status.Workload
 			return w != nil && w.Kind == kind && w.Name == o.GetName()
 		})
 	}
 }
 
-func (r *HealingRequestReconciler) activeRequests(ctx context.Context, ns string, fields client.MatchingFields, keep func(*v1.HealingRequest) bool) []reconcile.Request {
-	var list v1.HealingRequestList
+func (r *HealingRequestReconciler) activeRequests(ctx context.Context, ns string, fields client.MatchingFields, keep func(*selfhealv1alpha1.HealingRequest) bool) []reconcile.Request {
+	var list selfhealv1alpha1.HealingRequestList
 	opts := []client.ListOption{client.InNamespace(ns)}
 	if fields != nil {
 		opts = append(opts, fields)

@@ -13,16 +13,16 @@ import (
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
-	v1 "github.com/selfheal-dev/selfheal/api/v1alpha1"
+	selfhealv1alpha1 "github.com/selfheal-dev/selfheal/api/v1alpha1"
 	"github.com/selfheal-dev/selfheal/internal/controlplane"
 )
 
 const restartedAt = "kubectl.kubernetes.io/restartedAt"
 
-func executed(hr *v1.HealingRequest) []v1.HealingAction {
-	var out []v1.HealingAction
+func executed(hr *selfhealv1alpha1.HealingRequest) []selfhealv1alpha1.HealingAction {
+	var out []selfhealv1alpha1.HealingAction
 	for _, a := range hr.Status.Actions {
-		if a.Outcome == v1.OutcomeSucceeded || a.Outcome == v1.OutcomeFailed || a.Outcome == v1.OutcomeIntended {
+		if a.Outcome == selfhealv1alpha1.OutcomeSucceeded || a.Outcome == selfhealv1alpha1.OutcomeFailed || a.Outcome == selfhealv1alpha1.OutcomeIntended {
 			out = append(out, a)
 		}
 	}
@@ -30,21 +30,21 @@ func executed(hr *v1.HealingRequest) []v1.HealingAction {
 }
 
 // expectStatusInvariants checks what must hold of any terminal request.
-func expectStatusInvariants(t *testing.T, hr *v1.HealingRequest) {
+func expectStatusInvariants(t *testing.T, hr *selfhealv1alpha1.HealingRequest) {
 	t.Helper()
 	g := NewWithT(t)
-	ready := condition(hr, v1.ConditionReady)
+	ready := condition(hr, selfhealv1alpha1.ConditionReady)
 	g.Expect(ready).NotTo(BeNil())
 	g.Expect(ready.Status == metav1.ConditionTrue).To(Equal(hr.Status.Serves()), "Ready is True exactly when the service serves")
-	if hr.Status.Phase == v1.PhaseHealed {
+	if hr.Status.Phase == selfhealv1alpha1.PhaseHealed {
 		g.Expect(executed(hr)).NotTo(BeEmpty(), "Healed only after an action: a request that needed none is Skipped")
 	}
 	g.Expect(hr.Status.CompletionTime).NotTo(BeNil())
 	g.Expect(hr.Status.StartTime).NotTo(BeNil())
 	g.Expect(hr.Status.ObservedGeneration).To(Equal(hr.Generation))
-	g.Expect(len(hr.Status.Findings)).To(BeNumerically("<=", v1.MaxFindings))
+	g.Expect(len(hr.Status.Findings)).To(BeNumerically("<=", selfhealv1alpha1.MaxFindings))
 	for _, a := range hr.Status.Actions {
-		g.Expect(a.Outcome).NotTo(Equal(v1.OutcomeIntended), "no intent is left open at the end")
+		g.Expect(a.Outcome).NotTo(Equal(selfhealv1alpha1.OutcomeIntended), "no intent is left open at the end")
 	}
 	if hr.Status.DuplicateOf == "" {
 		g.Expect(hr.Status.Findings).NotTo(BeEmpty(), "every healing reports its diagnosis")
@@ -60,14 +60,14 @@ func TestScaledToZeroIsHealed(t *testing.T) {
 	expectStatusInvariants(t, hr)
 
 	g := NewWithT(t)
-	g.Expect(hr.Status.Phase).To(Equal(v1.PhaseHealed), "progress: %v", hr.Status.Progress)
-	g.Expect(hr.Status.Issue).To(Equal(v1.IssueNoPods))
+	g.Expect(hr.Status.Phase).To(Equal(selfhealv1alpha1.PhaseHealed), "progress: %v", hr.Status.Progress)
+	g.Expect(hr.Status.Issue).To(Equal(selfhealv1alpha1.IssueNoPods))
 	g.Expect(executed(hr)).To(HaveLen(1))
-	g.Expect(hr.Status.Actions[0].Type).To(Equal(v1.ActionScaleFromZero))
-	g.Expect(hr.Status.Actions[0].Outcome).To(Equal(v1.OutcomeSucceeded))
+	g.Expect(hr.Status.Actions[0].Type).To(Equal(selfhealv1alpha1.ActionScaleFromZero))
+	g.Expect(hr.Status.Actions[0].Outcome).To(Equal(selfhealv1alpha1.OutcomeSucceeded))
 	g.Expect(*getDeployment(t, ns, "sandfly").Spec.Replicas).To(Equal(int32(1)))
 	waitReady(t, ns, "sandfly", 1)
-	g.Expect(condition(hr, v1.ConditionVerified).Status).To(Equal(metav1.ConditionTrue))
+	g.Expect(condition(hr, selfhealv1alpha1.ConditionVerified).Status).To(Equal(metav1.ConditionTrue))
 }
 
 func TestCrashLoopIsRestartedAndHealed(t *testing.T) {
@@ -80,10 +80,10 @@ func TestCrashLoopIsRestartedAndHealed(t *testing.T) {
 	hr := terminal(t, request(t, ns, "sandfly"))
 	expectStatusInvariants(t, hr)
 	g := NewWithT(t)
-	g.Expect(hr.Status.Phase).To(Equal(v1.PhaseHealed), "progress: %v", hr.Status.Progress)
-	g.Expect(hr.Status.Issue).To(Equal(v1.IssueCrashLoopBackOff))
+	g.Expect(hr.Status.Phase).To(Equal(selfhealv1alpha1.PhaseHealed), "progress: %v", hr.Status.Progress)
+	g.Expect(hr.Status.Issue).To(Equal(selfhealv1alpha1.IssueCrashLoopBackOff))
 	g.Expect(executed(hr)).To(HaveLen(1))
-	g.Expect(hr.Status.Actions[0].Type).To(Equal(v1.ActionRolloutRestart))
+	g.Expect(hr.Status.Actions[0].Type).To(Equal(selfhealv1alpha1.ActionRolloutRestart))
 	g.Expect(getDeployment(t, ns, "sandfly").Spec.Template.Annotations).To(HaveKey(restartedAt))
 	fresh := waitReady(t, ns, "sandfly", 2)
 	for _, p := range fresh {
@@ -91,7 +91,7 @@ func TestCrashLoopIsRestartedAndHealed(t *testing.T) {
 			g.Expect(p.UID).NotTo(Equal(o.UID), "the crashlooping pods were replaced")
 		}
 	}
-	expectEvents(t, hr, map[string]int{"HealingStarted": 1, "ActionIntended": 1, "ActionSucceeded": 1, string(v1.PhaseHealed): 1})
+	expectEvents(t, hr, map[string]int{"HealingStarted": 1, "ActionIntended": 1, "ActionSucceeded": 1, string(selfhealv1alpha1.PhaseHealed): 1})
 }
 
 func TestImagePullBackOffFailsFastWithTheCause(t *testing.T) {
@@ -112,10 +112,10 @@ func TestImagePullBackOffFailsFastWithTheCause(t *testing.T) {
 	got := terminal(t, hr)
 	expectStatusInvariants(t, got)
 	g := NewWithT(t)
-	g.Expect(got.Status.Phase).To(Equal(v1.PhaseManualInterventionRequired))
-	g.Expect(got.Status.Issue).To(Equal(v1.IssueImagePullBackOff))
+	g.Expect(got.Status.Phase).To(Equal(selfhealv1alpha1.PhaseManualInterventionRequired))
+	g.Expect(got.Status.Issue).To(Equal(selfhealv1alpha1.IssueImagePullBackOff))
 	g.Expect(executed(got)).To(BeEmpty(), "a restart cannot fix an image that cannot be pulled")
-	g.Expect(condition(got, v1.ConditionReady).Message).To(ContainSubstring("ghcr.io/selfheal-dev/sandfly:1.0"))
+	g.Expect(condition(got, selfhealv1alpha1.ConditionReady).Message).To(ContainSubstring("ghcr.io/selfheal-dev/sandfly:1.0"))
 	// Fails fast: ended on the first diagnosis, not at the deadline.
 	g.Expect(got.Status.CompletionTime.Time).To(BeTemporally("<", got.Status.Deadline.Time))
 	g.Expect(getDeployment(t, ns, "sandfly").Spec.Template.Annotations).NotTo(HaveKey(restartedAt))
@@ -128,7 +128,7 @@ func TestOOMKilledNeedsManualIntervention(t *testing.T) {
 	policy(t, ns)
 	crashLoop(t, ns, "sandfly", 1, map[string]string{controlplane.ReasonAnnotation: "OOMKilled"})
 	const manual = "selfheal_manual_interventions_total"
-	oom := map[string]string{"issue": string(v1.IssueOOMKilled)}
+	oom := map[string]string{"issue": string(selfhealv1alpha1.IssueOOMKilled)}
 	before := counterValue(NewWithT(t), manual, oom)
 
 	hr := terminal(t, request(t, ns, "sandfly"))
@@ -137,10 +137,10 @@ func TestOOMKilledNeedsManualIntervention(t *testing.T) {
 	// The metric moves once the status that ends the healing is saved.
 	g.Eventually(func(g Gomega) float64 { return counterValue(g, manual, oom) }).
 		WithTimeout(eventually).WithPolling(poll).Should(Equal(before + 1))
-	expectEvents(t, hr, map[string]int{"HealingStarted": 1, string(v1.PhaseManualInterventionRequired): 1})
-	g.Expect(hr.Status.Phase).To(Equal(v1.PhaseManualInterventionRequired))
-	g.Expect(hr.Status.Issue).To(Equal(v1.IssueOOMKilled))
-	msg := condition(hr, v1.ConditionReady).Message
+	expectEvents(t, hr, map[string]int{"HealingStarted": 1, string(selfhealv1alpha1.PhaseManualInterventionRequired): 1})
+	g.Expect(hr.Status.Phase).To(Equal(selfhealv1alpha1.PhaseManualInterventionRequired))
+	g.Expect(hr.Status.Issue).To(Equal(selfhealv1alpha1.IssueOOMKilled))
+	msg := condition(hr, selfhealv1alpha1.ConditionReady).Message
 	g.Expect(msg).To(MatchRegexp("(?i)memory limit"))
 	g.Expect(msg).To(ContainSubstring("128Mi"))
 	g.Expect(getDeployment(t, ns, "sandfly").Spec.Template.Annotations).NotTo(HaveKey(restartedAt))
@@ -163,12 +163,14 @@ func TestBlockingNetworkPolicyIsNamed(t *testing.T) {
 	if err := k8s.Create(ctx, deny); err != nil {
 		t.Fatal(err)
 	}
-	hr := terminal(t, request(t, ns, "sandfly", func(r *v1.HealingRequest) { r.Spec.Trigger.FailureClass = v1.FailureTimeout }))
+	hr := terminal(t, request(t, ns, "sandfly", func(r *selfhealv1alpha1.HealingRequest) {
+		r.Spec.Trigger.FailureClass = selfhealv1alpha1.FailureTimeout
+	}))
 	expectStatusInvariants(t, hr)
 	g := NewWithT(t)
-	g.Expect(hr.Status.Issue).To(Equal(v1.IssueNetworkPolicyBlocked))
-	g.Expect(hr.Status.Phase).To(Equal(v1.PhaseManualInterventionRequired))
-	g.Expect(condition(hr, v1.ConditionReady).Message).To(ContainSubstring("deny-all-ingress"))
+	g.Expect(hr.Status.Issue).To(Equal(selfhealv1alpha1.IssueNetworkPolicyBlocked))
+	g.Expect(hr.Status.Phase).To(Equal(selfhealv1alpha1.PhaseManualInterventionRequired))
+	g.Expect(condition(hr, selfhealv1alpha1.ConditionReady).Message).To(ContainSubstring("deny-all-ingress"))
 	g.Expect(executed(hr)).To(BeEmpty())
 }
 
@@ -206,8 +208,8 @@ func TestPolicyAdmittingTheCallersNamespaceLabelIsNotBlocking(t *testing.T) {
 	hr := terminal(t, request(t, ns, "sandfly"))
 	expectStatusInvariants(t, hr)
 	g := NewWithT(t)
-	g.Expect(hr.Status.Phase).To(Equal(v1.PhaseHealed), "progress: %v", hr.Status.Progress)
-	g.Expect(hr.Status.Issue).To(Equal(v1.IssueCrashLoopBackOff))
+	g.Expect(hr.Status.Phase).To(Equal(selfhealv1alpha1.PhaseHealed), "progress: %v", hr.Status.Progress)
+	g.Expect(hr.Status.Issue).To(Equal(selfhealv1alpha1.IssueCrashLoopBackOff))
 }
 
 func TestNoPolicyDiagnosesAndSkips(t *testing.T) {
@@ -217,9 +219,9 @@ func TestNoPolicyDiagnosesAndSkips(t *testing.T) {
 	hr := terminal(t, request(t, ns, "sandfly"))
 	expectStatusInvariants(t, hr)
 	g := NewWithT(t)
-	g.Expect(hr.Status.Phase).To(Equal(v1.PhaseSkipped))
-	g.Expect(hr.Status.Issue).To(Equal(v1.IssueNoPods))
-	g.Expect(condition(hr, v1.ConditionReady).Reason).To(Equal(v1.ReasonNoPolicy))
+	g.Expect(hr.Status.Phase).To(Equal(selfhealv1alpha1.PhaseSkipped))
+	g.Expect(hr.Status.Issue).To(Equal(selfhealv1alpha1.IssueNoPods))
+	g.Expect(condition(hr, selfhealv1alpha1.ConditionReady).Reason).To(Equal(selfhealv1alpha1.ReasonNoPolicy))
 	g.Expect(hr.Status.Actions).To(BeEmpty())
 	g.Expect(*getDeployment(t, ns, "sandfly").Spec.Replicas).To(Equal(int32(0)))
 }
@@ -228,15 +230,15 @@ func TestDryRunRecordsThePlanOnly(t *testing.T) {
 	defer startManager(t)()
 	ns := newNamespace(t)
 	app(t, ns, "sandfly", 0)
-	policy(t, ns, func(p *v1.HealingPolicy) { p.Spec.DryRun = true })
+	policy(t, ns, func(p *selfhealv1alpha1.HealingPolicy) { p.Spec.DryRun = true })
 	hr := terminal(t, request(t, ns, "sandfly"))
 	expectStatusInvariants(t, hr)
 	g := NewWithT(t)
-	g.Expect(hr.Status.Phase).To(Equal(v1.PhaseSkipped))
-	g.Expect(condition(hr, v1.ConditionReady).Reason).To(Equal(v1.ReasonDryRun))
+	g.Expect(hr.Status.Phase).To(Equal(selfhealv1alpha1.PhaseSkipped))
+	g.Expect(condition(hr, selfhealv1alpha1.ConditionReady).Reason).To(Equal(selfhealv1alpha1.ReasonDryRun))
 	g.Expect(hr.Status.Actions).To(HaveLen(1))
-	g.Expect(hr.Status.Actions[0].Type).To(Equal(v1.ActionScaleFromZero))
-	g.Expect(hr.Status.Actions[0].Outcome).To(Equal(v1.OutcomeDryRun))
+	g.Expect(hr.Status.Actions[0].Type).To(Equal(selfhealv1alpha1.ActionScaleFromZero))
+	g.Expect(hr.Status.Actions[0].Outcome).To(Equal(selfhealv1alpha1.OutcomeDryRun))
 	g.Consistently(func() int32 { return *getDeployment(t, ns, "sandfly").Spec.Replicas }).
 		WithTimeout(time.Second).Should(Equal(int32(0)))
 }
@@ -250,13 +252,15 @@ func TestDeadlineEndsTheHealingWithoutFurtherAction(t *testing.T) {
 	app(t, ns, "sandfly", 1, func(d *appsv1.Deployment) {
 		d.Spec.Template.Labels[controlplane.StateLabel] = "never-starts"
 	})
-	policy(t, ns, func(p *v1.HealingPolicy) { p.Spec.Deadline = &metav1.Duration{Duration: 30 * time.Second} })
+	policy(t, ns, func(p *selfhealv1alpha1.HealingPolicy) {
+		p.Spec.Deadline = &metav1.Duration{Duration: 30 * time.Second}
+	})
 	hr := request(t, ns, "sandfly")
 	g := NewWithT(t)
 	g.Eventually(func(g Gomega) {
-		got := &v1.HealingRequest{}
+		got := &selfhealv1alpha1.HealingRequest{}
 		g.Expect(k8s.Get(ctx, client.ObjectKeyFromObject(hr), got)).To(Succeed())
-		g.Expect(got.Status.Phase).To(Equal(v1.PhaseVerifying))
+		g.Expect(got.Status.Phase).To(Equal(selfhealv1alpha1.PhaseVerifying))
 	}).WithTimeout(eventually).WithPolling(poll).Should(Succeed())
 
 	clk.Step(31 * time.Second)
@@ -264,14 +268,14 @@ func TestDeadlineEndsTheHealingWithoutFurtherAction(t *testing.T) {
 	touch(t, hr)
 	got := terminal(t, hr)
 	expectStatusInvariants(t, got)
-	g.Expect(got.Status.Phase).To(Equal(v1.PhaseFailed))
-	g.Expect(condition(got, v1.ConditionReady).Reason).To(Equal(v1.ReasonDeadlineExceeded))
+	g.Expect(got.Status.Phase).To(Equal(selfhealv1alpha1.PhaseFailed))
+	g.Expect(condition(got, selfhealv1alpha1.ConditionReady).Reason).To(Equal(selfhealv1alpha1.ReasonDeadlineExceeded))
 	g.Expect(executed(got)).To(HaveLen(1), "the one restart before the deadline, none after")
 }
 
-func touch(t *testing.T, hr *v1.HealingRequest) {
+func touch(t *testing.T, hr *selfhealv1alpha1.HealingRequest) {
 	t.Helper()
-	obj := &v1.HealingRequest{}
+	obj := &selfhealv1alpha1.HealingRequest{}
 	if err := k8s.Get(context.Background(), client.ObjectKeyFromObject(hr), obj); err != nil {
 		return // already gone: nothing to wake
 	}
@@ -286,25 +290,25 @@ func TestCooldownHolds(t *testing.T) {
 	defer startManager(t)()
 	ns := newNamespace(t)
 	app(t, ns, "sandfly", 0)
-	policy(t, ns, func(p *v1.HealingPolicy) {
+	policy(t, ns, func(p *selfhealv1alpha1.HealingPolicy) {
 		p.Spec.Cooldown = &metav1.Duration{Duration: 5 * time.Minute}
 	})
 	first := terminal(t, request(t, ns, "sandfly"))
-	NewWithT(t).Expect(first.Status.Phase).To(Equal(v1.PhaseHealed))
+	NewWithT(t).Expect(first.Status.Phase).To(Equal(selfhealv1alpha1.PhaseHealed))
 
 	// Break it again: within the cooldown nothing is done.
 	breakAgain(t, ns, "sandfly")
 	waitReady(t, ns, "sandfly", 0)
 	second := terminal(t, request(t, ns, "sandfly"))
 	g := NewWithT(t)
-	g.Expect(second.Status.Phase).To(Equal(v1.PhaseSkipped))
-	g.Expect(condition(second, v1.ConditionReady).Reason).To(Equal(v1.ReasonCooldown))
+	g.Expect(second.Status.Phase).To(Equal(selfhealv1alpha1.PhaseSkipped))
+	g.Expect(condition(second, selfhealv1alpha1.ConditionReady).Reason).To(Equal(selfhealv1alpha1.ReasonCooldown))
 	g.Expect(second.Status.Actions).To(BeEmpty())
 
 	// After the cooldown, it heals again.
 	clk.Step(5 * time.Minute)
 	third := terminal(t, request(t, ns, "sandfly"))
-	g.Expect(third.Status.Phase).To(Equal(v1.PhaseHealed), "progress: %v", third.Status.Progress)
+	g.Expect(third.Status.Phase).To(Equal(selfhealv1alpha1.PhaseHealed), "progress: %v", third.Status.Progress)
 }
 
 func TestStormLimitHolds(t *testing.T) {
@@ -312,24 +316,24 @@ func TestStormLimitHolds(t *testing.T) {
 	ns := newNamespace(t)
 	app(t, ns, "alpha", 0)
 	app(t, ns, "beta", 0)
-	policy(t, ns, func(p *v1.HealingPolicy) {
-		p.Spec.CircuitBreaker = &v1.CircuitBreaker{MaxActionsPerTarget: ptr.To[int32](1), NamespaceMaxActions: ptr.To[int32](1)}
+	policy(t, ns, func(p *selfhealv1alpha1.HealingPolicy) {
+		p.Spec.CircuitBreaker = &selfhealv1alpha1.CircuitBreaker{MaxActionsPerTarget: ptr.To[int32](1), NamespaceMaxActions: ptr.To[int32](1)}
 	})
 	first := terminal(t, request(t, ns, "alpha"))
-	NewWithT(t).Expect(first.Status.Phase).To(Equal(v1.PhaseHealed))
+	NewWithT(t).Expect(first.Status.Phase).To(Equal(selfhealv1alpha1.PhaseHealed))
 	second := terminal(t, request(t, ns, "beta"))
 	g := NewWithT(t)
-	g.Expect(second.Status.Phase).To(Equal(v1.PhaseSkipped))
-	g.Expect(condition(second, v1.ConditionReady).Reason).To(Equal(v1.ReasonStormLimit))
+	g.Expect(second.Status.Phase).To(Equal(selfhealv1alpha1.PhaseSkipped))
+	g.Expect(condition(second, selfhealv1alpha1.ConditionReady).Reason).To(Equal(selfhealv1alpha1.ReasonStormLimit))
 	g.Expect(*getDeployment(t, ns, "beta").Spec.Replicas).To(Equal(int32(0)))
 
 	// The policy reports the disruptive actions in its window.
 	g.Eventually(func(g Gomega) {
-		p := &v1.HealingPolicy{}
+		p := &selfhealv1alpha1.HealingPolicy{}
 		g.Expect(k8s.Get(context.Background(), client.ObjectKey{Namespace: ns, Name: "heal"}, p)).To(Succeed())
 		g.Expect(p.Status.ActionsInWindow).To(Equal(int32(1)))
 		g.Expect(p.Status.Ledger).To(HaveLen(1))
-		g.Expect(p.Status.Mode).To(Equal(v1.ModeActive))
+		g.Expect(p.Status.Mode).To(Equal(selfhealv1alpha1.ModeActive))
 	}).WithTimeout(eventually).WithPolling(poll).Should(Succeed())
 }
 
@@ -339,7 +343,7 @@ func TestDuplicateRequestsActOnce(t *testing.T) {
 	app(t, ns, "sandfly", 2)
 	policy(t, ns)
 	crashLoop(t, ns, "sandfly", 2, nil)
-	var reqs []*v1.HealingRequest
+	var reqs []*selfhealv1alpha1.HealingRequest
 	for range 5 {
 		reqs = append(reqs, request(t, ns, "sandfly"))
 	}
@@ -349,11 +353,11 @@ func TestDuplicateRequestsActOnce(t *testing.T) {
 		expectStatusInvariants(t, got)
 		actions += len(executed(got))
 		switch {
-		case got.Status.Phase == v1.PhaseHealed:
+		case got.Status.Phase == selfhealv1alpha1.PhaseHealed:
 			healed++
 		case got.Status.DuplicateOf != "":
 			duplicates++
-		case readyReasonOf(got) == v1.ReasonAlreadyHealthy:
+		case readyReasonOf(got) == selfhealv1alpha1.ReasonAlreadyHealthy:
 			already++
 		}
 	}
@@ -379,17 +383,17 @@ func TestRestartedManagerNeverRepeatsAnAction(t *testing.T) {
 	hr := request(t, ns, "sandfly")
 	// The state the dead manager left: intent recorded, then the restart executed.
 	intent := metav1.NewMicroTime(clk.Now().Truncate(time.Second))
-	got := &v1.HealingRequest{}
+	got := &selfhealv1alpha1.HealingRequest{}
 	if err := k8s.Get(ctx, client.ObjectKeyFromObject(hr), got); err != nil {
 		t.Fatal(err)
 	}
-	got.Status = v1.HealingRequestStatus{
-		Phase: v1.PhaseRemediating, Issue: v1.IssueCrashLoopBackOff, Attempts: 1, Policy: "heal",
+	got.Status = selfhealv1alpha1.HealingRequestStatus{
+		Phase: selfhealv1alpha1.PhaseRemediating, Issue: selfhealv1alpha1.IssueCrashLoopBackOff, Attempts: 1, Policy: "heal",
 		StartTime: &intent, Deadline: ptr.To(metav1.NewMicroTime(intent.Add(2 * time.Minute))),
-		Workload: &v1.WorkloadReference{Kind: v1.WorkloadDeployment, Name: "sandfly"},
-		Actions: []v1.HealingAction{{Type: v1.ActionRolloutRestart, Attempt: 1, Workload: v1.WorkloadReference{Kind: v1.WorkloadDeployment, Name: "sandfly"},
-			Outcome: v1.OutcomeIntended, StartedAt: metav1.NewMicroTime(intent.Time)}},
-		LastAction: v1.ActionRolloutRestart,
+		Workload: &selfhealv1alpha1.WorkloadReference{Kind: selfhealv1alpha1.WorkloadDeployment, Name: "sandfly"},
+		Actions: []selfhealv1alpha1.HealingAction{{Type: selfhealv1alpha1.ActionRolloutRestart, Attempt: 1, Workload: selfhealv1alpha1.WorkloadReference{Kind: selfhealv1alpha1.WorkloadDeployment, Name: "sandfly"},
+			Outcome: selfhealv1alpha1.OutcomeIntended, StartedAt: metav1.NewMicroTime(intent.Time)}},
+		LastAction: selfhealv1alpha1.ActionRolloutRestart,
 	}
 	if err := k8s.Status().Update(ctx, got); err != nil {
 		t.Fatal(err)
@@ -410,9 +414,9 @@ func TestRestartedManagerNeverRepeatsAnAction(t *testing.T) {
 	final := terminal(t, hr)
 	expectStatusInvariants(t, final)
 	g := NewWithT(t)
-	g.Expect(final.Status.Phase).To(Equal(v1.PhaseHealed), "progress: %v", final.Status.Progress)
+	g.Expect(final.Status.Phase).To(Equal(selfhealv1alpha1.PhaseHealed), "progress: %v", final.Status.Progress)
 	g.Expect(final.Status.Actions).To(HaveLen(1))
-	g.Expect(final.Status.Actions[0].Outcome).To(Equal(v1.OutcomeSucceeded))
+	g.Expect(final.Status.Actions[0].Outcome).To(Equal(selfhealv1alpha1.OutcomeSucceeded))
 	d := getDeployment(t, ns, "sandfly")
 	g.Expect(d.Generation).To(Equal(generation), "no second restart: the pod template is unchanged")
 	g.Expect(d.Spec.Template.Annotations[restartedAt]).To(Equal(intent.UTC().Format(time.RFC3339)))
@@ -429,15 +433,15 @@ func TestRecordedIntentIsExecutedOnce(t *testing.T) {
 
 	hr := request(t, ns, "sandfly")
 	intent := metav1.NewMicroTime(clk.Now().Truncate(time.Second))
-	got := &v1.HealingRequest{}
+	got := &selfhealv1alpha1.HealingRequest{}
 	if err := k8s.Get(ctx, client.ObjectKeyFromObject(hr), got); err != nil {
 		t.Fatal(err)
 	}
-	got.Status = v1.HealingRequestStatus{
-		Phase: v1.PhaseRemediating, Issue: v1.IssueCrashLoopBackOff, Attempts: 1, Policy: "heal",
+	got.Status = selfhealv1alpha1.HealingRequestStatus{
+		Phase: selfhealv1alpha1.PhaseRemediating, Issue: selfhealv1alpha1.IssueCrashLoopBackOff, Attempts: 1, Policy: "heal",
 		StartTime: &intent, Deadline: ptr.To(metav1.NewMicroTime(intent.Add(2 * time.Minute))),
-		Actions: []v1.HealingAction{{Type: v1.ActionRolloutRestart, Attempt: 1, Workload: v1.WorkloadReference{Kind: v1.WorkloadDeployment, Name: "sandfly"},
-			Outcome: v1.OutcomeIntended, StartedAt: metav1.NewMicroTime(intent.Time)}},
+		Actions: []selfhealv1alpha1.HealingAction{{Type: selfhealv1alpha1.ActionRolloutRestart, Attempt: 1, Workload: selfhealv1alpha1.WorkloadReference{Kind: selfhealv1alpha1.WorkloadDeployment, Name: "sandfly"},
+			Outcome: selfhealv1alpha1.OutcomeIntended, StartedAt: metav1.NewMicroTime(intent.Time)}},
 	}
 	if err := k8s.Status().Update(ctx, got); err != nil {
 		t.Fatal(err)
@@ -445,7 +449,7 @@ func TestRecordedIntentIsExecutedOnce(t *testing.T) {
 	defer startManager(t)()
 	final := terminal(t, hr)
 	g := NewWithT(t)
-	g.Expect(final.Status.Phase).To(Equal(v1.PhaseHealed))
+	g.Expect(final.Status.Phase).To(Equal(selfhealv1alpha1.PhaseHealed))
 	g.Expect(final.Status.Actions).To(HaveLen(1))
 	d := getDeployment(t, ns, "sandfly")
 	g.Expect(d.Generation).To(Equal(generation + 1))
@@ -456,18 +460,18 @@ func TestRetentionDeletesFinishedRequestsAfterTTL(t *testing.T) {
 	defer startManager(t)()
 	ns := newNamespace(t)
 	app(t, ns, "sandfly", 1)
-	policy(t, ns, func(p *v1.HealingPolicy) {
-		p.Spec.Retention = &v1.Retention{TTLAfterFinished: &metav1.Duration{Duration: time.Hour}, MaxHistoryPerTarget: ptr.To[int32](2)}
+	policy(t, ns, func(p *selfhealv1alpha1.HealingPolicy) {
+		p.Spec.Retention = &selfhealv1alpha1.Retention{TTLAfterFinished: &metav1.Duration{Duration: time.Hour}, MaxHistoryPerTarget: ptr.To[int32](2)}
 	})
 	waitReady(t, ns, "sandfly", 1)
-	var done []*v1.HealingRequest
+	var done []*selfhealv1alpha1.HealingRequest
 	for range 3 {
 		done = append(done, terminal(t, request(t, ns, "sandfly")))
 	}
 	g := NewWithT(t)
 	// History per target: the oldest of three is deleted, two are kept.
 	g.Eventually(func(g Gomega) {
-		var list v1.HealingRequestList
+		var list selfhealv1alpha1.HealingRequestList
 		g.Expect(k8s.List(context.Background(), &list, client.InNamespace(ns))).To(Succeed())
 		g.Expect(list.Items).To(HaveLen(2))
 	}).WithTimeout(eventually).WithPolling(poll).Should(Succeed())
@@ -479,7 +483,7 @@ func TestRetentionDeletesFinishedRequestsAfterTTL(t *testing.T) {
 		touch(t, hr)
 	}
 	g.Eventually(func(g Gomega) {
-		var list v1.HealingRequestList
+		var list selfhealv1alpha1.HealingRequestList
 		g.Expect(k8s.List(context.Background(), &list, client.InNamespace(ns))).To(Succeed())
 		g.Expect(list.Items).To(BeEmpty())
 	}).WithTimeout(eventually).WithPolling(poll).Should(Succeed())

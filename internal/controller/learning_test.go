@@ -12,25 +12,25 @@ import (
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
-	v1 "github.com/selfheal-dev/selfheal/api/v1alpha1"
+	selfhealv1alpha1 "github.com/selfheal-dev/selfheal/api/v1alpha1"
 	"github.com/selfheal-dev/selfheal/internal/controlplane"
 	"github.com/selfheal-dev/selfheal/internal/remediation"
 )
 
 // outcomesOf reads the outcomes of the namespace's ledger policy ("heal").
-func outcomesOf(g Gomega, ns string) *v1.Outcomes {
-	p := &v1.HealingPolicy{}
+func outcomesOf(g Gomega, ns string) *selfhealv1alpha1.Outcomes {
+	p := &selfhealv1alpha1.HealingPolicy{}
 	g.Expect(k8s.Get(context.Background(), client.ObjectKey{Namespace: ns, Name: "heal"}, p)).To(Succeed())
 	if p.Status.Outcomes == nil {
-		return &v1.Outcomes{}
+		return &selfhealv1alpha1.Outcomes{}
 	}
 	return p.Status.Outcomes
 }
 
 // waitHealings waits until the namespace's outcomes count n healings.
-func waitHealings(t *testing.T, ns string, n int64) *v1.Outcomes {
+func waitHealings(t *testing.T, ns string, n int64) *selfhealv1alpha1.Outcomes {
 	t.Helper()
-	var out *v1.Outcomes
+	var out *selfhealv1alpha1.Outcomes
 	NewWithT(t).Eventually(func(g Gomega) {
 		out = outcomesOf(g, ns)
 		g.Expect(out.Healings).To(Equal(n))
@@ -50,9 +50,9 @@ func TestLearningStopsARestartThatNeverHeals(t *testing.T) {
 		d.Spec.Template.Labels[controlplane.StateLabel] = string(controlplane.StateCrashLoop)
 		d.Spec.Strategy = appsv1.DeploymentStrategy{Type: appsv1.RecreateDeploymentStrategyType}
 	})
-	policy(t, ns, func(p *v1.HealingPolicy) {
+	policy(t, ns, func(p *selfhealv1alpha1.HealingPolicy) {
 		p.Spec.MaxAttempts = ptr.To[int32](1)
-		p.Spec.CircuitBreaker = &v1.CircuitBreaker{MaxActionsPerTarget: ptr.To[int32](10), NamespaceMaxActions: ptr.To[int32](10)}
+		p.Spec.CircuitBreaker = &selfhealv1alpha1.CircuitBreaker{MaxActionsPerTarget: ptr.To[int32](10), NamespaceMaxActions: ptr.To[int32](10)}
 	})
 	g := NewWithT(t)
 	g.Eventually(func(g Gomega) {
@@ -65,34 +65,34 @@ func TestLearningStopsARestartThatNeverHeals(t *testing.T) {
 	}).WithTimeout(eventually).WithPolling(poll).Should(Succeed())
 
 	var failed []string
-	var lastRestart v1.HealingAction
+	var lastRestart selfhealv1alpha1.HealingAction
 	for i := range 3 {
 		hr := request(t, ns, "sandfly")
-		got := &v1.HealingRequest{}
+		got := &selfhealv1alpha1.HealingRequest{}
 		g.Eventually(func(g Gomega) {
 			g.Expect(k8s.Get(ctx, client.ObjectKeyFromObject(hr), got)).To(Succeed())
 			g.Expect(got.Status.Phase.IsTerminal()).To(BeTrue(), "phase %s, progress %v", got.Status.Phase, got.Status.Progress)
 		}).WithTimeout(3 * eventually).WithPolling(poll).Should(Succeed())
-		g.Expect(got.Status.Phase).To(Equal(v1.PhaseFailed), "healing %d: progress %v", i+1, got.Status.Progress)
-		g.Expect(readyReasonOf(got)).To(Equal(v1.ReasonAttemptsExhausted))
+		g.Expect(got.Status.Phase).To(Equal(selfhealv1alpha1.PhaseFailed), "healing %d: progress %v", i+1, got.Status.Progress)
+		g.Expect(readyReasonOf(got)).To(Equal(selfhealv1alpha1.ReasonAttemptsExhausted))
 		g.Expect(executed(got)).To(HaveLen(1))
 		lastRestart = executed(got)[0]
 		failed = append(failed, got.Name)
 		// The next healing plans from the recorded outcome.
 		waitHealings(t, ns, int64(i+1))
 	}
-	refusalsBefore := counterValue(g, "selfheal_remediation_refusals_total", map[string]string{"reason": v1.ReasonActionIneffective})
+	refusalsBefore := counterValue(g, "selfheal_remediation_refusals_total", map[string]string{"reason": selfhealv1alpha1.ReasonActionIneffective})
 
 	got := terminal(t, request(t, ns, "sandfly"))
 	expectStatusInvariants(t, got)
-	g.Expect(got.Status.Phase).To(Equal(v1.PhaseManualInterventionRequired), "progress: %v", got.Status.Progress)
-	g.Expect(readyReasonOf(got)).To(Equal(v1.ReasonActionIneffective))
-	msg := condition(got, v1.ConditionReady).Message
+	g.Expect(got.Status.Phase).To(Equal(selfhealv1alpha1.PhaseManualInterventionRequired), "progress: %v", got.Status.Progress)
+	g.Expect(readyReasonOf(got)).To(Equal(selfhealv1alpha1.ReasonActionIneffective))
+	msg := condition(got, selfhealv1alpha1.ConditionReady).Message
 	g.Expect(msg).To(ContainSubstring(`RolloutRestart healed 0 of the last 3 CrashLoopBackOff healings of service "sandfly" within 24h0m0s`))
 	for _, name := range failed {
 		g.Expect(msg).To(ContainSubstring(name + " ended AttemptsExhausted"))
 	}
-	g.Expect(condition(got, v1.ConditionRemediationAllowed).Reason).To(Equal(v1.ReasonActionIneffective))
+	g.Expect(condition(got, selfhealv1alpha1.ConditionRemediationAllowed).Reason).To(Equal(selfhealv1alpha1.ReasonActionIneffective))
 	g.Expect(executed(got)).To(BeEmpty(), "no action")
 	g.Expect(got.Status.Attempts).To(BeZero())
 	g.Expect(ledgerOf(t, ns)).To(HaveLen(3), "no reservation for the refused restart")
@@ -104,11 +104,11 @@ func TestLearningStopsARestartThatNeverHeals(t *testing.T) {
 	g.Expect(out.SuccessRate).To(Equal("0%"))
 	g.Expect(out.ManualInterventions).To(HaveLen(1))
 	g.Expect(out.ManualInterventions[0].Request).To(Equal(got.Name))
-	g.Expect(out.ManualInterventions[0].Reason).To(Equal(v1.ReasonActionIneffective))
+	g.Expect(out.ManualInterventions[0].Reason).To(Equal(selfhealv1alpha1.ReasonActionIneffective))
 	g.Expect(out.History).To(HaveLen(1), "the refusal is no result: the rule does not feed itself")
 	g.Expect(out.History[0].Results).To(HaveLen(3))
 	g.Eventually(func(g Gomega) float64 {
-		return counterValue(g, "selfheal_remediation_refusals_total", map[string]string{"reason": v1.ReasonActionIneffective})
+		return counterValue(g, "selfheal_remediation_refusals_total", map[string]string{"reason": selfhealv1alpha1.ReasonActionIneffective})
 	}).WithTimeout(eventually).WithPolling(poll).Should(Equal(refusalsBefore + 1))
 }
 
@@ -122,9 +122,9 @@ func TestOutcomesSurviveRetentionAndRestarts(t *testing.T) {
 	ctx := context.Background()
 	ns := newNamespace(t)
 	app(t, ns, "sandfly", 0)
-	policy(t, ns, func(p *v1.HealingPolicy) {
-		p.Spec.CircuitBreaker = &v1.CircuitBreaker{MaxActionsPerTarget: ptr.To[int32](100), NamespaceMaxActions: ptr.To[int32](100)}
-		p.Spec.Retention = &v1.Retention{MaxHistoryPerTarget: ptr.To[int32](1)}
+	policy(t, ns, func(p *selfhealv1alpha1.HealingPolicy) {
+		p.Spec.CircuitBreaker = &selfhealv1alpha1.CircuitBreaker{MaxActionsPerTarget: ptr.To[int32](100), NamespaceMaxActions: ptr.To[int32](100)}
+		p.Spec.Retention = &selfhealv1alpha1.Retention{MaxHistoryPerTarget: ptr.To[int32](1)}
 	})
 	g := NewWithT(t)
 	const healings = 6
@@ -142,12 +142,12 @@ func TestOutcomesSurviveRetentionAndRestarts(t *testing.T) {
 			}).WithTimeout(eventually).WithPolling(poll).Should(Succeed())
 		}
 		got := terminal(t, request(t, ns, "sandfly"))
-		g.Expect(got.Status.Phase).To(Equal(v1.PhaseHealed), "healing %d: progress %v", i+1, got.Status.Progress)
+		g.Expect(got.Status.Phase).To(Equal(selfhealv1alpha1.PhaseHealed), "healing %d: progress %v", i+1, got.Status.Progress)
 		waitHealings(t, ns, int64(i+1))
 	}
 	// Retention deleted every request but the last.
 	g.Eventually(func(g Gomega) {
-		var list v1.HealingRequestList
+		var list selfhealv1alpha1.HealingRequestList
 		g.Expect(k8s.List(ctx, &list, client.InNamespace(ns))).To(Succeed())
 		g.Expect(list.Items).To(HaveLen(1))
 	}).WithTimeout(eventually).WithPolling(poll).Should(Succeed())
@@ -163,12 +163,12 @@ func TestOutcomesSurviveRetentionAndRestarts(t *testing.T) {
 	g.Expect(out.SuccessRate).To(Equal("100%"))
 	g.Expect(out.ByIssue).To(HaveLen(1))
 	byIssue := out.ByIssue[0]
-	g.Expect(byIssue.Issue).To(Equal(v1.IssueNoPods))
-	g.Expect(byIssue.Action).To(Equal(v1.ActionScaleFromZero))
+	g.Expect(byIssue.Issue).To(Equal(selfhealv1alpha1.IssueNoPods))
+	g.Expect(byIssue.Action).To(Equal(selfhealv1alpha1.ActionScaleFromZero))
 	g.Expect(byIssue.Healings).To(Equal(int64(healings)))
 	g.Expect(byIssue.AverageTimeToHeal).NotTo(BeNil())
 	g.Expect(byIssue.P90).To(HavePrefix("<="))
-	g.Expect(out.TopServices).To(Equal([]v1.ServiceOutcomes{{Service: "sandfly", Healings: healings, Healed: healings, LastSeen: out.TopServices[0].LastSeen}}))
+	g.Expect(out.TopServices).To(Equal([]selfhealv1alpha1.ServiceOutcomes{{Service: "sandfly", Healings: healings, Healed: healings, LastSeen: out.TopServices[0].LastSeen}}))
 	g.Expect(out.Recorded).To(HaveLen(healings))
 	g.Expect(out.History).To(HaveLen(1))
 	g.Expect(out.History[0].Results).To(HaveLen(healings))

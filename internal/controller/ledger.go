@@ -12,7 +12,7 @@ import (
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
-	v1 "github.com/selfheal-dev/selfheal/api/v1alpha1"
+	selfhealv1alpha1 "github.com/selfheal-dev/selfheal/api/v1alpha1"
 	"github.com/selfheal-dev/selfheal/internal/remediation"
 )
 
@@ -111,7 +111,7 @@ func (r *HealingRequestReconciler) reserve(ctx context.Context, s *scope, st rem
 // stale copy of the request may decide to end it, but its status patch then fails, and
 // a release made before it would free the reservation of an action that is still going
 // to run.
-func (r *HealingRequestReconciler) settle(ctx context.Context, s *scope, hr *v1.HealingRequest) error {
+func (r *HealingRequestReconciler) settle(ctx context.Context, s *scope, hr *selfhealv1alpha1.HealingRequest) error {
 	if !hr.Status.Phase.IsTerminal() || s.holder == nil {
 		return nil
 	}
@@ -121,7 +121,7 @@ func (r *HealingRequestReconciler) settle(ctx context.Context, s *scope, hr *v1.
 	// not show its reservation yet, so the API server is asked. The outcome is recorded
 	// unless the cached policy shows it recorded already (the API server is asked
 	// before anything is written).
-	planned := meta.FindStatusCondition(hr.Status.Conditions, v1.ConditionRemediationAllowed) != nil
+	planned := meta.FindStatusCondition(hr.Status.Conditions, selfhealv1alpha1.ConditionRemediationAllowed) != nil
 	_, cached := remediation.Release(s.holder.Status.Ledger, hr.Name, keep)
 	if !cached && !planned && remediation.Recorded(s.holder.Status.Outcomes, outcome) {
 		return nil
@@ -138,7 +138,7 @@ func (r *HealingRequestReconciler) settle(ctx context.Context, s *scope, hr *v1.
 		}
 		ledger, released := remediation.Release(holder.Status.Ledger, hr.Name, keep)
 		if holder.Status.Outcomes == nil {
-			holder.Status.Outcomes = &v1.Outcomes{}
+			holder.Status.Outcomes = &selfhealv1alpha1.Outcomes{}
 		}
 		recorded = remediation.Record(holder.Status.Outcomes, outcome)
 		if !released && !recorded {
@@ -159,30 +159,30 @@ func (r *HealingRequestReconciler) settle(ctx context.Context, s *scope, hr *v1.
 
 // performed says which ledger entries of hr stand for an action that ran (or may
 // have: an intent still open counts).
-func performed(hr *v1.HealingRequest) func(v1.LedgerEntry) bool {
-	done := map[int32]v1.ActionType{}
+func performed(hr *selfhealv1alpha1.HealingRequest) func(selfhealv1alpha1.LedgerEntry) bool {
+	done := map[int32]selfhealv1alpha1.ActionType{}
 	for _, a := range hr.Status.Actions {
-		if a.Type.Disruptive() && (a.Outcome == v1.OutcomeSucceeded || a.Outcome == v1.OutcomeIntended) {
+		if a.Type.Disruptive() && (a.Outcome == selfhealv1alpha1.OutcomeSucceeded || a.Outcome == selfhealv1alpha1.OutcomeIntended) {
 			done[a.Attempt] = a.Type
 		}
 	}
-	return func(e v1.LedgerEntry) bool { t, ok := done[e.Attempt]; return ok && t == e.Action }
+	return func(e selfhealv1alpha1.LedgerEntry) bool { t, ok := done[e.Attempt]; return ok && t == e.Action }
 }
 
 // freshHolder reads the ledger policy from the API server: a reservation counted on a
 // stale cached copy would only conflict.
-func (r *HealingRequestReconciler) freshHolder(ctx context.Context, s *scope) (*v1.HealingPolicy, error) {
+func (r *HealingRequestReconciler) freshHolder(ctx context.Context, s *scope) (*selfhealv1alpha1.HealingPolicy, error) {
 	if s.holderName == "" {
-		return nil, apierrors.NewNotFound(v1.GroupVersion.WithResource("healingpolicies").GroupResource(), "")
+		return nil, apierrors.NewNotFound(selfhealv1alpha1.GroupVersion.WithResource("healingpolicies").GroupResource(), "")
 	}
-	p := &v1.HealingPolicy{}
+	p := &selfhealv1alpha1.HealingPolicy{}
 	err := r.APIReader.Get(ctx, client.ObjectKey{Namespace: s.hr.Namespace, Name: s.holderName}, p)
 	return p, err
 }
 
 // longestWindow is how long ledger entries must be kept for every policy of the
 // namespace to count its whole window.
-func longestWindow(policies []v1.HealingPolicy) (d time.Duration) {
+func longestWindow(policies []selfhealv1alpha1.HealingPolicy) (d time.Duration) {
 	for i := range policies {
 		d = max(d, policies[i].Spec.GetBreakerWindow())
 	}

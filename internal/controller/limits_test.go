@@ -20,7 +20,7 @@ import (
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
-	v1 "github.com/selfheal-dev/selfheal/api/v1alpha1"
+	selfhealv1alpha1 "github.com/selfheal-dev/selfheal/api/v1alpha1"
 	"github.com/selfheal-dev/selfheal/internal/controlplane"
 )
 
@@ -42,7 +42,7 @@ func scaleWrites(t testing.TB, ns string) map[string]int64 {
 	return out
 }
 
-func ledgerOf(t testing.TB, ns string) []v1.LedgerEntry {
+func ledgerOf(t testing.TB, ns string) []selfhealv1alpha1.LedgerEntry {
 	t.Helper()
 	return ledgerOfG(NewWithT(t), ns)
 }
@@ -59,10 +59,10 @@ func TestStormLimitIsExactUnderConcurrency(t *testing.T) {
 		for i := range targets {
 			app(t, ns, fmt.Sprintf("mcp-%02d", i), 0)
 		}
-		policy(t, ns, func(p *v1.HealingPolicy) {
-			p.Spec.CircuitBreaker = &v1.CircuitBreaker{MaxActionsPerTarget: ptr.To[int32](limit), NamespaceMaxActions: ptr.To[int32](limit)}
+		policy(t, ns, func(p *selfhealv1alpha1.HealingPolicy) {
+			p.Spec.CircuitBreaker = &selfhealv1alpha1.CircuitBreaker{MaxActionsPerTarget: ptr.To[int32](limit), NamespaceMaxActions: ptr.To[int32](limit)}
 		})
-		var reqs []*v1.HealingRequest
+		var reqs []*selfhealv1alpha1.HealingRequest
 		var mu sync.Mutex
 		var wg sync.WaitGroup
 		for i := range targets {
@@ -78,9 +78,9 @@ func TestStormLimitIsExactUnderConcurrency(t *testing.T) {
 		for _, hr := range reqs {
 			got := terminal(t, hr)
 			switch readyReasonOf(got) {
-			case v1.ReasonHealed:
+			case selfhealv1alpha1.ReasonHealed:
 				healed++
-			case v1.ReasonStormLimit:
+			case selfhealv1alpha1.ReasonStormLimit:
 				storm++
 			default:
 				t.Errorf("round %d: %s ended %s (%s)", round, got.Name, got.Status.Phase, readyReasonOf(got))
@@ -100,8 +100,8 @@ func TestStormLimitIsExactUnderConcurrency(t *testing.T) {
 	}
 }
 
-func readyReasonOf(hr *v1.HealingRequest) string {
-	if c := condition(hr, v1.ConditionReady); c != nil {
+func readyReasonOf(hr *selfhealv1alpha1.HealingRequest) string {
+	if c := condition(hr, selfhealv1alpha1.ConditionReady); c != nil {
 		return c.Reason
 	}
 	return ""
@@ -131,14 +131,14 @@ func TestBreakerIsExactForOneTarget(t *testing.T) {
 func breakerRounds(t *testing.T) {
 	ns := newNamespace(t)
 	app(t, ns, "sandfly", 0)
-	policy(t, ns, func(p *v1.HealingPolicy) {
-		p.Spec.CircuitBreaker = &v1.CircuitBreaker{MaxActionsPerTarget: ptr.To[int32](2), NamespaceMaxActions: ptr.To[int32](10)}
+	policy(t, ns, func(p *selfhealv1alpha1.HealingPolicy) {
+		p.Spec.CircuitBreaker = &selfhealv1alpha1.CircuitBreaker{MaxActionsPerTarget: ptr.To[int32](2), NamespaceMaxActions: ptr.To[int32](10)}
 	})
 	ourWrites := 0
 	for round := range 5 {
 		before := getDeployment(t, ns, "sandfly").Generation
 		var wg sync.WaitGroup
-		reqs := make([]*v1.HealingRequest, 4)
+		reqs := make([]*selfhealv1alpha1.HealingRequest, 4)
 		for i := range reqs {
 			wg.Go(func() { reqs[i] = request(t, ns, "sandfly") })
 		}
@@ -164,21 +164,21 @@ func TestBreakerSurvivesDeletedRequests(t *testing.T) {
 	ctx := context.Background()
 	ns := newNamespace(t)
 	app(t, ns, "sandfly", 0)
-	policy(t, ns, func(p *v1.HealingPolicy) {
-		p.Spec.CircuitBreaker = &v1.CircuitBreaker{MaxActionsPerTarget: ptr.To[int32](1)}
+	policy(t, ns, func(p *selfhealv1alpha1.HealingPolicy) {
+		p.Spec.CircuitBreaker = &selfhealv1alpha1.CircuitBreaker{MaxActionsPerTarget: ptr.To[int32](1)}
 	})
 	g := NewWithT(t)
-	g.Expect(terminal(t, request(t, ns, "sandfly")).Status.Phase).To(Equal(v1.PhaseHealed))
-	g.Expect(k8s.DeleteAllOf(ctx, &v1.HealingRequest{}, client.InNamespace(ns))).To(Succeed())
+	g.Expect(terminal(t, request(t, ns, "sandfly")).Status.Phase).To(Equal(selfhealv1alpha1.PhaseHealed))
+	g.Expect(k8s.DeleteAllOf(ctx, &selfhealv1alpha1.HealingRequest{}, client.InNamespace(ns))).To(Succeed())
 	g.Eventually(func(g Gomega) {
-		var list v1.HealingRequestList
+		var list selfhealv1alpha1.HealingRequestList
 		g.Expect(k8s.List(ctx, &list, client.InNamespace(ns))).To(Succeed())
 		g.Expect(list.Items).To(BeEmpty())
 	}).WithTimeout(eventually).WithPolling(poll).Should(Succeed())
 
 	breakAgain(t, ns, "sandfly")
 	got := terminal(t, request(t, ns, "sandfly"))
-	g.Expect(readyReasonOf(got)).To(Equal(v1.ReasonCircuitOpen), "progress: %v", got.Status.Progress)
+	g.Expect(readyReasonOf(got)).To(Equal(selfhealv1alpha1.ReasonCircuitOpen), "progress: %v", got.Status.Progress)
 	g.Expect(*getDeployment(t, ns, "sandfly").Spec.Replicas).To(Equal(int32(0)))
 	g.Expect(ledgerOf(t, ns)).To(HaveLen(1))
 }
@@ -193,9 +193,9 @@ func TestNamespaceWithoutOptInIsNotTouched(t *testing.T) {
 	policy(t, ns)
 	got := terminal(t, request(t, ns, "sandfly"))
 	g := NewWithT(t)
-	g.Expect(got.Status.Phase).To(Equal(v1.PhaseManualInterventionRequired))
-	ready := condition(got, v1.ConditionReady)
-	g.Expect(ready.Reason).To(Equal(v1.ReasonNotPermitted))
+	g.Expect(got.Status.Phase).To(Equal(selfhealv1alpha1.PhaseManualInterventionRequired))
+	ready := condition(got, selfhealv1alpha1.ConditionReady)
+	g.Expect(ready.Reason).To(Equal(selfhealv1alpha1.ReasonNotPermitted))
 	g.Expect(ready.Message).To(ContainSubstring("ClusterRole selfheal-remediation"))
 	g.Expect(ready.Message).To(ContainSubstring("update deployments/scale"))
 	g.Expect(got.Status.Actions).To(BeEmpty())
@@ -218,7 +218,7 @@ func blockStatus(t *testing.T, ns, name, forbidden string) func() {
 			MatchConstraints: &admissionv1.MatchResources{ResourceRules: []admissionv1.NamedRuleWithOperations{{
 				RuleWithOperations: admissionv1.RuleWithOperations{
 					Operations: []admissionv1.OperationType{admissionv1.Update},
-					Rule: admissionv1.Rule{APIGroups: []string{v1.GroupVersion.Group}, APIVersions: []string{"*"},
+					Rule: admissionv1.Rule{APIGroups: []string{selfhealv1alpha1.GroupVersion.Group}, APIVersions: []string{"*"},
 						Resources: []string{"healingrequests/status"}},
 				},
 			}}},
@@ -245,15 +245,15 @@ func blockStatus(t *testing.T, ns, name, forbidden string) func() {
 	g.Expect(err).NotTo(HaveOccurred())
 	as, err := client.New(cfg, client.Options{Scheme: controlplane.Scheme()})
 	g.Expect(err).NotTo(HaveOccurred())
-	probe := request(t, ns, "probe", func(hr *v1.HealingRequest) { hr.Name, hr.GenerateName = "probe-"+name, "" })
+	probe := request(t, ns, "probe", func(hr *selfhealv1alpha1.HealingRequest) { hr.Name, hr.GenerateName = "probe-"+name, "" })
 	g.Eventually(func(g Gomega) {
-		got := &v1.HealingRequest{}
+		got := &selfhealv1alpha1.HealingRequest{}
 		g.Expect(k8s.Get(ctx, client.ObjectKeyFromObject(probe), got)).To(Succeed())
-		got.Status.Phase = v1.PhaseRemediating
-		got.Status.Actions = []v1.HealingAction{{Type: v1.ActionRolloutRestart, Attempt: 1, Outcome: v1.OutcomeIntended,
-			Workload: v1.WorkloadReference{Kind: v1.WorkloadDeployment, Name: "probe"}, StartedAt: metav1.NewMicroTime(time.Now())}}
+		got.Status.Phase = selfhealv1alpha1.PhaseRemediating
+		got.Status.Actions = []selfhealv1alpha1.HealingAction{{Type: selfhealv1alpha1.ActionRolloutRestart, Attempt: 1, Outcome: selfhealv1alpha1.OutcomeIntended,
+			Workload: selfhealv1alpha1.WorkloadReference{Kind: selfhealv1alpha1.WorkloadDeployment, Name: "probe"}, StartedAt: metav1.NewMicroTime(time.Now())}}
 		got.Status.Actions = append(got.Status.Actions, got.Status.Actions[0])
-		got.Status.Actions[1].Outcome = v1.OutcomeSucceeded
+		got.Status.Actions[1].Outcome = selfhealv1alpha1.OutcomeSucceeded
 		err := as.Status().Update(ctx, got, client.DryRunAll)
 		g.Expect(err).To(HaveOccurred())
 		g.Expect(err.Error()).To(ContainSubstring("blocked by the test"))
@@ -332,7 +332,7 @@ const (
 // diesAt runs a manager process on a healing of a Deployment scaled to zero (app
 // sandfly, in a fresh opted-in namespace) until it has reached the seam, SIGKILLs it
 // and lifts the block. It returns the namespace and the request.
-func diesAt(t *testing.T, name, seam string, reached func(g Gomega, ns string)) (string, *v1.HealingRequest) {
+func diesAt(t *testing.T, name, seam string, reached func(g Gomega, ns string)) (string, *selfhealv1alpha1.HealingRequest) {
 	t.Helper()
 	clk.Reset()
 	ns := newNamespace(t)
@@ -355,8 +355,8 @@ func scaled(g Gomega, ns string) {
 	g.Expect(*d.Spec.Replicas).To(Equal(int32(1)))
 }
 
-func ledgerOfG(g Gomega, ns string) []v1.LedgerEntry {
-	p := &v1.HealingPolicy{}
+func ledgerOfG(g Gomega, ns string) []selfhealv1alpha1.LedgerEntry {
+	p := &selfhealv1alpha1.HealingPolicy{}
 	g.Expect(k8s.Get(context.Background(), client.ObjectKey{Namespace: ns, Name: "heal"}, p)).To(Succeed())
 	return p.Status.Ledger
 }
@@ -381,7 +381,7 @@ func TestKilledManagerNeverDoublesNorLosesAnAction(t *testing.T) {
 			got := terminal(t, hr)
 			expectStatusInvariants(t, got)
 			g := NewWithT(t)
-			g.Expect(got.Status.Phase).To(Equal(v1.PhaseHealed), "progress: %v", got.Status.Progress)
+			g.Expect(got.Status.Phase).To(Equal(selfhealv1alpha1.PhaseHealed), "progress: %v", got.Status.Progress)
 			g.Expect(executed(got)).To(HaveLen(1))
 			g.Expect(scaleWrites(t, ns)["sandfly"]).To(Equal(int64(1)), "one scale-up, never two")
 			g.Expect(ledgerOf(t, ns)).To(HaveLen(1))
@@ -410,7 +410,7 @@ func TestReservationThatNeverActedIsReleased(t *testing.T) {
 	g := NewWithT(t)
 	g.Expect(executed(got)).To(BeEmpty(), "progress: %v", got.Status.Progress)
 	g.Expect(getDeployment(t, ns, "sandfly").Generation).To(Equal(int64(2)), "only the person's scale-up")
-	g.Eventually(func() []v1.LedgerEntry { return ledgerOf(t, ns) }).WithTimeout(eventually).WithPolling(poll).Should(BeEmpty())
+	g.Eventually(func() []selfhealv1alpha1.LedgerEntry { return ledgerOf(t, ns) }).WithTimeout(eventually).WithPolling(poll).Should(BeEmpty())
 }
 
 // TestDeadlineRecordsAnActionThatRan: the manager died after acting, before recording
@@ -423,9 +423,9 @@ func TestDeadlineRecordsAnActionThatRan(t *testing.T) {
 	defer startManager(t)()
 	got := terminal(t, hr)
 	g := NewWithT(t)
-	g.Expect(readyReasonOf(got)).To(Equal(v1.ReasonDeadlineExceeded))
+	g.Expect(readyReasonOf(got)).To(Equal(selfhealv1alpha1.ReasonDeadlineExceeded))
 	g.Expect(got.Status.Actions).To(HaveLen(1))
-	g.Expect(got.Status.Actions[0].Outcome).To(Equal(v1.OutcomeSucceeded), got.Status.Actions[0].Message)
+	g.Expect(got.Status.Actions[0].Outcome).To(Equal(selfhealv1alpha1.OutcomeSucceeded), got.Status.Actions[0].Message)
 	g.Expect(got.Status.Actions[0].Message).To(ContainSubstring("applied before the deadline"))
 	g.Expect(ledgerOf(t, ns)).To(HaveLen(1))
 }

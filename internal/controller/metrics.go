@@ -6,7 +6,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/controller-runtime/pkg/metrics"
 
-	v1 "github.com/selfheal-dev/selfheal/api/v1alpha1"
+	selfhealv1alpha1 "github.com/selfheal-dev/selfheal/api/v1alpha1"
 	"github.com/selfheal-dev/selfheal/internal/remediation"
 )
 
@@ -84,7 +84,7 @@ func observeOutcome(o remediation.Outcome) {
 
 // observeOutcomes exports a ledger policy's outcomes: its top Services and its waiting
 // manual interventions; series of Services that left the top list are deleted.
-func observeOutcomes(namespace string, o *v1.Outcomes) {
+func observeOutcomes(namespace string, o *selfhealv1alpha1.Outcomes) {
 	serviceHealings.DeletePartialMatch(prometheus.Labels{"healing_namespace": namespace})
 	if o == nil {
 		manualWaiting.DeleteLabelValues(namespace)
@@ -97,7 +97,7 @@ func observeOutcomes(namespace string, o *v1.Outcomes) {
 }
 
 // observeTransition records the metrics of a persisted status change.
-func observeTransition(before, after *v1.HealingRequest) {
+func observeTransition(before, after *selfhealv1alpha1.HealingRequest) {
 	observeActions(before, after)
 	if before.Status.StartTime == nil && after.Status.StartTime != nil && !after.Status.Phase.IsTerminal() {
 		activeHealings.Inc()
@@ -113,34 +113,34 @@ func observeTransition(before, after *v1.HealingRequest) {
 		issue = "Unknown"
 	}
 	healingsTotal.WithLabelValues(issue, string(after.Status.Phase)).Inc()
-	if c := meta.FindStatusCondition(after.Status.Conditions, v1.ConditionRemediationAllowed); c != nil && c.Status == metav1.ConditionFalse {
+	if c := meta.FindStatusCondition(after.Status.Conditions, selfhealv1alpha1.ConditionRemediationAllowed); c != nil && c.Status == metav1.ConditionFalse {
 		refusals.WithLabelValues(c.Reason).Inc()
 	}
 	switch after.Status.Phase {
-	case v1.PhaseHealed:
+	case selfhealv1alpha1.PhaseHealed:
 		if after.Status.CompletionTime != nil {
 			timeToHeal.Observe(max(0, after.Status.CompletionTime.Sub(remediation.StartOf(after))).Seconds())
 		}
-	case v1.PhaseManualInterventionRequired:
+	case selfhealv1alpha1.PhaseManualInterventionRequired:
 		manualInterventions.WithLabelValues(issue).Inc()
 	}
 }
 
 // observeActions counts the actions whose outcome this status change recorded.
-func observeActions(before, after *v1.HealingRequest) {
+func observeActions(before, after *selfhealv1alpha1.HealingRequest) {
 	type key struct {
-		t       v1.ActionType
+		t       selfhealv1alpha1.ActionType
 		attempt int32
 		started int64
 	}
 	done := map[key]bool{}
 	for _, a := range before.Status.Actions {
-		if a.Outcome != v1.OutcomeIntended {
+		if a.Outcome != selfhealv1alpha1.OutcomeIntended {
 			done[key{a.Type, a.Attempt, a.StartedAt.UnixNano()}] = true
 		}
 	}
 	for _, a := range after.Status.Actions {
-		if (a.Outcome == v1.OutcomeSucceeded || a.Outcome == v1.OutcomeFailed) && !done[key{a.Type, a.Attempt, a.StartedAt.UnixNano()}] {
+		if (a.Outcome == selfhealv1alpha1.OutcomeSucceeded || a.Outcome == selfhealv1alpha1.OutcomeFailed) && !done[key{a.Type, a.Attempt, a.StartedAt.UnixNano()}] {
 			actionsTotal.WithLabelValues(string(a.Type), string(a.Outcome)).Inc()
 		}
 	}

@@ -12,14 +12,14 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/metrics"
 
-	v1 "github.com/selfheal-dev/selfheal/api/v1alpha1"
+	selfhealv1alpha1 "github.com/selfheal-dev/selfheal/api/v1alpha1"
 	"github.com/selfheal-dev/selfheal/internal/controlplane"
 	"github.com/selfheal-dev/selfheal/internal/remediation"
 )
 
 // eventReasons counts the reasons of the events.k8s.io/v1 Events about hr, a series
 // counted as often as it happened.
-func eventReasons(g Gomega, hr *v1.HealingRequest) map[string]int {
+func eventReasons(g Gomega, hr *selfhealv1alpha1.HealingRequest) map[string]int {
 	var list eventsv1.EventList
 	g.Expect(k8s.List(context.Background(), &list, client.InNamespace(hr.Namespace))).To(Succeed())
 	out := map[string]int{}
@@ -37,7 +37,7 @@ func eventReasons(g Gomega, hr *v1.HealingRequest) map[string]int {
 }
 
 // expectEvents waits until the events about hr carry at least these reasons, as often.
-func expectEvents(t *testing.T, hr *v1.HealingRequest, want map[string]int) {
+func expectEvents(t *testing.T, hr *selfhealv1alpha1.HealingRequest, want map[string]int) {
 	t.Helper()
 	NewWithT(t).Eventually(func(g Gomega) {
 		got := eventReasons(g, hr)
@@ -100,23 +100,23 @@ func TestRestartThatCannotHealExhaustsTheAttempts(t *testing.T) {
 	}).WithTimeout(eventually).WithPolling(poll).Should(Succeed())
 
 	hr := request(t, ns, "sandfly")
-	got := &v1.HealingRequest{}
+	got := &selfhealv1alpha1.HealingRequest{}
 	g.Eventually(func(g Gomega) {
 		g.Expect(k8s.Get(ctx, client.ObjectKeyFromObject(hr), got)).To(Succeed())
 		g.Expect(got.Status.Phase.IsTerminal()).To(BeTrue(), "phase %s, progress %v", got.Status.Phase, got.Status.Progress)
 	}).WithTimeout(3 * eventually).WithPolling(poll).Should(Succeed())
 	expectStatusInvariants(t, got)
 
-	g.Expect(got.Status.Phase).To(Equal(v1.PhaseFailed), "progress: %v", got.Status.Progress)
-	g.Expect(readyReasonOf(got)).To(Equal(v1.ReasonAttemptsExhausted), "progress: %v", got.Status.Progress)
-	g.Expect(got.Status.Issue).To(Equal(v1.IssueCrashLoopBackOff))
+	g.Expect(got.Status.Phase).To(Equal(selfhealv1alpha1.PhaseFailed), "progress: %v", got.Status.Progress)
+	g.Expect(readyReasonOf(got)).To(Equal(selfhealv1alpha1.ReasonAttemptsExhausted), "progress: %v", got.Status.Progress)
+	g.Expect(got.Status.Issue).To(Equal(selfhealv1alpha1.IssueCrashLoopBackOff))
 	g.Expect(got.Status.Attempts).To(Equal(int32(2)))
-	g.Expect(condition(got, v1.ConditionReady).Message).To(HavePrefix("Still CrashLoopBackOff after 2 attempts: "))
+	g.Expect(condition(got, selfhealv1alpha1.ConditionReady).Message).To(HavePrefix("Still CrashLoopBackOff after 2 attempts: "))
 	restarts := executed(got)
 	g.Expect(restarts).To(HaveLen(2), "two restarts, no more")
 	for i, a := range restarts {
-		g.Expect(a.Type).To(Equal(v1.ActionRolloutRestart))
-		g.Expect(a.Outcome).To(Equal(v1.OutcomeSucceeded))
+		g.Expect(a.Type).To(Equal(selfhealv1alpha1.ActionRolloutRestart))
+		g.Expect(a.Outcome).To(Equal(selfhealv1alpha1.OutcomeSucceeded))
 		g.Expect(a.Attempt).To(Equal(int32(i + 1)))
 	}
 	// The workload carries the second restart: both really ran.
@@ -124,8 +124,8 @@ func TestRestartThatCannotHealExhaustsTheAttempts(t *testing.T) {
 		To(Equal(remediation.RestartStamp(restarts[1].StartedAt.Time)))
 	g.Expect(restarts[1].StartedAt.Time).NotTo(Equal(restarts[0].StartedAt.Time))
 
-	expectEvents(t, got, map[string]int{"HealingStarted": 1, "ActionIntended": 2, "ActionSucceeded": 2, string(v1.PhaseFailed): 1})
-	NewWithT(t).Expect(eventReasons(NewWithT(t), got)).NotTo(HaveKey(string(v1.PhaseHealed)))
+	expectEvents(t, got, map[string]int{"HealingStarted": 1, "ActionIntended": 2, "ActionSucceeded": 2, string(selfhealv1alpha1.PhaseFailed): 1})
+	NewWithT(t).Expect(eventReasons(NewWithT(t), got)).NotTo(HaveKey(string(selfhealv1alpha1.PhaseHealed)))
 }
 
 // TestPausedPolicySkipsWithItsReason: a paused policy still lets the diagnosis run and
@@ -135,14 +135,14 @@ func TestPausedPolicySkipsWithItsReason(t *testing.T) {
 	ns := newNamespace(t)
 	app(t, ns, "sandfly", 0)
 	const why = "oncall: change freeze until Friday (OPS-4711)"
-	policy(t, ns, func(p *v1.HealingPolicy) { p.Spec.PauseRequests = []string{why} })
+	policy(t, ns, func(p *selfhealv1alpha1.HealingPolicy) { p.Spec.PauseRequests = []string{why} })
 	hr := terminal(t, request(t, ns, "sandfly"))
 	expectStatusInvariants(t, hr)
 	g := NewWithT(t)
-	g.Expect(hr.Status.Phase).To(Equal(v1.PhaseSkipped))
-	g.Expect(readyReasonOf(hr)).To(Equal(v1.ReasonPaused))
-	g.Expect(condition(hr, v1.ConditionReady).Message).To(ContainSubstring(why))
-	g.Expect(hr.Status.Issue).To(Equal(v1.IssueNoPods), "the diagnosis is reported while paused")
+	g.Expect(hr.Status.Phase).To(Equal(selfhealv1alpha1.PhaseSkipped))
+	g.Expect(readyReasonOf(hr)).To(Equal(selfhealv1alpha1.ReasonPaused))
+	g.Expect(condition(hr, selfhealv1alpha1.ConditionReady).Message).To(ContainSubstring(why))
+	g.Expect(hr.Status.Issue).To(Equal(selfhealv1alpha1.IssueNoPods), "the diagnosis is reported while paused")
 	g.Expect(hr.Status.Actions).To(BeEmpty())
 	g.Consistently(func() int32 { return *getDeployment(t, ns, "sandfly").Spec.Replicas }).
 		WithTimeout(time.Second).Should(Equal(int32(0)))

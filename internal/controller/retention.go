@@ -8,7 +8,7 @@ import (
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
-	v1 "github.com/selfheal-dev/selfheal/api/v1alpha1"
+	selfhealv1alpha1 "github.com/selfheal-dev/selfheal/api/v1alpha1"
 	"github.com/selfheal-dev/selfheal/internal/remediation"
 )
 
@@ -19,7 +19,7 @@ func (r *HealingRequestReconciler) retain(ctx context.Context, s *scope) (ctrl.R
 	hr := s.hr
 	// First, the ledger keeps only what this request really did, and the outcomes
 	// record it.
-	var policies v1.HealingPolicyList
+	var policies selfhealv1alpha1.HealingPolicyList
 	if err := r.Client.List(ctx, &policies, client.InNamespace(hr.Namespace)); err != nil {
 		return ctrl.Result{}, err
 	}
@@ -29,9 +29,9 @@ func (r *HealingRequestReconciler) retain(ctx context.Context, s *scope) (ctrl.R
 	if err := r.settle(ctx, s, hr); err != nil {
 		return ctrl.Result{}, fmt.Errorf("settling the ledger and the outcomes: %w", err)
 	}
-	spec := v1.HealingPolicySpec{}
+	spec := selfhealv1alpha1.HealingPolicySpec{}
 	if hr.Status.Policy != "" {
-		p := &v1.HealingPolicy{}
+		p := &selfhealv1alpha1.HealingPolicy{}
 		if err := r.Client.Get(ctx, client.ObjectKey{Namespace: hr.Namespace, Name: hr.Status.Policy}, p); err == nil {
 			spec = p.Spec
 		} else if client.IgnoreNotFound(err) != nil {
@@ -47,7 +47,7 @@ func (r *HealingRequestReconciler) retain(ctx context.Context, s *scope) (ctrl.R
 		return ctrl.Result{}, r.expire(ctx, hr, "its TTL after finishing passed")
 	}
 
-	var list v1.HealingRequestList
+	var list selfhealv1alpha1.HealingRequestList
 	if err := r.Client.List(ctx, &list, client.InNamespace(hr.Namespace),
 		client.MatchingFields{indexTargetService: hr.Spec.Target.Service}); err != nil {
 		return ctrl.Result{}, err
@@ -55,7 +55,7 @@ func (r *HealingRequestReconciler) retain(ctx context.Context, s *scope) (ctrl.R
 	// The request being reconciled counts as the newest: timestamps have second
 	// resolution, and the request that just finished must stay visible. The oldest of
 	// the others go first.
-	var others []*v1.HealingRequest
+	var others []*selfhealv1alpha1.HealingRequest
 	for i := range list.Items {
 		if o := &list.Items[i]; o.UID != hr.UID && o.Status.Phase.IsTerminal() {
 			others = append(others, o)
@@ -76,13 +76,13 @@ func (r *HealingRequestReconciler) retain(ctx context.Context, s *scope) (ctrl.R
 	return ctrl.Result{RequeueAfter: remaining}, nil
 }
 
-func (r *HealingRequestReconciler) expire(ctx context.Context, hr *v1.HealingRequest, why string) error {
+func (r *HealingRequestReconciler) expire(ctx context.Context, hr *selfhealv1alpha1.HealingRequest, why string) error {
 	ctrl.LoggerFrom(ctx).Info("Deleting finished HealingRequest", "healingRequest", klogRef(hr), "reason", why)
 	return client.IgnoreNotFound(r.Client.Delete(ctx, hr, client.Preconditions{UID: &hr.UID}))
 }
 
 // finishedBefore orders finished requests by completion, then creation, then name.
-func finishedBefore(a, b *v1.HealingRequest) bool {
+func finishedBefore(a, b *selfhealv1alpha1.HealingRequest) bool {
 	ta, tb := a.CreationTimestamp, b.CreationTimestamp
 	if a.Status.CompletionTime != nil && b.Status.CompletionTime != nil && !a.Status.CompletionTime.Equal(b.Status.CompletionTime) {
 		return a.Status.CompletionTime.Before(b.Status.CompletionTime)

@@ -24,7 +24,7 @@ import (
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
-	v1 "github.com/selfheal-dev/selfheal/api/v1alpha1"
+	selfhealv1alpha1 "github.com/selfheal-dev/selfheal/api/v1alpha1"
 	"github.com/selfheal-dev/selfheal/internal/controlplane"
 )
 
@@ -84,7 +84,7 @@ func BenchmarkScale(b *testing.B) {
 	// Warm up: the manager syncs its caches over the whole cluster, then heals one.
 	warm := namespaces[nsCount-1]
 	breakAgain(b, warm, "mcp-00")
-	NewWithT(b).Expect(terminal(b, request(b, warm, "mcp-00")).Status.Phase).To(Equal(v1.PhaseHealed))
+	NewWithT(b).Expect(terminal(b, request(b, warm, "mcp-00")).Status.Phase).To(Equal(selfhealv1alpha1.PhaseHealed))
 
 	// The failures: one Service in each of inFlight namespaces, scaled to zero.
 	targets := namespaces[:inFlight]
@@ -101,7 +101,7 @@ func BenchmarkScale(b *testing.B) {
 	defer watcher.Stop()
 	requestsBefore, cpuBefore := m.requests(b), m.cpu(b)
 	created := make(map[string]time.Time, inFlight)
-	var reqs []*v1.HealingRequest
+	var reqs []*selfhealv1alpha1.HealingRequest
 	for _, ns := range targets {
 		created[ns] = time.Now()
 		reqs = append(reqs, request(b, ns, "mcp-00"))
@@ -124,7 +124,7 @@ func BenchmarkScale(b *testing.B) {
 		}
 	}
 	for _, hr := range reqs {
-		if got := terminal(b, hr); got.Status.Phase != v1.PhaseHealed {
+		if got := terminal(b, hr); got.Status.Phase != selfhealv1alpha1.PhaseHealed {
 			b.Fatalf("%s ended %s: %v", got.Name, got.Status.Phase, got.Status.Progress)
 		}
 	}

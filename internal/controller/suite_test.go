@@ -24,7 +24,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
-	v1 "github.com/selfheal-dev/selfheal/api/v1alpha1"
+	selfhealv1alpha1 "github.com/selfheal-dev/selfheal/api/v1alpha1"
 	"github.com/selfheal-dev/selfheal/internal/controller"
 	"github.com/selfheal-dev/selfheal/internal/controlplane"
 )
@@ -207,12 +207,12 @@ func app(t testing.TB, ns, name string, replicas int32, mutate ...func(*appsv1.D
 }
 
 // policy creates a HealingPolicy that allows every action, with no cooldown.
-func policy(t testing.TB, ns string, mutate ...func(*v1.HealingPolicy)) *v1.HealingPolicy {
+func policy(t testing.TB, ns string, mutate ...func(*selfhealv1alpha1.HealingPolicy)) *selfhealv1alpha1.HealingPolicy {
 	t.Helper()
-	p := &v1.HealingPolicy{
+	p := &selfhealv1alpha1.HealingPolicy{
 		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "heal"},
-		Spec: v1.HealingPolicySpec{
-			AllowedActions: []v1.ActionType{v1.ActionRolloutRestart, v1.ActionScaleFromZero, v1.ActionDeleteFailedPods},
+		Spec: selfhealv1alpha1.HealingPolicySpec{
+			AllowedActions: []selfhealv1alpha1.ActionType{selfhealv1alpha1.ActionRolloutRestart, selfhealv1alpha1.ActionScaleFromZero, selfhealv1alpha1.ActionDeleteFailedPods},
 			Cooldown:       &metav1.Duration{},
 		},
 	}
@@ -226,13 +226,13 @@ func policy(t testing.TB, ns string, mutate ...func(*v1.HealingPolicy)) *v1.Heal
 }
 
 // request creates a HealingRequest as the gateway would.
-func request(t testing.TB, ns, service string, mutate ...func(*v1.HealingRequest)) *v1.HealingRequest {
+func request(t testing.TB, ns, service string, mutate ...func(*selfhealv1alpha1.HealingRequest)) *selfhealv1alpha1.HealingRequest {
 	t.Helper()
-	hr := &v1.HealingRequest{
+	hr := &selfhealv1alpha1.HealingRequest{
 		ObjectMeta: metav1.ObjectMeta{Namespace: ns, GenerateName: service + "-"},
-		Spec: v1.HealingRequestSpec{
-			Target:  v1.HealingTarget{Service: service},
-			Trigger: v1.HealingTrigger{Source: v1.TriggerSourceGateway, FailureClass: v1.FailureConnectionRefused, Message: "connect: connection refused"},
+		Spec: selfhealv1alpha1.HealingRequestSpec{
+			Target:  selfhealv1alpha1.HealingTarget{Service: service},
+			Trigger: selfhealv1alpha1.HealingTrigger{Source: selfhealv1alpha1.TriggerSourceGateway, FailureClass: selfhealv1alpha1.FailureConnectionRefused, Message: "connect: connection refused"},
 		},
 	}
 	for _, m := range mutate {
@@ -245,9 +245,9 @@ func request(t testing.TB, ns, service string, mutate ...func(*v1.HealingRequest
 }
 
 // terminal waits for the request to reach a terminal phase and returns it.
-func terminal(t testing.TB, hr *v1.HealingRequest) *v1.HealingRequest {
+func terminal(t testing.TB, hr *selfhealv1alpha1.HealingRequest) *selfhealv1alpha1.HealingRequest {
 	t.Helper()
-	got := &v1.HealingRequest{}
+	got := &selfhealv1alpha1.HealingRequest{}
 	NewWithT(t).Eventually(func(g Gomega) {
 		g.Expect(k8s.Get(context.Background(), client.ObjectKeyFromObject(hr), got)).To(Succeed())
 		g.Expect(got.Status.Phase.IsTerminal()).To(BeTrue(), "phase %s, progress %v", got.Status.Phase, got.Status.Progress)
@@ -291,7 +291,7 @@ func getDeployment(t testing.TB, ns, name string) *appsv1.Deployment {
 	return d
 }
 
-func condition(hr *v1.HealingRequest, typ string) *metav1.Condition {
+func condition(hr *selfhealv1alpha1.HealingRequest, typ string) *metav1.Condition {
 	for i := range hr.Status.Conditions {
 		if hr.Status.Conditions[i].Type == typ {
 			return &hr.Status.Conditions[i]

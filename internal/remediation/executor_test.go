@@ -24,7 +24,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client/interceptor"
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
 
-	hv1 "github.com/selfheal-dev/selfheal/api/v1alpha1"
+	selfhealv1alpha1 "github.com/selfheal-dev/selfheal/api/v1alpha1"
 	"github.com/selfheal-dev/selfheal/internal/diagnostics"
 )
 
@@ -57,7 +57,7 @@ func startAPIServer() error {
 	if err := clientgoscheme.AddToScheme(envScheme); err != nil {
 		return err
 	}
-	if err := hv1.AddToScheme(envScheme); err != nil {
+	if err := selfhealv1alpha1.AddToScheme(envScheme); err != nil {
 		return err
 	}
 	root, err := filepath.Abs(filepath.Join("..", ".."))
@@ -219,7 +219,7 @@ func TestExecuteRolloutRestartDeployment(t *testing.T) {
 	d := f.deployment(t, "mcp-files", 2, false)
 	before := f.getDeployment(t, "mcp-files")
 
-	msg, err := f.exec.Execute(f.ctx, f.ns, Step{Type: hv1.ActionRolloutRestart, Workload: deploy("mcp-files")}, nil)
+	msg, err := f.exec.Execute(f.ctx, f.ns, Step{Type: selfhealv1alpha1.ActionRolloutRestart, Workload: deploy("mcp-files")}, nil)
 	if err != nil {
 		t.Fatalf("Execute: %v", err)
 	}
@@ -241,7 +241,7 @@ func TestExecuteRolloutRestartDeployment(t *testing.T) {
 
 	// A second restart, later, moves the annotation on, like kubectl does.
 	f.clock.Step(90 * time.Second)
-	if _, err := f.exec.Execute(f.ctx, f.ns, Step{Type: hv1.ActionRolloutRestart, Workload: deploy("mcp-files")}, nil); err != nil {
+	if _, err := f.exec.Execute(f.ctx, f.ns, Step{Type: selfhealv1alpha1.ActionRolloutRestart, Workload: deploy("mcp-files")}, nil); err != nil {
 		t.Fatal(err)
 	}
 	if got := f.getDeployment(t, d.Name).Spec.Template.Annotations[RestartedAtAnnotation]; got != "2026-03-01T12:01:30Z" {
@@ -264,7 +264,7 @@ func TestExecuteRolloutRestartStatefulSet(t *testing.T) {
 		},
 	}
 	f.create(t, sts)
-	if _, err := f.exec.Execute(f.ctx, f.ns, Step{Type: hv1.ActionRolloutRestart, Workload: hv1.WorkloadReference{Kind: hv1.WorkloadStatefulSet, Name: "mcp-db"}}, nil); err != nil {
+	if _, err := f.exec.Execute(f.ctx, f.ns, Step{Type: selfhealv1alpha1.ActionRolloutRestart, Workload: selfhealv1alpha1.WorkloadReference{Kind: selfhealv1alpha1.WorkloadStatefulSet, Name: "mcp-db"}}, nil); err != nil {
 		t.Fatal(err)
 	}
 	got := &appsv1.StatefulSet{}
@@ -279,7 +279,7 @@ func TestExecuteRolloutRestartStatefulSet(t *testing.T) {
 func TestExecuteRefusesPausedDeployment(t *testing.T) {
 	f := newExecFixture(t, nil)
 	f.deployment(t, "mcp-files", 1, true)
-	_, err := f.exec.Execute(f.ctx, f.ns, Step{Type: hv1.ActionRolloutRestart, Workload: deploy("mcp-files")}, nil)
+	_, err := f.exec.Execute(f.ctx, f.ns, Step{Type: selfhealv1alpha1.ActionRolloutRestart, Workload: deploy("mcp-files")}, nil)
 	if !errors.Is(err, ErrDeploymentPaused) || !IsPermanent(err) {
 		t.Fatalf("err = %v, want ErrDeploymentPaused", err)
 	}
@@ -293,7 +293,7 @@ func TestExecuteRestartOnlyInItsNamespace(t *testing.T) {
 	b := newExecFixture(t, nil)
 	a.deployment(t, "mcp-files", 1, false)
 	b.deployment(t, "mcp-files", 1, false)
-	if _, err := a.exec.Execute(a.ctx, a.ns, Step{Type: hv1.ActionRolloutRestart, Workload: deploy("mcp-files")}, nil); err != nil {
+	if _, err := a.exec.Execute(a.ctx, a.ns, Step{Type: selfhealv1alpha1.ActionRolloutRestart, Workload: deploy("mcp-files")}, nil); err != nil {
 		t.Fatal(err)
 	}
 	if ann := b.getDeployment(t, "mcp-files").Spec.Template.Annotations; ann[RestartedAtAnnotation] != "" {
@@ -306,7 +306,7 @@ func TestExecuteRestartOnlyInItsNamespace(t *testing.T) {
 
 func TestExecuteWorkloadGone(t *testing.T) {
 	f := newExecFixture(t, nil)
-	for _, a := range []hv1.ActionType{hv1.ActionRolloutRestart, hv1.ActionScaleFromZero, hv1.ActionDeleteFailedPods} {
+	for _, a := range []selfhealv1alpha1.ActionType{selfhealv1alpha1.ActionRolloutRestart, selfhealv1alpha1.ActionScaleFromZero, selfhealv1alpha1.ActionDeleteFailedPods} {
 		_, err := f.exec.Execute(f.ctx, f.ns, Step{Type: a, Workload: deploy("nope")}, nil)
 		if !errors.Is(err, ErrWorkloadGone) || !IsPermanent(err) {
 			t.Errorf("%s: err = %v, want ErrWorkloadGone", a, err)
@@ -318,7 +318,7 @@ func TestExecuteWorkloadGone(t *testing.T) {
 	d := f.deployment(t, "mcp-files", 1, false)
 	snap := &diagnostics.Snapshot{Target: diagnostics.Target{Namespace: f.ns, Service: "mcp-files"},
 		Deployment: &appsv1.Deployment{ObjectMeta: metav1.ObjectMeta{Name: d.Name, UID: "uid-of-the-old-one"}}}
-	_, err := f.exec.Execute(f.ctx, f.ns, Step{Type: hv1.ActionRolloutRestart, Workload: deploy("mcp-files")}, snap)
+	_, err := f.exec.Execute(f.ctx, f.ns, Step{Type: selfhealv1alpha1.ActionRolloutRestart, Workload: deploy("mcp-files")}, snap)
 	if !errors.Is(err, ErrWorkloadGone) {
 		t.Errorf("replaced deployment: err = %v", err)
 	}
@@ -331,16 +331,16 @@ func TestExecuteInvalidSteps(t *testing.T) {
 	f := newExecFixture(t, nil)
 	f.deployment(t, "mcp-files", 1, false)
 	for _, s := range []Step{
-		{Type: hv1.ActionRolloutRestart, Workload: hv1.WorkloadReference{Kind: "DaemonSet", Name: "mcp-files"}},
-		{Type: hv1.ActionRolloutRestart, Workload: hv1.WorkloadReference{Name: "mcp-files"}},
-		{Type: hv1.ActionRolloutRestart, Workload: hv1.WorkloadReference{Kind: hv1.WorkloadDeployment}},
-		{Type: hv1.ActionType("EditImage"), Workload: deploy("mcp-files")},
+		{Type: selfhealv1alpha1.ActionRolloutRestart, Workload: selfhealv1alpha1.WorkloadReference{Kind: "DaemonSet", Name: "mcp-files"}},
+		{Type: selfhealv1alpha1.ActionRolloutRestart, Workload: selfhealv1alpha1.WorkloadReference{Name: "mcp-files"}},
+		{Type: selfhealv1alpha1.ActionRolloutRestart, Workload: selfhealv1alpha1.WorkloadReference{Kind: selfhealv1alpha1.WorkloadDeployment}},
+		{Type: selfhealv1alpha1.ActionType("EditImage"), Workload: deploy("mcp-files")},
 	} {
 		if _, err := f.exec.Execute(f.ctx, f.ns, s, nil); !errors.Is(err, ErrInvalidStep) {
 			t.Errorf("%+v: err = %v, want ErrInvalidStep", s, err)
 		}
 	}
-	if _, err := f.exec.Execute(f.ctx, "other-ns", Step{Type: hv1.ActionRolloutRestart, Workload: deploy("mcp-files")},
+	if _, err := f.exec.Execute(f.ctx, "other-ns", Step{Type: selfhealv1alpha1.ActionRolloutRestart, Workload: deploy("mcp-files")},
 		&diagnostics.Snapshot{Target: diagnostics.Target{Namespace: f.ns}}); !errors.Is(err, ErrInvalidStep) {
 		t.Errorf("snapshot of another namespace: err = %v", err)
 	}
@@ -349,7 +349,7 @@ func TestExecuteInvalidSteps(t *testing.T) {
 func TestExecuteScaleFromZero(t *testing.T) {
 	f := newExecFixture(t, nil)
 	f.deployment(t, "mcp-files", 0, false)
-	msg, err := f.exec.Execute(f.ctx, f.ns, Step{Type: hv1.ActionScaleFromZero, Workload: deploy("mcp-files")}, nil)
+	msg, err := f.exec.Execute(f.ctx, f.ns, Step{Type: selfhealv1alpha1.ActionScaleFromZero, Workload: deploy("mcp-files")}, nil)
 	if err != nil {
 		t.Fatalf("Execute: %v", err)
 	}
@@ -366,7 +366,7 @@ func TestExecuteScaleFromZero(t *testing.T) {
 
 	// Not at zero: nothing is done, and the message says so.
 	f.deployment(t, "mcp-git", 3, false)
-	msg, err = f.exec.Execute(f.ctx, f.ns, Step{Type: hv1.ActionScaleFromZero, Workload: deploy("mcp-git")}, nil)
+	msg, err = f.exec.Execute(f.ctx, f.ns, Step{Type: selfhealv1alpha1.ActionScaleFromZero, Workload: deploy("mcp-git")}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -394,7 +394,7 @@ func TestExecuteDeleteFailedPods(t *testing.T) {
 	f.pod(t, "mcp-files-canary-7c6d5-failed", labels, rsOther, "ReplicaSet", corev1.PodFailed)
 	f.pod(t, "debug-copy-failed", labels, nil, "", corev1.PodFailed)
 
-	msg, err := f.exec.Execute(f.ctx, f.ns, Step{Type: hv1.ActionDeleteFailedPods, Workload: deploy("mcp-files")}, nil)
+	msg, err := f.exec.Execute(f.ctx, f.ns, Step{Type: selfhealv1alpha1.ActionDeleteFailedPods, Workload: deploy("mcp-files")}, nil)
 	if err != nil {
 		t.Fatalf("Execute: %v", err)
 	}
@@ -407,7 +407,7 @@ func TestExecuteDeleteFailedPods(t *testing.T) {
 	}
 
 	// Nothing left to delete: says so.
-	msg, err = f.exec.Execute(f.ctx, f.ns, Step{Type: hv1.ActionDeleteFailedPods, Workload: deploy("mcp-files")}, nil)
+	msg, err = f.exec.Execute(f.ctx, f.ns, Step{Type: selfhealv1alpha1.ActionDeleteFailedPods, Workload: deploy("mcp-files")}, nil)
 	if err != nil || !strings.Contains(msg, "No failed pods") {
 		t.Errorf("second run: %q, %v", msg, err)
 	}
@@ -430,7 +430,7 @@ func TestExecuteDeleteFailedPodsStatefulSet(t *testing.T) {
 	f.create(t, sts)
 	f.pod(t, "mcp-db-0", labels, sts, "StatefulSet", corev1.PodFailed)
 	f.pod(t, "mcp-db-1", labels, sts, "StatefulSet", corev1.PodRunning)
-	if _, err := f.exec.Execute(f.ctx, f.ns, Step{Type: hv1.ActionDeleteFailedPods, Workload: hv1.WorkloadReference{Kind: hv1.WorkloadStatefulSet, Name: "mcp-db"}}, nil); err != nil {
+	if _, err := f.exec.Execute(f.ctx, f.ns, Step{Type: selfhealv1alpha1.ActionDeleteFailedPods, Workload: selfhealv1alpha1.WorkloadReference{Kind: selfhealv1alpha1.WorkloadStatefulSet, Name: "mcp-db"}}, nil); err != nil {
 		t.Fatal(err)
 	}
 	if got := f.podNames(t); strings.Join(got, ",") != "mcp-db-1" {
@@ -478,7 +478,7 @@ func TestExecuteDeleteFailedPodsNeverDeletesAReplacement(t *testing.T) {
 	f.create(t, sts)
 	f.pod(t, "mcp-db-0", labels, sts, "StatefulSet", corev1.PodFailed)
 
-	msg, err := f.exec.Execute(f.ctx, f.ns, Step{Type: hv1.ActionDeleteFailedPods, Workload: hv1.WorkloadReference{Kind: hv1.WorkloadStatefulSet, Name: "mcp-db"}}, nil)
+	msg, err := f.exec.Execute(f.ctx, f.ns, Step{Type: selfhealv1alpha1.ActionDeleteFailedPods, Workload: selfhealv1alpha1.WorkloadReference{Kind: selfhealv1alpha1.WorkloadStatefulSet, Name: "mcp-db"}}, nil)
 	if err != nil {
 		t.Fatalf("Execute: %v", err)
 	}
@@ -521,7 +521,7 @@ func TestExecuteRestartRacesWithPause(t *testing.T) {
 		})
 	})
 	f.deployment(t, "mcp-files", 1, false)
-	step := Step{Type: hv1.ActionRolloutRestart, Workload: deploy("mcp-files")}
+	step := Step{Type: selfhealv1alpha1.ActionRolloutRestart, Workload: deploy("mcp-files")}
 	_, err := f.exec.Execute(f.ctx, f.ns, step, nil)
 	if !apierrors.IsConflict(err) || IsPermanent(err) {
 		t.Fatalf("err = %v, want a transient conflict", err)
@@ -535,6 +535,6 @@ func TestExecuteRestartRacesWithPause(t *testing.T) {
 	}
 }
 
-func deploy(name string) hv1.WorkloadReference {
-	return hv1.WorkloadReference{Kind: hv1.WorkloadDeployment, Name: name}
+func deploy(name string) selfhealv1alpha1.WorkloadReference {
+	return selfhealv1alpha1.WorkloadReference{Kind: selfhealv1alpha1.WorkloadDeployment, Name: name}
 }

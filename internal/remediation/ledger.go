@@ -7,7 +7,7 @@ import (
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
-	v1 "github.com/selfheal-dev/selfheal/api/v1alpha1"
+	selfhealv1alpha1 "github.com/selfheal-dev/selfheal/api/v1alpha1"
 )
 
 // The ledger is the namespace's durable record of disruptive actions, in the status of
@@ -24,10 +24,10 @@ const maxLedgerEntries = 1000
 // LedgerHolder is the policy whose status holds the namespace's ledger: the oldest
 // HealingPolicy (creation, then name), so every worker and replica picks the same one
 // from the same list. Nil when there is none.
-func LedgerHolder(policies []v1.HealingPolicy) *v1.HealingPolicy {
-	var holder *v1.HealingPolicy
+func LedgerHolder(policies []selfhealv1alpha1.HealingPolicy) *selfhealv1alpha1.HealingPolicy {
+	var holder *selfhealv1alpha1.HealingPolicy
 	for i := range policies {
-		if holder == nil || v1.CreatedBefore(&policies[i], holder) {
+		if holder == nil || selfhealv1alpha1.CreatedBefore(&policies[i], holder) {
 			holder = &policies[i]
 		}
 	}
@@ -37,9 +37,9 @@ func LedgerHolder(policies []v1.HealingPolicy) *v1.HealingPolicy {
 // Reservation asks the ledger for one disruptive action.
 type Reservation struct {
 	// Entry is what is recorded; Request and Attempt identify it.
-	Entry v1.LedgerEntry
+	Entry selfhealv1alpha1.LedgerEntry
 	// Spec is the governing policy's: its breaker window and limits decide.
-	Spec *v1.HealingPolicySpec
+	Spec *selfhealv1alpha1.HealingPolicySpec
 	// Namespace names the namespace in messages.
 	Namespace string
 	// Retain is how long entries are kept: the longest breaker window of the
@@ -52,7 +52,7 @@ type Reservation struct {
 // and attempt) is granted again without a second entry, so a controller that reserved
 // and then failed to record its intent does not reserve twice. Entries older than
 // Retain are dropped.
-func Reserve(ledger []v1.LedgerEntry, r Reservation, now time.Time) (_ []v1.LedgerEntry, added bool, _ *Refusal) {
+func Reserve(ledger []selfhealv1alpha1.LedgerEntry, r Reservation, now time.Time) (_ []selfhealv1alpha1.LedgerEntry, added bool, _ *Refusal) {
 	for _, e := range ledger {
 		if e.Request == r.Entry.Request && e.Attempt == r.Entry.Attempt {
 			return ledger, false, nil
@@ -63,7 +63,7 @@ func Reserve(ledger []v1.LedgerEntry, r Reservation, now time.Time) (_ []v1.Ledg
 	}
 	kept := Prune(ledger, now, max(r.Retain, r.Spec.GetBreakerWindow()))
 	if len(kept) >= maxLedgerEntries {
-		return ledger, false, &Refusal{Phase: v1.PhaseSkipped, Reason: v1.ReasonStormLimit,
+		return ledger, false, &Refusal{Phase: selfhealv1alpha1.PhaseSkipped, Reason: selfhealv1alpha1.ReasonStormLimit,
 			Message: fmt.Sprintf("The action ledger of namespace %q is full (%d actions within the longest breaker window)",
 				r.Namespace, len(kept))}
 	}
@@ -73,8 +73,8 @@ func Reserve(ledger []v1.LedgerEntry, r Reservation, now time.Time) (_ []v1.Ledg
 // Release removes the reservations of request for which keep is false: actions that
 // were reserved but never carried out (the healing ended first), so the ledger holds
 // only what happened. It reports whether anything was removed.
-func Release(ledger []v1.LedgerEntry, request string, keep func(v1.LedgerEntry) bool) ([]v1.LedgerEntry, bool) {
-	out := make([]v1.LedgerEntry, 0, len(ledger))
+func Release(ledger []selfhealv1alpha1.LedgerEntry, request string, keep func(selfhealv1alpha1.LedgerEntry) bool) ([]selfhealv1alpha1.LedgerEntry, bool) {
+	out := make([]selfhealv1alpha1.LedgerEntry, 0, len(ledger))
 	for _, e := range ledger {
 		if e.Request == request && !keep(e) {
 			continue
@@ -85,8 +85,8 @@ func Release(ledger []v1.LedgerEntry, request string, keep func(v1.LedgerEntry) 
 }
 
 // Prune keeps the entries reserved less than retain ago.
-func Prune(ledger []v1.LedgerEntry, now time.Time, retain time.Duration) []v1.LedgerEntry {
-	out := make([]v1.LedgerEntry, 0, len(ledger)+1)
+func Prune(ledger []selfhealv1alpha1.LedgerEntry, now time.Time, retain time.Duration) []selfhealv1alpha1.LedgerEntry {
+	out := make([]selfhealv1alpha1.LedgerEntry, 0, len(ledger)+1)
 	for _, e := range ledger {
 		if e.ReservedAt.Add(retain).After(now) {
 			out = append(out, e)
@@ -98,22 +98,22 @@ func Prune(ledger []v1.LedgerEntry, now time.Time, retain time.Duration) []v1.Le
 // CheckLimits is gates 8 and 9: the circuit breaker on service and the storm limit of
 // the namespace, counted from the ledger within spec's window. Nil when one more
 // disruptive action is allowed.
-func CheckLimits(ledger []v1.LedgerEntry, spec *v1.HealingPolicySpec, service, namespace string, now time.Time) *Refusal {
+func CheckLimits(ledger []selfhealv1alpha1.LedgerEntry, spec *selfhealv1alpha1.HealingPolicySpec, service, namespace string, now time.Time) *Refusal {
 	window := spec.GetBreakerWindow()
 	since := now.Add(-window)
 
 	// 8. Circuit breaker on this target.
-	starts := reservedSince(ledger, since, func(e v1.LedgerEntry) bool { return e.Service == service })
+	starts := reservedSince(ledger, since, func(e selfhealv1alpha1.LedgerEntry) bool { return e.Service == service })
 	if limit := spec.GetMaxActionsPerTarget(); len(starts) >= int(limit) {
-		return &Refusal{Phase: v1.PhaseSkipped, Reason: v1.ReasonCircuitOpen,
+		return &Refusal{Phase: selfhealv1alpha1.PhaseSkipped, Reason: selfhealv1alpha1.ReasonCircuitOpen,
 			Message: fmt.Sprintf("Circuit breaker open for service %q: %d disruptive actions in the last %s (limit %d); closes in %s",
 				service, len(starts), window, limit, untilBelowLimit(starts, limit, window, now))}
 	}
 
 	// 9. Storm limit in the namespace.
-	starts = reservedSince(ledger, since, func(v1.LedgerEntry) bool { return true })
+	starts = reservedSince(ledger, since, func(selfhealv1alpha1.LedgerEntry) bool { return true })
 	if limit := spec.GetNamespaceMaxActions(); len(starts) >= int(limit) {
-		return &Refusal{Phase: v1.PhaseSkipped, Reason: v1.ReasonStormLimit,
+		return &Refusal{Phase: selfhealv1alpha1.PhaseSkipped, Reason: selfhealv1alpha1.ReasonStormLimit,
 			Message: fmt.Sprintf("Storm limit reached in namespace %q: %d disruptive actions in the last %s (limit %d); lifts in %s",
 				namespace, len(starts), window, limit, untilBelowLimit(starts, limit, window, now))}
 	}
@@ -121,7 +121,7 @@ func CheckLimits(ledger []v1.LedgerEntry, spec *v1.HealingPolicySpec, service, n
 }
 
 // CountInWindow is how many entries governed by policy were reserved within window.
-func CountInWindow(ledger []v1.LedgerEntry, policy string, now time.Time, window time.Duration) (n int32, nextExpiry time.Duration) {
+func CountInWindow(ledger []selfhealv1alpha1.LedgerEntry, policy string, now time.Time, window time.Duration) (n int32, nextExpiry time.Duration) {
 	for _, e := range ledger {
 		if e.Policy != policy {
 			continue
@@ -137,7 +137,7 @@ func CountInWindow(ledger []v1.LedgerEntry, policy string, now time.Time, window
 }
 
 // reservedSince lists, oldest first, the reservation times after since that match.
-func reservedSince(ledger []v1.LedgerEntry, since time.Time, match func(v1.LedgerEntry) bool) []time.Time {
+func reservedSince(ledger []selfhealv1alpha1.LedgerEntry, since time.Time, match func(selfhealv1alpha1.LedgerEntry) bool) []time.Time {
 	var starts []time.Time
 	for _, e := range ledger {
 		if e.ReservedAt.After(since) && match(e) {
@@ -159,8 +159,8 @@ func untilBelowLimit(starts []time.Time, limit int32, window time.Duration, now 
 }
 
 // LedgerEntryFor is the entry a step of a request's attempt reserves.
-func LedgerEntryFor(hr *v1.HealingRequest, policy string, attempt int32, st Step, now time.Time) v1.LedgerEntry {
-	return v1.LedgerEntry{
+func LedgerEntryFor(hr *selfhealv1alpha1.HealingRequest, policy string, attempt int32, st Step, now time.Time) selfhealv1alpha1.LedgerEntry {
+	return selfhealv1alpha1.LedgerEntry{
 		Service: hr.Spec.Target.Service, Workload: st.Workload, Action: st.Type,
 		Request: hr.Name, Attempt: attempt, Policy: policy, ReservedAt: metav1.NewMicroTime(now),
 	}

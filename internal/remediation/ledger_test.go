@@ -7,18 +7,18 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/utils/ptr"
 
-	hv1 "github.com/selfheal-dev/selfheal/api/v1alpha1"
+	selfhealv1alpha1 "github.com/selfheal-dev/selfheal/api/v1alpha1"
 )
 
-func limits(perTarget, namespace int32, window time.Duration) *hv1.HealingPolicySpec {
-	return &hv1.HealingPolicySpec{CircuitBreaker: &hv1.CircuitBreaker{
+func limits(perTarget, namespace int32, window time.Duration) *selfhealv1alpha1.HealingPolicySpec {
+	return &selfhealv1alpha1.HealingPolicySpec{CircuitBreaker: &selfhealv1alpha1.CircuitBreaker{
 		MaxActionsPerTarget: ptr.To(perTarget), NamespaceMaxActions: ptr.To(namespace),
 		Window: &metav1.Duration{Duration: window},
 	}}
 }
 
-func reservation(service, request string, attempt int32, spec *hv1.HealingPolicySpec) Reservation {
-	e := reserved(service, hv1.ActionRolloutRestart, 0)
+func reservation(service, request string, attempt int32, spec *selfhealv1alpha1.HealingPolicySpec) Reservation {
+	e := reserved(service, selfhealv1alpha1.ActionRolloutRestart, 0)
 	e.Request, e.Attempt = request, attempt
 	return Reservation{Entry: e, Spec: spec, Namespace: testNS, Retain: time.Hour}
 }
@@ -28,7 +28,7 @@ func TestReserve(t *testing.T) {
 	spec := limits(2, 3, time.Hour)
 	cases := []struct {
 		name    string
-		ledger  []hv1.LedgerEntry
+		ledger  []selfhealv1alpha1.LedgerEntry
 		r       Reservation
 		added   bool
 		refusal string
@@ -36,33 +36,33 @@ func TestReserve(t *testing.T) {
 	}{
 		{"empty ledger grants", nil, reservation("a", "a-1", 1, spec), true, "", 1},
 		{"the same request and attempt is granted again, once",
-			[]hv1.LedgerEntry{func() hv1.LedgerEntry {
-				e := reserved("a", hv1.ActionRolloutRestart, time.Minute)
+			[]selfhealv1alpha1.LedgerEntry{func() selfhealv1alpha1.LedgerEntry {
+				e := reserved("a", selfhealv1alpha1.ActionRolloutRestart, time.Minute)
 				e.Request = "a-1"
 				return e
 			}()},
 			reservation("a", "a-1", 1, spec), false, "", 1},
 		{"the next attempt of the same request is a new entry",
-			[]hv1.LedgerEntry{func() hv1.LedgerEntry {
-				e := reserved("a", hv1.ActionRolloutRestart, time.Minute)
+			[]selfhealv1alpha1.LedgerEntry{func() selfhealv1alpha1.LedgerEntry {
+				e := reserved("a", selfhealv1alpha1.ActionRolloutRestart, time.Minute)
 				e.Request = "a-1"
 				return e
 			}()},
 			reservation("a", "a-1", 2, spec), true, "", 2},
 		{"breaker refuses the target at its limit",
-			[]hv1.LedgerEntry{reserved("a", hv1.ActionRolloutRestart, time.Minute), reserved("a", hv1.ActionScaleFromZero, 2*time.Minute)},
-			reservation("a", "a-9", 1, spec), false, hv1.ReasonCircuitOpen, 2},
+			[]selfhealv1alpha1.LedgerEntry{reserved("a", selfhealv1alpha1.ActionRolloutRestart, time.Minute), reserved("a", selfhealv1alpha1.ActionScaleFromZero, 2*time.Minute)},
+			reservation("a", "a-9", 1, spec), false, selfhealv1alpha1.ReasonCircuitOpen, 2},
 		{"another target is still allowed below the storm limit",
-			[]hv1.LedgerEntry{reserved("a", hv1.ActionRolloutRestart, time.Minute), reserved("a", hv1.ActionScaleFromZero, 2*time.Minute)},
+			[]selfhealv1alpha1.LedgerEntry{reserved("a", selfhealv1alpha1.ActionRolloutRestart, time.Minute), reserved("a", selfhealv1alpha1.ActionScaleFromZero, 2*time.Minute)},
 			reservation("b", "b-1", 1, spec), true, "", 3},
 		{"storm limit refuses any target",
-			[]hv1.LedgerEntry{reserved("a", hv1.ActionRolloutRestart, time.Minute), reserved("b", hv1.ActionRolloutRestart, time.Minute), reserved("c", hv1.ActionRolloutRestart, time.Minute)},
-			reservation("d", "d-1", 1, spec), false, hv1.ReasonStormLimit, 3},
+			[]selfhealv1alpha1.LedgerEntry{reserved("a", selfhealv1alpha1.ActionRolloutRestart, time.Minute), reserved("b", selfhealv1alpha1.ActionRolloutRestart, time.Minute), reserved("c", selfhealv1alpha1.ActionRolloutRestart, time.Minute)},
+			reservation("d", "d-1", 1, spec), false, selfhealv1alpha1.ReasonStormLimit, 3},
 		{"entries out of the window neither count nor stay",
-			[]hv1.LedgerEntry{reserved("a", hv1.ActionRolloutRestart, 61*time.Minute), reserved("a", hv1.ActionRolloutRestart, 2*time.Hour)},
+			[]selfhealv1alpha1.LedgerEntry{reserved("a", selfhealv1alpha1.ActionRolloutRestart, 61*time.Minute), reserved("a", selfhealv1alpha1.ActionRolloutRestart, 2*time.Hour)},
 			reservation("a", "a-1", 1, spec), true, "", 1},
 		{"entries a longer window still needs are kept",
-			[]hv1.LedgerEntry{reserved("a", hv1.ActionRolloutRestart, 61*time.Minute)},
+			[]selfhealv1alpha1.LedgerEntry{reserved("a", selfhealv1alpha1.ActionRolloutRestart, 61*time.Minute)},
 			func() Reservation { r := reservation("a", "a-1", 1, spec); r.Retain = 3 * time.Hour; return r }(), true, "", 2},
 	}
 	for _, tc := range cases {
@@ -88,7 +88,7 @@ func TestReserve(t *testing.T) {
 func TestReserveCountsExactly(t *testing.T) {
 	now := fakeClock.Now()
 	spec := limits(100, 10, time.Hour)
-	var ledger []hv1.LedgerEntry
+	var ledger []selfhealv1alpha1.LedgerEntry
 	granted := 0
 	for i := range 25 {
 		r := reservation("svc-"+string(rune('a'+i)), "req-"+string(rune('a'+i)), 1, spec)
@@ -97,7 +97,7 @@ func TestReserveCountsExactly(t *testing.T) {
 		ledger, added, refusal = Reserve(ledger, r, now.Add(time.Duration(i)*time.Second))
 		if added {
 			granted++
-		} else if refusal == nil || refusal.Reason != hv1.ReasonStormLimit {
+		} else if refusal == nil || refusal.Reason != selfhealv1alpha1.ReasonStormLimit {
 			t.Fatalf("reservation %d: neither granted nor refused by the storm limit: %+v", i, refusal)
 		}
 	}
@@ -107,29 +107,29 @@ func TestReserveCountsExactly(t *testing.T) {
 }
 
 func TestRelease(t *testing.T) {
-	a1 := reserved("a", hv1.ActionRolloutRestart, time.Minute)
+	a1 := reserved("a", selfhealv1alpha1.ActionRolloutRestart, time.Minute)
 	a1.Request, a1.Attempt = "a-1", 1
 	a2 := a1
 	a2.Attempt = 2
-	b := reserved("b", hv1.ActionRolloutRestart, time.Minute)
-	got, changed := Release([]hv1.LedgerEntry{a1, a2, b}, "a-1", func(e hv1.LedgerEntry) bool { return e.Attempt == 1 })
+	b := reserved("b", selfhealv1alpha1.ActionRolloutRestart, time.Minute)
+	got, changed := Release([]selfhealv1alpha1.LedgerEntry{a1, a2, b}, "a-1", func(e selfhealv1alpha1.LedgerEntry) bool { return e.Attempt == 1 })
 	if !changed || len(got) != 2 || got[0].Attempt != 1 || got[1].Service != "b" {
 		t.Fatalf("Release kept %+v (changed %v); want attempt 1 of a-1 and b's entry", got, changed)
 	}
-	if _, changed := Release(got, "a-1", func(hv1.LedgerEntry) bool { return true }); changed {
+	if _, changed := Release(got, "a-1", func(selfhealv1alpha1.LedgerEntry) bool { return true }); changed {
 		t.Error("nothing to release, yet changed")
 	}
 }
 
 func TestLedgerHolderIsTheOldestPolicy(t *testing.T) {
-	at := func(name string, sec int) hv1.HealingPolicy {
-		return hv1.HealingPolicy{ObjectMeta: metav1.ObjectMeta{Name: name,
+	at := func(name string, sec int) selfhealv1alpha1.HealingPolicy {
+		return selfhealv1alpha1.HealingPolicy{ObjectMeta: metav1.ObjectMeta{Name: name,
 			CreationTimestamp: metav1.NewTime(fakeClock.Now().Add(time.Duration(sec) * time.Second))}}
 	}
 	if LedgerHolder(nil) != nil {
 		t.Error("no policy, yet a holder")
 	}
-	got := LedgerHolder([]hv1.HealingPolicy{at("b", 5), at("zeta", 1), at("alpha", 1)})
+	got := LedgerHolder([]selfhealv1alpha1.HealingPolicy{at("b", 5), at("zeta", 1), at("alpha", 1)})
 	if got == nil || got.Name != "alpha" {
 		t.Errorf("holder = %v, want alpha (oldest, then by name)", got)
 	}
@@ -137,12 +137,12 @@ func TestLedgerHolderIsTheOldestPolicy(t *testing.T) {
 
 func TestCountInWindow(t *testing.T) {
 	now := fakeClock.Now()
-	e1 := reserved("a", hv1.ActionRolloutRestart, 10*time.Minute)
-	e2 := reserved("b", hv1.ActionRolloutRestart, 50*time.Minute)
-	other := reserved("c", hv1.ActionRolloutRestart, time.Minute)
+	e1 := reserved("a", selfhealv1alpha1.ActionRolloutRestart, 10*time.Minute)
+	e2 := reserved("b", selfhealv1alpha1.ActionRolloutRestart, 50*time.Minute)
+	other := reserved("c", selfhealv1alpha1.ActionRolloutRestart, time.Minute)
 	other.Policy = "other"
-	old := reserved("d", hv1.ActionRolloutRestart, 2*time.Hour)
-	n, next := CountInWindow([]hv1.LedgerEntry{e1, e2, other, old}, "heal", now, time.Hour)
+	old := reserved("d", selfhealv1alpha1.ActionRolloutRestart, 2*time.Hour)
+	n, next := CountInWindow([]selfhealv1alpha1.LedgerEntry{e1, e2, other, old}, "heal", now, time.Hour)
 	if n != 2 || next != 10*time.Minute {
 		t.Errorf("CountInWindow = %d, next expiry %s; want 2, 10m", n, next)
 	}

@@ -9,7 +9,7 @@ import (
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
-	v1 "github.com/selfheal-dev/selfheal/api/v1alpha1"
+	selfhealv1alpha1 "github.com/selfheal-dev/selfheal/api/v1alpha1"
 )
 
 // The outcomes are the namespace's durable summary of finished healings, in the status
@@ -23,10 +23,10 @@ type Outcome struct {
 	Request string
 	UID     string
 	Service string
-	Issue   v1.IssueType
+	Issue   selfhealv1alpha1.IssueType
 	// Action is the last action the healing executed; empty when it executed none.
-	Action v1.ActionType
-	Phase  v1.HealingPhase
+	Action selfhealv1alpha1.ActionType
+	Phase  selfhealv1alpha1.HealingPhase
 	// Reason and Message are the request's Ready condition's.
 	Reason  string
 	Message string
@@ -35,15 +35,15 @@ type Outcome struct {
 	// TimeToHeal is from the controller's first sight of the request (StartOf) to
 	// Healed; zero otherwise.
 	TimeToHeal time.Duration
-	// Healing: the request counts as a healing (see v1.Outcomes).
+	// Healing: the request counts as a healing (see selfhealv1alpha1.Outcomes).
 	Healing bool
 }
 
 // Healed reports whether the healing ended Healed.
-func (o Outcome) Healed() bool { return o.Phase == v1.PhaseHealed }
+func (o Outcome) Healed() bool { return o.Phase == selfhealv1alpha1.PhaseHealed }
 
 // OutcomeOf is the outcome of a terminal request; false while it runs.
-func OutcomeOf(hr *v1.HealingRequest) (Outcome, bool) {
+func OutcomeOf(hr *selfhealv1alpha1.HealingRequest) (Outcome, bool) {
 	st := &hr.Status
 	if !st.Phase.IsTerminal() {
 		return Outcome{}, false
@@ -57,14 +57,14 @@ func OutcomeOf(hr *v1.HealingRequest) (Outcome, bool) {
 		Phase: st.Phase, FinishedAt: finished.Truncate(time.Second),
 	}
 	for _, c := range st.Conditions {
-		if c.Type == v1.ConditionReady {
+		if c.Type == selfhealv1alpha1.ConditionReady {
 			o.Reason, o.Message = c.Reason, c.Message
 		}
 	}
 	// The last executed action decides: in [DeleteFailedPods, RolloutRestart] the
 	// restart is what was meant to heal.
 	for _, a := range st.Actions {
-		if a.Outcome == v1.OutcomeSucceeded || a.Outcome == v1.OutcomeFailed {
+		if a.Outcome == selfhealv1alpha1.OutcomeSucceeded || a.Outcome == selfhealv1alpha1.OutcomeFailed {
 			o.Action = a.Type
 		}
 	}
@@ -76,7 +76,7 @@ func OutcomeOf(hr *v1.HealingRequest) (Outcome, bool) {
 		// It followed another request: that one is the healing.
 	case o.Action != "":
 		o.Healing = true // it acted, whatever the phase (a breaker may end it Skipped)
-	case st.Phase == v1.PhaseHealed || st.Phase == v1.PhaseFailed || st.Phase == v1.PhaseManualInterventionRequired:
+	case st.Phase == selfhealv1alpha1.PhaseHealed || st.Phase == selfhealv1alpha1.PhaseFailed || st.Phase == selfhealv1alpha1.PhaseManualInterventionRequired:
 		o.Healing = true
 	}
 	return o, true
@@ -84,7 +84,7 @@ func OutcomeOf(hr *v1.HealingRequest) (Outcome, bool) {
 
 // StartOf is when a healing started: status.startTime, on the same clock as its
 // completion time, else its creation.
-func StartOf(hr *v1.HealingRequest) time.Time {
+func StartOf(hr *selfhealv1alpha1.HealingRequest) time.Time {
 	if hr.Status.StartTime != nil {
 		return hr.Status.StartTime.Time
 	}
@@ -94,7 +94,7 @@ func StartOf(hr *v1.HealingRequest) time.Time {
 // Recorded reports whether o needs no recording: it is not a healing, or it was
 // recorded already (it is in out.Recorded, or finished no later than
 // out.RecordedThrough).
-func Recorded(out *v1.Outcomes, o Outcome) bool {
+func Recorded(out *selfhealv1alpha1.Outcomes, o Outcome) bool {
 	if !o.Healing {
 		return true
 	}
@@ -110,7 +110,7 @@ func Recorded(out *v1.Outcomes, o Outcome) bool {
 }
 
 // keyAfter orders recorded requests by completion, then UID.
-func keyAfter(finished time.Time, uid string, r *v1.RecordedRequest) bool {
+func keyAfter(finished time.Time, uid string, r *selfhealv1alpha1.RecordedRequest) bool {
 	if c := finished.Compare(r.FinishedAt.Time); c != 0 {
 		return c > 0
 	}
@@ -119,7 +119,7 @@ func keyAfter(finished time.Time, uid string, r *v1.RecordedRequest) bool {
 
 // Record adds o to out and reports whether out changed: false when o is not a healing
 // or was recorded already, so recording the same request again changes nothing.
-func Record(out *v1.Outcomes, o Outcome) bool {
+func Record(out *selfhealv1alpha1.Outcomes, o Outcome) bool {
 	if Recorded(out, o) {
 		return false
 	}
@@ -134,9 +134,9 @@ func Record(out *v1.Outcomes, o Outcome) bool {
 	recordManual(out, o, at)
 	recordHistory(out, o, at)
 
-	out.Recorded = append(out.Recorded, v1.RecordedRequest{Name: o.Request, UID: o.UID, FinishedAt: at})
-	if n := len(out.Recorded) - v1.MaxRecordedRequests; n > 0 {
-		slices.SortFunc(out.Recorded, func(a, b v1.RecordedRequest) int {
+	out.Recorded = append(out.Recorded, selfhealv1alpha1.RecordedRequest{Name: o.Request, UID: o.UID, FinishedAt: at})
+	if n := len(out.Recorded) - selfhealv1alpha1.MaxRecordedRequests; n > 0 {
+		slices.SortFunc(out.Recorded, func(a, b selfhealv1alpha1.RecordedRequest) int {
 			return cmp.Or(a.FinishedAt.Compare(b.FinishedAt.Time), strings.Compare(a.UID, b.UID))
 		})
 		last := out.Recorded[n-1]
@@ -148,10 +148,10 @@ func Record(out *v1.Outcomes, o Outcome) bool {
 	return true
 }
 
-func recordByIssue(out *v1.Outcomes, o Outcome, at metav1.Time) {
-	i := slices.IndexFunc(out.ByIssue, func(e v1.IssueActionOutcomes) bool { return e.Issue == o.Issue && e.Action == o.Action })
+func recordByIssue(out *selfhealv1alpha1.Outcomes, o Outcome, at metav1.Time) {
+	i := slices.IndexFunc(out.ByIssue, func(e selfhealv1alpha1.IssueActionOutcomes) bool { return e.Issue == o.Issue && e.Action == o.Action })
 	if i < 0 {
-		out.ByIssue = append(out.ByIssue, v1.IssueActionOutcomes{Issue: o.Issue, Action: o.Action})
+		out.ByIssue = append(out.ByIssue, selfhealv1alpha1.IssueActionOutcomes{Issue: o.Issue, Action: o.Action})
 		i = len(out.ByIssue) - 1
 	}
 	e := &out.ByIssue[i]
@@ -161,8 +161,8 @@ func recordByIssue(out *v1.Outcomes, o Outcome, at metav1.Time) {
 	}
 	if o.Healed() {
 		e.Healed++
-		if len(e.TimeToHealBuckets) != v1.TimeToHealBucketCount {
-			e.TimeToHealBuckets = make([]int64, v1.TimeToHealBucketCount)
+		if len(e.TimeToHealBuckets) != selfhealv1alpha1.TimeToHealBucketCount {
+			e.TimeToHealBuckets = make([]int64, selfhealv1alpha1.TimeToHealBucketCount)
 		}
 		secs := int64(o.TimeToHeal.Round(time.Second) / time.Second)
 		e.TimeToHealBuckets[bucketOf(secs)]++
@@ -170,13 +170,13 @@ func recordByIssue(out *v1.Outcomes, o Outcome, at metav1.Time) {
 		e.AverageTimeToHeal = &metav1.Duration{Duration: time.Duration(e.TimeToHealSeconds/e.Healed) * time.Second}
 		e.P50, e.P90 = quantile(e.TimeToHealBuckets, 0.5), quantile(e.TimeToHealBuckets, 0.9)
 	}
-	slices.SortFunc(out.ByIssue, func(a, b v1.IssueActionOutcomes) int {
+	slices.SortFunc(out.ByIssue, func(a, b selfhealv1alpha1.IssueActionOutcomes) int {
 		return cmp.Or(strings.Compare(string(a.Issue), string(b.Issue)), strings.Compare(string(a.Action), string(b.Action)))
 	})
 	// Issues and actions are enums, so the list cannot outgrow its bound; were the
 	// enums to grow, the least recently seen pair would leave.
-	for len(out.ByIssue) > v1.MaxOutcomesByIssue {
-		j := oldestBy(out.ByIssue, func(e v1.IssueActionOutcomes) time.Time { return e.LastSeen.Time })
+	for len(out.ByIssue) > selfhealv1alpha1.MaxOutcomesByIssue {
+		j := oldestBy(out.ByIssue, func(e selfhealv1alpha1.IssueActionOutcomes) time.Time { return e.LastSeen.Time })
 		out.ByIssue = slices.Delete(out.ByIssue, j, j+1)
 	}
 }
@@ -194,12 +194,12 @@ func oldestBy[T any](s []T, t func(T) time.Time) int {
 
 // bucketOf is the index of the time-to-heal bucket of secs.
 func bucketOf(secs int64) int {
-	for i, le := range v1.TimeToHealBuckets {
+	for i, le := range selfhealv1alpha1.TimeToHealBuckets {
 		if secs <= le {
 			return i
 		}
 	}
-	return len(v1.TimeToHealBuckets)
+	return len(selfhealv1alpha1.TimeToHealBuckets)
 }
 
 // quantile is the upper bound of the bucket the q-quantile falls in.
@@ -217,13 +217,13 @@ func quantile(buckets []int64, q float64) string {
 	for i, n := range buckets {
 		seen += n
 		if seen >= rank {
-			if i < len(v1.TimeToHealBuckets) {
-				return "<=" + shortDuration(time.Duration(v1.TimeToHealBuckets[i])*time.Second)
+			if i < len(selfhealv1alpha1.TimeToHealBuckets) {
+				return "<=" + shortDuration(time.Duration(selfhealv1alpha1.TimeToHealBuckets[i])*time.Second)
 			}
 			break
 		}
 	}
-	return ">" + shortDuration(time.Duration(v1.TimeToHealBuckets[len(v1.TimeToHealBuckets)-1])*time.Second)
+	return ">" + shortDuration(time.Duration(selfhealv1alpha1.TimeToHealBuckets[len(selfhealv1alpha1.TimeToHealBuckets)-1])*time.Second)
 }
 
 // shortDuration writes 30s, 2m, 1m30s.
@@ -237,10 +237,10 @@ func shortDuration(d time.Duration) string {
 	return d.String()
 }
 
-func recordService(out *v1.Outcomes, o Outcome, at metav1.Time) {
-	i := slices.IndexFunc(out.TopServices, func(e v1.ServiceOutcomes) bool { return e.Service == o.Service })
+func recordService(out *selfhealv1alpha1.Outcomes, o Outcome, at metav1.Time) {
+	i := slices.IndexFunc(out.TopServices, func(e selfhealv1alpha1.ServiceOutcomes) bool { return e.Service == o.Service })
 	if i < 0 {
-		if len(out.TopServices) >= v1.MaxTopServices {
+		if len(out.TopServices) >= selfhealv1alpha1.MaxTopServices {
 			// The Service with the fewest healings, the least recently seen among
 			// equals, leaves the list.
 			least := 0
@@ -252,7 +252,7 @@ func recordService(out *v1.Outcomes, o Outcome, at metav1.Time) {
 			}
 			out.TopServices = slices.Delete(out.TopServices, least, least+1)
 		}
-		out.TopServices = append(out.TopServices, v1.ServiceOutcomes{Service: o.Service})
+		out.TopServices = append(out.TopServices, selfhealv1alpha1.ServiceOutcomes{Service: o.Service})
 		i = len(out.TopServices) - 1
 	}
 	e := &out.TopServices[i]
@@ -263,12 +263,12 @@ func recordService(out *v1.Outcomes, o Outcome, at metav1.Time) {
 	if at.After(e.LastSeen.Time) {
 		e.LastSeen = at
 	}
-	slices.SortStableFunc(out.TopServices, func(a, b v1.ServiceOutcomes) int {
+	slices.SortStableFunc(out.TopServices, func(a, b selfhealv1alpha1.ServiceOutcomes) int {
 		return cmp.Or(cmp.Compare(b.Healings, a.Healings), b.LastSeen.Compare(a.LastSeen.Time), strings.Compare(a.Service, b.Service))
 	})
 }
 
-func recordManual(out *v1.Outcomes, o Outcome, at metav1.Time) {
+func recordManual(out *selfhealv1alpha1.Outcomes, o Outcome, at metav1.Time) {
 	if o.Healed() {
 		// A later healing of the Service that healed it ends the wait.
 		for i := range out.ManualInterventions {
@@ -279,20 +279,20 @@ func recordManual(out *v1.Outcomes, o Outcome, at metav1.Time) {
 		}
 		return
 	}
-	if o.Phase != v1.PhaseManualInterventionRequired {
+	if o.Phase != selfhealv1alpha1.PhaseManualInterventionRequired {
 		return
 	}
-	m := v1.ManualIntervention{Request: o.Request, Service: o.Service, Issue: o.Issue,
-		Reason: truncate(o.Reason, 64), Message: truncate(o.Message, v1.MaxManualInterventionText), At: at}
-	out.ManualInterventions = append([]v1.ManualIntervention{m}, out.ManualInterventions...)
-	slices.SortStableFunc(out.ManualInterventions, func(a, b v1.ManualIntervention) int { return b.At.Compare(a.At.Time) })
-	if len(out.ManualInterventions) > v1.MaxManualInterventions {
-		out.ManualInterventions = out.ManualInterventions[:v1.MaxManualInterventions]
+	m := selfhealv1alpha1.ManualIntervention{Request: o.Request, Service: o.Service, Issue: o.Issue,
+		Reason: truncate(o.Reason, 64), Message: truncate(o.Message, selfhealv1alpha1.MaxManualInterventionText), At: at}
+	out.ManualInterventions = append([]selfhealv1alpha1.ManualIntervention{m}, out.ManualInterventions...)
+	slices.SortStableFunc(out.ManualInterventions, func(a, b selfhealv1alpha1.ManualIntervention) int { return b.At.Compare(a.At.Time) })
+	if len(out.ManualInterventions) > selfhealv1alpha1.MaxManualInterventions {
+		out.ManualInterventions = out.ManualInterventions[:selfhealv1alpha1.MaxManualInterventions]
 	}
 }
 
 // Waiting counts the manual interventions no later healing of their Service resolved.
-func Waiting(out *v1.Outcomes) int {
+func Waiting(out *selfhealv1alpha1.Outcomes) int {
 	n := 0
 	if out != nil {
 		for _, m := range out.ManualInterventions {
@@ -304,26 +304,26 @@ func Waiting(out *v1.Outcomes) int {
 	return n
 }
 
-func recordHistory(out *v1.Outcomes, o Outcome, at metav1.Time) {
+func recordHistory(out *selfhealv1alpha1.Outcomes, o Outcome, at metav1.Time) {
 	if o.Action == "" {
 		return // the learning rule judges actions; a healing that took none says nothing
 	}
-	res := v1.HealingResult{Request: o.Request, Healed: o.Healed(), Reason: truncate(o.Reason, 64), FinishedAt: at}
-	i := slices.IndexFunc(out.History, func(h v1.TargetHistory) bool {
+	res := selfhealv1alpha1.HealingResult{Request: o.Request, Healed: o.Healed(), Reason: truncate(o.Reason, 64), FinishedAt: at}
+	i := slices.IndexFunc(out.History, func(h selfhealv1alpha1.TargetHistory) bool {
 		return h.Service == o.Service && h.Issue == o.Issue && h.Action == o.Action
 	})
 	if i < 0 {
-		out.History = append(out.History, v1.TargetHistory{Service: o.Service, Issue: o.Issue, Action: o.Action})
+		out.History = append(out.History, selfhealv1alpha1.TargetHistory{Service: o.Service, Issue: o.Issue, Action: o.Action})
 		i = len(out.History) - 1
 	}
 	h := &out.History[i]
 	h.Results = append(h.Results, res)
-	slices.SortStableFunc(h.Results, func(a, b v1.HealingResult) int { return a.FinishedAt.Compare(b.FinishedAt.Time) })
-	if n := len(h.Results) - v1.MaxOutcomeHistoryResults; n > 0 {
+	slices.SortStableFunc(h.Results, func(a, b selfhealv1alpha1.HealingResult) int { return a.FinishedAt.Compare(b.FinishedAt.Time) })
+	if n := len(h.Results) - selfhealv1alpha1.MaxOutcomeHistoryResults; n > 0 {
 		h.Results = slices.Clone(h.Results[n:])
 	}
-	if len(out.History) > v1.MaxOutcomeHistory {
-		latest := func(h v1.TargetHistory) time.Time { return h.Results[len(h.Results)-1].FinishedAt.Time }
+	if len(out.History) > selfhealv1alpha1.MaxOutcomeHistory {
+		latest := func(h selfhealv1alpha1.TargetHistory) time.Time { return h.Results[len(h.Results)-1].FinishedAt.Time }
 		j := oldestBy(out.History, latest)
 		out.History = slices.Delete(out.History, j, j+1)
 	}

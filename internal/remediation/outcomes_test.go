@@ -10,52 +10,52 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 
-	hv1 "github.com/selfheal-dev/selfheal/api/v1alpha1"
+	selfhealv1alpha1 "github.com/selfheal-dev/selfheal/api/v1alpha1"
 )
 
 // finished is a terminal request for service, created at created and finished took
 // later, with the given actions (type:outcome) and Ready reason.
-func finished(name, service string, phase hv1.HealingPhase, issue hv1.IssueType, reason string, created time.Time, took time.Duration,
-	actions ...hv1.HealingAction) *hv1.HealingRequest {
-	hr := &hv1.HealingRequest{
+func finished(name, service string, phase selfhealv1alpha1.HealingPhase, issue selfhealv1alpha1.IssueType, reason string, created time.Time, took time.Duration,
+	actions ...selfhealv1alpha1.HealingAction) *selfhealv1alpha1.HealingRequest {
+	hr := &selfhealv1alpha1.HealingRequest{
 		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: testNS, UID: types.UID("uid-" + name), CreationTimestamp: metav1.NewTime(created)},
-		Spec:       hv1.HealingRequestSpec{Target: hv1.HealingTarget{Service: service}},
-		Status: hv1.HealingRequestStatus{Phase: phase, Issue: issue, Actions: actions,
+		Spec:       selfhealv1alpha1.HealingRequestSpec{Target: selfhealv1alpha1.HealingTarget{Service: service}},
+		Status: selfhealv1alpha1.HealingRequestStatus{Phase: phase, Issue: issue, Actions: actions,
 			CompletionTime: &metav1.Time{Time: created.Add(took)},
-			Conditions:     []metav1.Condition{{Type: hv1.ConditionReady, Status: metav1.ConditionFalse, Reason: reason, Message: "cause of " + name}}},
+			Conditions:     []metav1.Condition{{Type: selfhealv1alpha1.ConditionReady, Status: metav1.ConditionFalse, Reason: reason, Message: "cause of " + name}}},
 	}
 	return hr
 }
 
-func act(t hv1.ActionType, o hv1.ActionOutcome) hv1.HealingAction {
-	return hv1.HealingAction{Type: t, Attempt: 1, Outcome: o}
+func act(t selfhealv1alpha1.ActionType, o selfhealv1alpha1.ActionOutcome) selfhealv1alpha1.HealingAction {
+	return selfhealv1alpha1.HealingAction{Type: t, Attempt: 1, Outcome: o}
 }
 
 func TestOutcomeOf(t *testing.T) {
 	t0 := fakeClock.Now()
-	restart := act(hv1.ActionRolloutRestart, hv1.OutcomeSucceeded)
-	dup := finished("dup", testService, hv1.PhaseSkipped, "", hv1.ReasonDuplicate, t0, time.Second)
+	restart := act(selfhealv1alpha1.ActionRolloutRestart, selfhealv1alpha1.OutcomeSucceeded)
+	dup := finished("dup", testService, selfhealv1alpha1.PhaseSkipped, "", selfhealv1alpha1.ReasonDuplicate, t0, time.Second)
 	dup.Status.DuplicateOf = "first"
 	tests := []struct {
 		name    string
-		hr      *hv1.HealingRequest
+		hr      *selfhealv1alpha1.HealingRequest
 		healing bool
-		action  hv1.ActionType
+		action  selfhealv1alpha1.ActionType
 		heal    time.Duration
 	}{
-		{"healed by a restart", finished("a", testService, hv1.PhaseHealed, hv1.IssueCrashLoopBackOff, hv1.ReasonHealed, t0, 23*time.Second,
-			act(hv1.ActionDeleteFailedPods, hv1.OutcomeSucceeded), restart), true, hv1.ActionRolloutRestart, 23 * time.Second},
-		{"failed after acting", finished("b", testService, hv1.PhaseFailed, hv1.IssueCrashLoopBackOff, hv1.ReasonAttemptsExhausted, t0, time.Minute, restart),
-			true, hv1.ActionRolloutRestart, 0},
-		{"manual without acting", finished("c", testService, hv1.PhaseManualInterventionRequired, hv1.IssueImagePullBackOff, hv1.ReasonNotHealable, t0, time.Second),
+		{"healed by a restart", finished("a", testService, selfhealv1alpha1.PhaseHealed, selfhealv1alpha1.IssueCrashLoopBackOff, selfhealv1alpha1.ReasonHealed, t0, 23*time.Second,
+			act(selfhealv1alpha1.ActionDeleteFailedPods, selfhealv1alpha1.OutcomeSucceeded), restart), true, selfhealv1alpha1.ActionRolloutRestart, 23 * time.Second},
+		{"failed after acting", finished("b", testService, selfhealv1alpha1.PhaseFailed, selfhealv1alpha1.IssueCrashLoopBackOff, selfhealv1alpha1.ReasonAttemptsExhausted, t0, time.Minute, restart),
+			true, selfhealv1alpha1.ActionRolloutRestart, 0},
+		{"manual without acting", finished("c", testService, selfhealv1alpha1.PhaseManualInterventionRequired, selfhealv1alpha1.IssueImagePullBackOff, selfhealv1alpha1.ReasonNotHealable, t0, time.Second),
 			true, "", 0},
-		{"skipped by the breaker after one restart: it acted", finished("d", testService, hv1.PhaseSkipped, hv1.IssueCrashLoopBackOff, hv1.ReasonCircuitOpen, t0, time.Minute, restart),
-			true, hv1.ActionRolloutRestart, 0},
-		{"skipped by the storm limit before acting: not a healing", finished("e", testService, hv1.PhaseSkipped, hv1.IssueNoPods, hv1.ReasonStormLimit, t0, time.Second),
+		{"skipped by the breaker after one restart: it acted", finished("d", testService, selfhealv1alpha1.PhaseSkipped, selfhealv1alpha1.IssueCrashLoopBackOff, selfhealv1alpha1.ReasonCircuitOpen, t0, time.Minute, restart),
+			true, selfhealv1alpha1.ActionRolloutRestart, 0},
+		{"skipped by the storm limit before acting: not a healing", finished("e", testService, selfhealv1alpha1.PhaseSkipped, selfhealv1alpha1.IssueNoPods, selfhealv1alpha1.ReasonStormLimit, t0, time.Second),
 			false, "", 0},
-		{"a dry run: not a healing", finished("f", testService, hv1.PhaseSkipped, hv1.IssueNoPods, hv1.ReasonDryRun, t0, time.Second,
-			act(hv1.ActionScaleFromZero, hv1.OutcomeDryRun)), false, "", 0},
-		{"already healthy: not a healing", finished("g", testService, hv1.PhaseSkipped, hv1.IssueHealthy, hv1.ReasonAlreadyHealthy, t0, time.Second), false, "", 0},
+		{"a dry run: not a healing", finished("f", testService, selfhealv1alpha1.PhaseSkipped, selfhealv1alpha1.IssueNoPods, selfhealv1alpha1.ReasonDryRun, t0, time.Second,
+			act(selfhealv1alpha1.ActionScaleFromZero, selfhealv1alpha1.OutcomeDryRun)), false, "", 0},
+		{"already healthy: not a healing", finished("g", testService, selfhealv1alpha1.PhaseSkipped, selfhealv1alpha1.IssueHealthy, selfhealv1alpha1.ReasonAlreadyHealthy, t0, time.Second), false, "", 0},
 		{"a duplicate: not a healing", dup, false, "", 0},
 	}
 	for _, tc := range tests {
@@ -64,13 +64,13 @@ func TestOutcomeOf(t *testing.T) {
 			if !ok || o.Healing != tc.healing || o.Action != tc.action || o.TimeToHeal != tc.heal {
 				t.Fatalf("OutcomeOf = %+v (%v); want healing %v, action %q, time to heal %s", o, ok, tc.healing, tc.action, tc.heal)
 			}
-			var out hv1.Outcomes
+			var out selfhealv1alpha1.Outcomes
 			if got := Record(&out, o); got != tc.healing || out.Healings != map[bool]int64{true: 1}[tc.healing] {
 				t.Errorf("Record = %v, healings %d", got, out.Healings)
 			}
 		})
 	}
-	running := finished("r", testService, hv1.PhaseVerifying, hv1.IssueNoPods, "", t0, 0)
+	running := finished("r", testService, selfhealv1alpha1.PhaseVerifying, selfhealv1alpha1.IssueNoPods, "", t0, 0)
 	if _, ok := OutcomeOf(running); ok {
 		t.Errorf("a running request has no outcome")
 	}
@@ -80,9 +80,9 @@ func TestOutcomeOf(t *testing.T) {
 // interventions and their resolution, and the learning history.
 func TestRecordSummarizes(t *testing.T) {
 	t0 := fakeClock.Now()
-	restart := act(hv1.ActionRolloutRestart, hv1.OutcomeSucceeded)
-	var out hv1.Outcomes
-	rec := func(hr *hv1.HealingRequest) {
+	restart := act(selfhealv1alpha1.ActionRolloutRestart, selfhealv1alpha1.OutcomeSucceeded)
+	var out selfhealv1alpha1.Outcomes
+	rec := func(hr *selfhealv1alpha1.HealingRequest) {
 		t.Helper()
 		o, _ := OutcomeOf(hr)
 		if !Record(&out, o) {
@@ -90,28 +90,28 @@ func TestRecordSummarizes(t *testing.T) {
 		}
 	}
 	for i, took := range []time.Duration{4 * time.Second, 8 * time.Second, 25 * time.Second, 50 * time.Second} {
-		rec(finished(fmt.Sprintf("h%d", i), "mcp-files", hv1.PhaseHealed, hv1.IssueCrashLoopBackOff, hv1.ReasonHealed,
+		rec(finished(fmt.Sprintf("h%d", i), "mcp-files", selfhealv1alpha1.PhaseHealed, selfhealv1alpha1.IssueCrashLoopBackOff, selfhealv1alpha1.ReasonHealed,
 			t0.Add(time.Duration(i)*time.Minute), took, restart))
 	}
-	rec(finished("f1", "mcp-git", hv1.PhaseFailed, hv1.IssueCrashLoopBackOff, hv1.ReasonAttemptsExhausted, t0.Add(5*time.Minute), time.Minute, restart))
-	rec(finished("m1", "mcp-git", hv1.PhaseManualInterventionRequired, hv1.IssueImagePullBackOff, hv1.ReasonNotHealable, t0.Add(6*time.Minute), time.Second))
-	rec(finished("m2", "mcp-db", hv1.PhaseManualInterventionRequired, hv1.IssueOOMKilled, hv1.ReasonManualIntervention, t0.Add(7*time.Minute), time.Second))
+	rec(finished("f1", "mcp-git", selfhealv1alpha1.PhaseFailed, selfhealv1alpha1.IssueCrashLoopBackOff, selfhealv1alpha1.ReasonAttemptsExhausted, t0.Add(5*time.Minute), time.Minute, restart))
+	rec(finished("m1", "mcp-git", selfhealv1alpha1.PhaseManualInterventionRequired, selfhealv1alpha1.IssueImagePullBackOff, selfhealv1alpha1.ReasonNotHealable, t0.Add(6*time.Minute), time.Second))
+	rec(finished("m2", "mcp-db", selfhealv1alpha1.PhaseManualInterventionRequired, selfhealv1alpha1.IssueOOMKilled, selfhealv1alpha1.ReasonManualIntervention, t0.Add(7*time.Minute), time.Second))
 	if Waiting(&out) != 2 {
 		t.Fatalf("waiting = %d, want 2", Waiting(&out))
 	}
 	// mcp-git heals later: its intervention is resolved, mcp-db's still waits.
-	rec(finished("h9", "mcp-git", hv1.PhaseHealed, hv1.IssueImagePullBackOff, hv1.ReasonHealed, t0.Add(8*time.Minute), 10*time.Second, restart))
+	rec(finished("h9", "mcp-git", selfhealv1alpha1.PhaseHealed, selfhealv1alpha1.IssueImagePullBackOff, selfhealv1alpha1.ReasonHealed, t0.Add(8*time.Minute), 10*time.Second, restart))
 
 	if out.Healings != 8 || out.Healed != 5 || out.SuccessRate != "62%" {
 		t.Errorf("totals = %d healed of %d (%s)", out.Healed, out.Healings, out.SuccessRate)
 	}
 	if Waiting(&out) != 1 || out.ManualInterventions[0].Request != "m2" || out.ManualInterventions[1].ResolvedAt == nil ||
-		out.ManualInterventions[0].Message != "cause of m2" || out.ManualInterventions[0].Reason != hv1.ReasonManualIntervention {
+		out.ManualInterventions[0].Message != "cause of m2" || out.ManualInterventions[0].Reason != selfhealv1alpha1.ReasonManualIntervention {
 		t.Errorf("manual interventions = %+v", out.ManualInterventions)
 	}
-	var crash *hv1.IssueActionOutcomes
+	var crash *selfhealv1alpha1.IssueActionOutcomes
 	for i := range out.ByIssue {
-		if out.ByIssue[i].Issue == hv1.IssueCrashLoopBackOff && out.ByIssue[i].Action == hv1.ActionRolloutRestart {
+		if out.ByIssue[i].Issue == selfhealv1alpha1.IssueCrashLoopBackOff && out.ByIssue[i].Action == selfhealv1alpha1.ActionRolloutRestart {
 			crash = &out.ByIssue[i]
 		}
 	}
@@ -139,16 +139,16 @@ func TestRecordIsBoundedAndExactOver10000(t *testing.T) {
 	const n = 10000
 	t0 := fakeClock.Now()
 	rng := rand.New(rand.NewPCG(1, 2))
-	issues := []hv1.IssueType{hv1.IssueCrashLoopBackOff, hv1.IssueNoPods, hv1.IssueNoReadyPods, hv1.IssueImagePullBackOff, hv1.IssueOOMKilled, hv1.IssueFailedPods}
+	issues := []selfhealv1alpha1.IssueType{selfhealv1alpha1.IssueCrashLoopBackOff, selfhealv1alpha1.IssueNoPods, selfhealv1alpha1.IssueNoReadyPods, selfhealv1alpha1.IssueImagePullBackOff, selfhealv1alpha1.IssueOOMKilled, selfhealv1alpha1.IssueFailedPods}
 	outcomes := make([]Outcome, n)
 	var healed int64
 	for i := range outcomes {
-		phase := []hv1.HealingPhase{hv1.PhaseHealed, hv1.PhaseHealed, hv1.PhaseFailed, hv1.PhaseManualInterventionRequired}[rng.IntN(4)]
-		var actions []hv1.HealingAction
-		if phase != hv1.PhaseManualInterventionRequired {
-			actions = append(actions, act([]hv1.ActionType{hv1.ActionRolloutRestart, hv1.ActionScaleFromZero, hv1.ActionDeleteFailedPods}[rng.IntN(3)], hv1.OutcomeSucceeded))
+		phase := []selfhealv1alpha1.HealingPhase{selfhealv1alpha1.PhaseHealed, selfhealv1alpha1.PhaseHealed, selfhealv1alpha1.PhaseFailed, selfhealv1alpha1.PhaseManualInterventionRequired}[rng.IntN(4)]
+		var actions []selfhealv1alpha1.HealingAction
+		if phase != selfhealv1alpha1.PhaseManualInterventionRequired {
+			actions = append(actions, act([]selfhealv1alpha1.ActionType{selfhealv1alpha1.ActionRolloutRestart, selfhealv1alpha1.ActionScaleFromZero, selfhealv1alpha1.ActionDeleteFailedPods}[rng.IntN(3)], selfhealv1alpha1.OutcomeSucceeded))
 		}
-		if phase == hv1.PhaseHealed {
+		if phase == selfhealv1alpha1.PhaseHealed {
 			healed++
 		}
 		// Several requests finish within the same second.
@@ -162,7 +162,7 @@ func TestRecordIsBoundedAndExactOver10000(t *testing.T) {
 	for i := 0; i+20 <= n; i += 20 { // out of order within groups of 20
 		rng.Shuffle(20, func(a, b int) { order[i+a], order[i+b] = order[i+b], order[i+a] })
 	}
-	var out hv1.Outcomes
+	var out selfhealv1alpha1.Outcomes
 	for _, o := range order {
 		if !Record(&out, o) {
 			t.Fatalf("%s was not recorded", o.Request)
@@ -203,17 +203,17 @@ func slicesSortByFinish(os []Outcome) {
 	}
 }
 
-func checkBounds(t *testing.T, out *hv1.Outcomes) {
+func checkBounds(t *testing.T, out *selfhealv1alpha1.Outcomes) {
 	t.Helper()
 	bounds := []struct {
 		name     string
 		len, max int
 	}{
-		{"byIssue", len(out.ByIssue), hv1.MaxOutcomesByIssue},
-		{"topServices", len(out.TopServices), hv1.MaxTopServices},
-		{"manualInterventions", len(out.ManualInterventions), hv1.MaxManualInterventions},
-		{"history", len(out.History), hv1.MaxOutcomeHistory},
-		{"recorded", len(out.Recorded), hv1.MaxRecordedRequests},
+		{"byIssue", len(out.ByIssue), selfhealv1alpha1.MaxOutcomesByIssue},
+		{"topServices", len(out.TopServices), selfhealv1alpha1.MaxTopServices},
+		{"manualInterventions", len(out.ManualInterventions), selfhealv1alpha1.MaxManualInterventions},
+		{"history", len(out.History), selfhealv1alpha1.MaxOutcomeHistory},
+		{"recorded", len(out.Recorded), selfhealv1alpha1.MaxRecordedRequests},
 	}
 	for _, b := range bounds {
 		if b.len > b.max || b.len == 0 {
@@ -221,12 +221,12 @@ func checkBounds(t *testing.T, out *hv1.Outcomes) {
 		}
 	}
 	for _, h := range out.History {
-		if len(h.Results) > hv1.MaxOutcomeHistoryResults {
+		if len(h.Results) > selfhealv1alpha1.MaxOutcomeHistoryResults {
 			t.Errorf("history of %s/%s/%s has %d results", h.Service, h.Issue, h.Action, len(h.Results))
 		}
 	}
 	for _, e := range out.ByIssue {
-		if len(e.TimeToHealBuckets) > hv1.TimeToHealBucketCount {
+		if len(e.TimeToHealBuckets) > selfhealv1alpha1.TimeToHealBucketCount {
 			t.Errorf("%d buckets", len(e.TimeToHealBuckets))
 		}
 	}
@@ -252,8 +252,8 @@ func TestIneffective(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			ev, stop := Ineffective(results(hv1.IssueCrashLoopBackOff, hv1.ActionRolloutRestart, tc.ago...), testService,
-				hv1.IssueCrashLoopBackOff, hv1.ActionRolloutRestart, tc.min, tc.window, now)
+			ev, stop := Ineffective(results(selfhealv1alpha1.IssueCrashLoopBackOff, selfhealv1alpha1.ActionRolloutRestart, tc.ago...), testService,
+				selfhealv1alpha1.IssueCrashLoopBackOff, selfhealv1alpha1.ActionRolloutRestart, tc.min, tc.window, now)
 			if stop != tc.stop || len(ev.Results) != tc.results {
 				t.Fatalf("Ineffective = %v with %d results, want %v with %d", stop, len(ev.Results), tc.stop, tc.results)
 			}

@@ -11,7 +11,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/utils/ptr"
 
-	hv1 "github.com/selfheal-dev/selfheal/api/v1alpha1"
+	selfhealv1alpha1 "github.com/selfheal-dev/selfheal/api/v1alpha1"
 	"github.com/selfheal-dev/selfheal/internal/diagnostics"
 )
 
@@ -145,11 +145,11 @@ func TestVerify(t *testing.T) {
 func TestVerifyJudgesTheAttempt(t *testing.T) {
 	at := time.Date(2026, 3, 1, 12, 0, 0, 123456000, time.UTC)
 	stamp := RestartStamp(at)
-	workload := hv1.WorkloadReference{Kind: hv1.WorkloadDeployment, Name: "mcp-files"}
-	restart := hv1.HealingAction{Type: hv1.ActionRolloutRestart, Attempt: 1, Workload: workload,
-		Outcome: hv1.OutcomeSucceeded, StartedAt: metav1.NewMicroTime(at)}
-	scale := hv1.HealingAction{Type: hv1.ActionScaleFromZero, Attempt: 1, Workload: workload,
-		Outcome: hv1.OutcomeSucceeded, StartedAt: metav1.NewMicroTime(at)}
+	workload := selfhealv1alpha1.WorkloadReference{Kind: selfhealv1alpha1.WorkloadDeployment, Name: "mcp-files"}
+	restart := selfhealv1alpha1.HealingAction{Type: selfhealv1alpha1.ActionRolloutRestart, Attempt: 1, Workload: workload,
+		Outcome: selfhealv1alpha1.OutcomeSucceeded, StartedAt: metav1.NewMicroTime(at)}
+	scale := selfhealv1alpha1.HealingAction{Type: selfhealv1alpha1.ActionScaleFromZero, Attempt: 1, Workload: workload,
+		Outcome: selfhealv1alpha1.OutcomeSucceeded, StartedAt: metav1.NewMicroTime(at)}
 	// restarted is the Deployment once the restart is written and its rollout settled.
 	restarted := func(replicas int32) *appsv1.Deployment {
 		d := testDeployment(replicas)
@@ -175,88 +175,88 @@ func TestVerifyJudgesTheAttempt(t *testing.T) {
 
 	tests := []struct {
 		name     string
-		attempt  []hv1.HealingAction
+		attempt  []selfhealv1alpha1.HealingAction
 		snap     *diagnostics.Snapshot
 		want     VerdictOutcome
 		contains string
-		issue    hv1.IssueType
+		issue    selfhealv1alpha1.IssueType
 	}{
-		{name: "restart not in the cache yet", attempt: []hv1.HealingAction{restart},
+		{name: "restart not in the cache yet", attempt: []selfhealv1alpha1.HealingAction{restart},
 			snap: withEndpoints(deploymentSnapshot(testDeployment(1), oldCrash), endpoint(oldCrash.Name, false)),
 			want: VerdictUnobserved, contains: "Waiting to observe the restart of deployment/mcp-files"},
-		{name: "a restart of another intent is not this one", attempt: []hv1.HealingAction{restart},
+		{name: "a restart of another intent is not this one", attempt: []selfhealv1alpha1.HealingAction{restart},
 			snap: func() *diagnostics.Snapshot {
 				d := testDeployment(1)
 				d.Spec.Template.Annotations = map[string]string{RestartedAtAnnotation: RestartStamp(at.Add(-time.Second))}
 				return deploymentSnapshot(d, newReady)
 			}(),
 			want: VerdictUnobserved, contains: "restart"},
-		{name: "scale-up not in the cache yet", attempt: []hv1.HealingAction{scale},
+		{name: "scale-up not in the cache yet", attempt: []selfhealv1alpha1.HealingAction{scale},
 			snap: deploymentSnapshot(testDeployment(0)), want: VerdictUnobserved, contains: "Waiting to observe the scale-up of deployment/mcp-files"},
-		{name: "an action that failed is not waited for", attempt: []hv1.HealingAction{func() hv1.HealingAction {
+		{name: "an action that failed is not waited for", attempt: []selfhealv1alpha1.HealingAction{func() selfhealv1alpha1.HealingAction {
 			a := restart
-			a.Outcome = hv1.OutcomeFailed
+			a.Outcome = selfhealv1alpha1.OutcomeFailed
 			return a
 		}()}, snap: withEndpoints(deploymentSnapshot(testDeployment(1), newReady), endpoint(newReady.Name, true)),
 			want: VerdictHealed},
-		{name: "restart observed, rollout complete, ready endpoint", attempt: []hv1.HealingAction{restart},
+		{name: "restart observed, rollout complete, ready endpoint", attempt: []selfhealv1alpha1.HealingAction{restart},
 			snap: withEndpoints(deploymentSnapshot(restarted(1), newReady), endpoint(newReady.Name, true)),
 			want: VerdictHealed, contains: `service "mcp-files" has 1 ready endpoints`},
-		{name: "scale-up observed and serving", attempt: []hv1.HealingAction{scale},
+		{name: "scale-up observed and serving", attempt: []selfhealv1alpha1.HealingAction{scale},
 			snap: withEndpoints(deploymentSnapshot(testDeployment(1), newReady), endpoint(newReady.Name, true)),
 			want: VerdictHealed},
 		{name: "nothing was done and it serves", snap: withEndpoints(deploymentSnapshot(testDeployment(1), newReady), endpoint(newReady.Name, true)),
 			want: VerdictHealed},
-		{name: "new pods crashloop after a settled rollout", attempt: []hv1.HealingAction{restart},
+		{name: "new pods crashloop after a settled rollout", attempt: []selfhealv1alpha1.HealingAction{restart},
 			snap: withEndpoints(deploymentSnapshot(crashing(restarted(1)), newCrash), endpoint(newCrash.Name, false)),
-			want: VerdictAttemptFailed, contains: "0/1 pods available", issue: hv1.IssueCrashLoopBackOff},
-		{name: "new pods cannot pull their image", attempt: []hv1.HealingAction{restart},
+			want: VerdictAttemptFailed, contains: "0/1 pods available", issue: selfhealv1alpha1.IssueCrashLoopBackOff},
+		{name: "new pods cannot pull their image", attempt: []selfhealv1alpha1.HealingAction{restart},
 			snap: deploymentSnapshot(crashing(restarted(1)), fromRestart(imagePullPod("mcp-files-7a8b9c-n1"))),
-			want: VerdictAttemptFailed, issue: hv1.IssueImagePullBackOff},
-		{name: "scaled to zero again after the restart", attempt: []hv1.HealingAction{restart},
-			snap: deploymentSnapshot(restarted(0)), want: VerdictAttemptFailed, contains: "scaled to 0", issue: hv1.IssueNoPods},
-		{name: "an old crashlooping pod is still listed", attempt: []hv1.HealingAction{restart},
-			snap: deploymentSnapshot(crashing(restarted(1)), oldCrash, newCrash), want: VerdictWaiting, issue: hv1.IssueCrashLoopBackOff},
-		{name: "an old pod on its way out does not hold the verdict", attempt: []hv1.HealingAction{restart},
+			want: VerdictAttemptFailed, issue: selfhealv1alpha1.IssueImagePullBackOff},
+		{name: "scaled to zero again after the restart", attempt: []selfhealv1alpha1.HealingAction{restart},
+			snap: deploymentSnapshot(restarted(0)), want: VerdictAttemptFailed, contains: "scaled to 0", issue: selfhealv1alpha1.IssueNoPods},
+		{name: "an old crashlooping pod is still listed", attempt: []selfhealv1alpha1.HealingAction{restart},
+			snap: deploymentSnapshot(crashing(restarted(1)), oldCrash, newCrash), want: VerdictWaiting, issue: selfhealv1alpha1.IssueCrashLoopBackOff},
+		{name: "an old pod on its way out does not hold the verdict", attempt: []selfhealv1alpha1.HealingAction{restart},
 			snap: deploymentSnapshot(crashing(restarted(1)), func() corev1.Pod {
 				p := oldCrash.DeepCopy()
 				p.DeletionTimestamp = &metav1.Time{Time: at}
 				return *p
-			}(), newCrash), want: VerdictAttemptFailed, issue: hv1.IssueCrashLoopBackOff},
-		{name: "rollout still replacing pods", attempt: []hv1.HealingAction{restart},
+			}(), newCrash), want: VerdictAttemptFailed, issue: selfhealv1alpha1.IssueCrashLoopBackOff},
+		{name: "rollout still replacing pods", attempt: []selfhealv1alpha1.HealingAction{restart},
 			snap: func() *diagnostics.Snapshot {
 				d := crashing(restarted(1))
 				d.Status.Replicas = 2 // the old ReplicaSet's pod is still counted
 				return deploymentSnapshot(d, newCrash)
-			}(), want: VerdictWaiting, issue: hv1.IssueCrashLoopBackOff},
-		{name: "generation not observed yet", attempt: []hv1.HealingAction{restart},
+			}(), want: VerdictWaiting, issue: selfhealv1alpha1.IssueCrashLoopBackOff},
+		{name: "generation not observed yet", attempt: []selfhealv1alpha1.HealingAction{restart},
 			snap: func() *diagnostics.Snapshot {
 				d := crashing(restarted(1))
 				d.Generation = 4
 				return deploymentSnapshot(d, newCrash)
 			}(), want: VerdictWaiting, contains: "observe generation 4"},
-		{name: "new pods starting: running, not ready yet", attempt: []hv1.HealingAction{restart},
+		{name: "new pods starting: running, not ready yet", attempt: []selfhealv1alpha1.HealingAction{restart},
 			snap: deploymentSnapshot(crashing(restarted(1)), fromRestart(testPod("mcp-files-7a8b9c-n1", corev1.PodRunning, false))),
-			want: VerdictWaiting, issue: hv1.IssueNoReadyPods},
-		{name: "ready pods, endpoints not published yet", attempt: []hv1.HealingAction{restart},
-			snap: deploymentSnapshot(restarted(1), newReady), want: VerdictWaiting, contains: "no ready endpoints yet", issue: hv1.IssueEndpointsMissing},
-		{name: "no pods yet although replicas are wanted", attempt: []hv1.HealingAction{scale},
-			snap: deploymentSnapshot(crashing(testDeployment(1))), want: VerdictWaiting, issue: hv1.IssueNoPods},
-		{name: "statefulset pods crashloop after its rollout", attempt: []hv1.HealingAction{{Type: hv1.ActionRolloutRestart, Attempt: 1,
-			Workload: hv1.WorkloadReference{Kind: hv1.WorkloadStatefulSet, Name: "mcp-files"}, Outcome: hv1.OutcomeSucceeded, StartedAt: metav1.NewMicroTime(at)}},
+			want: VerdictWaiting, issue: selfhealv1alpha1.IssueNoReadyPods},
+		{name: "ready pods, endpoints not published yet", attempt: []selfhealv1alpha1.HealingAction{restart},
+			snap: deploymentSnapshot(restarted(1), newReady), want: VerdictWaiting, contains: "no ready endpoints yet", issue: selfhealv1alpha1.IssueEndpointsMissing},
+		{name: "no pods yet although replicas are wanted", attempt: []selfhealv1alpha1.HealingAction{scale},
+			snap: deploymentSnapshot(crashing(testDeployment(1))), want: VerdictWaiting, issue: selfhealv1alpha1.IssueNoPods},
+		{name: "statefulset pods crashloop after its rollout", attempt: []selfhealv1alpha1.HealingAction{{Type: selfhealv1alpha1.ActionRolloutRestart, Attempt: 1,
+			Workload: selfhealv1alpha1.WorkloadReference{Kind: selfhealv1alpha1.WorkloadStatefulSet, Name: "mcp-files"}, Outcome: selfhealv1alpha1.OutcomeSucceeded, StartedAt: metav1.NewMicroTime(at)}},
 			snap: func() *diagnostics.Snapshot {
 				sts := testStatefulSet(1)
 				sts.Spec.Template.Labels = appLabels
 				sts.Spec.Template.Annotations = map[string]string{RestartedAtAnnotation: stamp}
 				sts.Status.ReadyReplicas, sts.Status.AvailableReplicas = 0, 0
 				return statefulSetSnapshot(sts, newCrash)
-			}(), want: VerdictAttemptFailed, contains: "0/1 pods ready", issue: hv1.IssueCrashLoopBackOff},
-		{name: "service gone", attempt: []hv1.HealingAction{restart},
+			}(), want: VerdictAttemptFailed, contains: "0/1 pods ready", issue: selfhealv1alpha1.IssueCrashLoopBackOff},
+		{name: "service gone", attempt: []selfhealv1alpha1.HealingAction{restart},
 			snap: func() *diagnostics.Snapshot {
 				s := deploymentSnapshot(restarted(1), newReady)
 				s.Service = nil
 				return s
-			}(), want: VerdictAttemptFailed, contains: "not found", issue: hv1.IssueTargetNotFound},
+			}(), want: VerdictAttemptFailed, contains: "not found", issue: selfhealv1alpha1.IssueTargetNotFound},
 		{name: "no observation", snap: nil, want: VerdictWaiting, contains: "no observation"},
 	}
 	for _, tc := range tests {
@@ -279,12 +279,12 @@ func TestVerifyJudgesTheAttempt(t *testing.T) {
 }
 
 func TestActionsOfAttempt(t *testing.T) {
-	actions := []hv1.HealingAction{
-		{Type: hv1.ActionRolloutRestart, Attempt: 1}, {Type: hv1.ActionDeleteFailedPods, Attempt: 2},
-		{Type: hv1.ActionRolloutRestart, Attempt: 2}, {Type: hv1.ActionScaleFromZero, Attempt: 3, Outcome: hv1.OutcomeDryRun},
+	actions := []selfhealv1alpha1.HealingAction{
+		{Type: selfhealv1alpha1.ActionRolloutRestart, Attempt: 1}, {Type: selfhealv1alpha1.ActionDeleteFailedPods, Attempt: 2},
+		{Type: selfhealv1alpha1.ActionRolloutRestart, Attempt: 2}, {Type: selfhealv1alpha1.ActionScaleFromZero, Attempt: 3, Outcome: selfhealv1alpha1.OutcomeDryRun},
 	}
 	got := ActionsOfAttempt(actions, 2)
-	if len(got) != 2 || got[0].Type != hv1.ActionDeleteFailedPods || got[1].Type != hv1.ActionRolloutRestart {
+	if len(got) != 2 || got[0].Type != selfhealv1alpha1.ActionDeleteFailedPods || got[1].Type != selfhealv1alpha1.ActionRolloutRestart {
 		t.Errorf("ActionsOfAttempt(2) = %+v", got)
 	}
 	if got := ActionsOfAttempt(actions, 0); len(got) != 0 {

@@ -16,7 +16,7 @@ import (
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
-	v1 "github.com/selfheal-dev/selfheal/api/v1alpha1"
+	selfhealv1alpha1 "github.com/selfheal-dev/selfheal/api/v1alpha1"
 	"github.com/selfheal-dev/selfheal/internal/controlplane"
 	"github.com/selfheal-dev/selfheal/internal/demo/stack"
 )
@@ -73,13 +73,13 @@ func releasePods(ctx context.Context, name string) {
 }
 
 // endedEvents counts the Events that announce the end of a healing.
-func endedEvents(ctx context.Context, hr *v1.HealingRequest) int {
+func endedEvents(ctx context.Context, hr *selfhealv1alpha1.HealingRequest) int {
 	GinkgoHelper()
 	var list eventsv1.EventList
 	Expect(env.Client.List(ctx, &list, client.InNamespace(hr.Namespace))).To(Succeed())
 	n := 0
 	for _, e := range list.Items {
-		if e.Regarding.Name == hr.Name && v1.HealingPhase(e.Reason).IsTerminal() {
+		if e.Regarding.Name == hr.Name && selfhealv1alpha1.HealingPhase(e.Reason).IsTerminal() {
 			n++
 		}
 	}
@@ -95,11 +95,11 @@ func handover(ctx SpecContext) {
 		for i := range kills {
 			name := fmt.Sprintf("handover-%d", i)
 			handoverApp(ctx, name)
-			hr := &v1.HealingRequest{
+			hr := &selfhealv1alpha1.HealingRequest{
 				ObjectMeta: metav1.ObjectMeta{Namespace: stack.Namespace, Name: name},
-				Spec: v1.HealingRequestSpec{
-					Target:  v1.HealingTarget{Service: name},
-					Trigger: v1.HealingTrigger{Source: v1.TriggerSourceManual, FailureClass: v1.FailureConnectionRefused},
+				Spec: selfhealv1alpha1.HealingRequestSpec{
+					Target:  selfhealv1alpha1.HealingTarget{Service: name},
+					Trigger: selfhealv1alpha1.HealingTrigger{Source: selfhealv1alpha1.TriggerSourceManual, FailureClass: selfhealv1alpha1.FailureConnectionRefused},
 				},
 			}
 			Expect(env.Client.Create(ctx, hr)).To(Succeed())
@@ -108,7 +108,7 @@ func handover(ctx SpecContext) {
 			if i%2 == 1 {
 				Eventually(func(g Gomega) {
 					g.Expect(env.Client.Get(ctx, client.ObjectKeyFromObject(hr), hr)).To(Succeed())
-					g.Expect(hr.Status.Phase).To(Equal(v1.PhaseVerifying))
+					g.Expect(hr.Status.Phase).To(Equal(selfhealv1alpha1.PhaseVerifying))
 				}).WithTimeout(time.Minute).Should(Succeed())
 			}
 			killed, err := env.KillLeader()
@@ -130,8 +130,8 @@ func handover(ctx SpecContext) {
 				g.Expect(env.Client.Get(ctx, client.ObjectKeyFromObject(hr), hr)).To(Succeed())
 				g.Expect(hr.Status.Phase.IsTerminal()).To(BeTrue(), "progress: %v", hr.Status.Progress)
 			}).WithTimeout(2 * time.Minute).Should(Succeed())
-			Expect(hr.Status.Phase).To(Equal(v1.PhaseHealed), "progress: %v", hr.Status.Progress)
-			Expect(executedActions(*hr)).To(Equal([]v1.ActionType{v1.ActionScaleFromZero}))
+			Expect(hr.Status.Phase).To(Equal(selfhealv1alpha1.PhaseHealed), "progress: %v", hr.Status.Progress)
+			Expect(executedActions(*hr)).To(Equal([]selfhealv1alpha1.ActionType{selfhealv1alpha1.ActionScaleFromZero}))
 			dep := &appsv1.Deployment{}
 			Expect(env.Client.Get(ctx, client.ObjectKey{Namespace: stack.Namespace, Name: name}, dep)).To(Succeed())
 			Expect(dep.Generation).To(Equal(int64(2)), "created, then scaled once: never twice")

@@ -21,7 +21,7 @@ import (
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
-	v1 "github.com/selfheal-dev/selfheal/api/v1alpha1"
+	selfhealv1alpha1 "github.com/selfheal-dev/selfheal/api/v1alpha1"
 	"github.com/selfheal-dev/selfheal/internal/controlplane"
 	"github.com/selfheal-dev/selfheal/internal/demo/alerts"
 	"github.com/selfheal-dev/selfheal/internal/demo/chat"
@@ -33,14 +33,14 @@ const question = "What security alerts do we have?"
 
 // e2ePolicy allows every action with no cooldown and a breaker wide enough for the
 // suite's scenarios, which heal the same service several times in a few minutes.
-func e2ePolicy() *v1.HealingPolicy {
-	return &v1.HealingPolicy{
+func e2ePolicy() *selfhealv1alpha1.HealingPolicy {
+	return &selfhealv1alpha1.HealingPolicy{
 		ObjectMeta: metav1.ObjectMeta{Namespace: stack.Namespace, Name: "mcp-servers"},
-		Spec: v1.HealingPolicySpec{
+		Spec: selfhealv1alpha1.HealingPolicySpec{
 			ServiceSelector: &metav1.LabelSelector{MatchLabels: map[string]string{"selfheal.dev/heal": "true"}},
-			AllowedActions:  []v1.ActionType{v1.ActionRolloutRestart, v1.ActionScaleFromZero, v1.ActionDeleteFailedPods},
+			AllowedActions:  []selfhealv1alpha1.ActionType{selfhealv1alpha1.ActionRolloutRestart, selfhealv1alpha1.ActionScaleFromZero, selfhealv1alpha1.ActionDeleteFailedPods},
 			Cooldown:        &metav1.Duration{},
-			CircuitBreaker:  &v1.CircuitBreaker{MaxActionsPerTarget: ptr.To[int32](50), NamespaceMaxActions: ptr.To[int32](100)},
+			CircuitBreaker:  &selfhealv1alpha1.CircuitBreaker{MaxActionsPerTarget: ptr.To[int32](50), NamespaceMaxActions: ptr.To[int32](100)},
 		},
 	}
 }
@@ -101,10 +101,10 @@ func newClient() *chat.Client {
 }
 
 // requestsSince returns the HealingRequests created since the names in before.
-func requestsSince(ctx context.Context, before map[string]bool) []v1.HealingRequest {
+func requestsSince(ctx context.Context, before map[string]bool) []selfhealv1alpha1.HealingRequest {
 	all, err := env.Requests(ctx)
 	Expect(err).NotTo(HaveOccurred())
-	var out []v1.HealingRequest
+	var out []selfhealv1alpha1.HealingRequest
 	for _, r := range all {
 		if !before[r.Name] {
 			out = append(out, r)
@@ -124,8 +124,8 @@ func existingRequests(ctx context.Context) map[string]bool {
 }
 
 // oneRequest waits until exactly one new HealingRequest exists and is terminal.
-func oneRequest(ctx context.Context, before map[string]bool) v1.HealingRequest {
-	var hr v1.HealingRequest
+func oneRequest(ctx context.Context, before map[string]bool) selfhealv1alpha1.HealingRequest {
+	var hr selfhealv1alpha1.HealingRequest
 	Eventually(func(g Gomega) {
 		news := requestsSince(ctx, before)
 		g.Expect(news).To(HaveLen(1), "new HealingRequests: %s", describeRequests(news))
@@ -135,7 +135,7 @@ func oneRequest(ctx context.Context, before map[string]bool) v1.HealingRequest {
 	return hr
 }
 
-func describeRequests(hrs []v1.HealingRequest) string {
+func describeRequests(hrs []selfhealv1alpha1.HealingRequest) string {
 	var parts []string
 	for _, hr := range hrs {
 		parts = append(parts, fmt.Sprintf("%s (trigger %s %q, phase %s, issue %s, duplicateOf %q)", hr.Name,
@@ -144,19 +144,19 @@ func describeRequests(hrs []v1.HealingRequest) string {
 	return strings.Join(parts, "; ")
 }
 
-func executedActions(hr v1.HealingRequest) []v1.ActionType {
-	var out []v1.ActionType
+func executedActions(hr selfhealv1alpha1.HealingRequest) []selfhealv1alpha1.ActionType {
+	var out []selfhealv1alpha1.ActionType
 	for _, a := range hr.Status.Actions {
-		if a.Outcome == v1.OutcomeSucceeded || a.Outcome == v1.OutcomeFailed {
+		if a.Outcome == selfhealv1alpha1.OutcomeSucceeded || a.Outcome == selfhealv1alpha1.OutcomeFailed {
 			out = append(out, a.Type)
 		}
 	}
 	return out
 }
 
-func readyMessage(hr v1.HealingRequest) string {
+func readyMessage(hr selfhealv1alpha1.HealingRequest) string {
 	for _, c := range hr.Status.Conditions {
-		if c.Type == v1.ConditionReady {
+		if c.Type == selfhealv1alpha1.ConditionReady {
 			return c.Message
 		}
 	}
@@ -234,9 +234,9 @@ var _ = Describe("selfheal", Ordered, func() {
 		expectAlertsIn(answer)
 
 		hr := oneRequest(ctx, before)
-		Expect(hr.Status.Phase).To(Equal(v1.PhaseHealed))
-		Expect(hr.Status.Issue).To(Equal(v1.IssueNoPods))
-		Expect(executedActions(hr)).To(Equal([]v1.ActionType{v1.ActionScaleFromZero}))
+		Expect(hr.Status.Phase).To(Equal(selfhealv1alpha1.PhaseHealed))
+		Expect(hr.Status.Issue).To(Equal(selfhealv1alpha1.IssueNoPods))
+		Expect(executedActions(hr)).To(Equal([]selfhealv1alpha1.ActionType{selfhealv1alpha1.ActionScaleFromZero}))
 		Eventually(func() []string { return events.forRequest(hr.Name) }).
 			Should(ContainElement(chat.EventHealingComplete))
 		expectInOrder(events.forRequest(hr.Name), chat.EventHealingComplete)
@@ -256,9 +256,9 @@ var _ = Describe("selfheal", Ordered, func() {
 		expectAlertsIn(answer)
 
 		hr := oneRequest(ctx, before)
-		Expect(hr.Status.Phase).To(Equal(v1.PhaseHealed))
-		Expect(hr.Status.Issue).To(Equal(v1.IssueCrashLoopBackOff))
-		Expect(executedActions(hr)).To(Equal([]v1.ActionType{v1.ActionRolloutRestart}))
+		Expect(hr.Status.Phase).To(Equal(selfhealv1alpha1.PhaseHealed))
+		Expect(hr.Status.Issue).To(Equal(selfhealv1alpha1.IssueCrashLoopBackOff))
+		Expect(executedActions(hr)).To(Equal([]selfhealv1alpha1.ActionType{selfhealv1alpha1.ActionRolloutRestart}))
 		Expect(restartedAt(ctx)).NotTo(Equal(restarted))
 	})
 
@@ -294,11 +294,11 @@ spec:
 		Expect(header).To(Equal([]string{"NAME", "TARGET", "PHASE", "ISSUE", "ACTION", "AGE"}))
 		Expect(out).To(MatchRegexp(`sandfly-manual-check\s+sandfly-mcp-server\s+Healed\s+NoPods\s+ScaleFromZero\s+\d+s`))
 
-		hr := &v1.HealingRequest{}
+		hr := &selfhealv1alpha1.HealingRequest{}
 		Expect(env.Client.Get(ctx, client.ObjectKey{Namespace: stack.Namespace, Name: "sandfly-manual-check"}, hr)).To(Succeed())
 		Expect(hr.Status.Findings).To(HaveLen(8), "one finding per check")
 		Expect(hr.Status.Actions).To(HaveLen(1))
-		Expect(hr.Status.Actions[0].Outcome).To(Equal(v1.OutcomeSucceeded))
+		Expect(hr.Status.Actions[0].Outcome).To(Equal(selfhealv1alpha1.OutcomeSucceeded))
 		Expect(hr.Status.Progress).NotTo(BeEmpty())
 	})
 
@@ -332,10 +332,10 @@ spec:
 		recovered("timeout", time.Since(start))
 		expectAlertsIn(answer)
 		hr := oneRequest(ctx, before)
-		Expect(hr.Spec.Trigger.FailureClass).To(Equal(v1.FailureTimeout))
-		Expect(hr.Status.Issue).To(Equal(v1.IssueUnresponsive))
-		Expect(hr.Status.Phase).To(Equal(v1.PhaseHealed))
-		Expect(executedActions(hr)).To(Equal([]v1.ActionType{v1.ActionRolloutRestart}))
+		Expect(hr.Spec.Trigger.FailureClass).To(Equal(selfhealv1alpha1.FailureTimeout))
+		Expect(hr.Status.Issue).To(Equal(selfhealv1alpha1.IssueUnresponsive))
+		Expect(hr.Status.Phase).To(Equal(selfhealv1alpha1.PhaseHealed))
+		Expect(executedActions(hr)).To(Equal([]selfhealv1alpha1.ActionType{selfhealv1alpha1.ActionRolloutRestart}))
 	})
 
 	It("6. fails fast with the cause when the image cannot be pulled, without restarting", func(ctx SpecContext) {
@@ -357,8 +357,8 @@ spec:
 		Expect(took).To(BeNumerically("<", 30*time.Second), "fails fast, long before the 2m deadline")
 
 		hr := oneRequest(ctx, before)
-		Expect(hr.Status.Phase).To(Equal(v1.PhaseManualInterventionRequired))
-		Expect(hr.Status.Issue).To(Equal(v1.IssueImagePullBackOff))
+		Expect(hr.Status.Phase).To(Equal(selfhealv1alpha1.PhaseManualInterventionRequired))
+		Expect(hr.Status.Issue).To(Equal(selfhealv1alpha1.IssueImagePullBackOff))
 		Expect(readyMessage(hr)).To(ContainSubstring("ghcr.io/sandfly/security-alerts-mcp:2.4.1"))
 		Expect(hr.Status.Actions).To(BeEmpty())
 		Expect(restartedAt(ctx)).To(Equal(restarted), "no restart attempted")
@@ -379,8 +379,8 @@ spec:
 		_, err := c.Ask(ctx, question)
 		Expect(err).To(MatchError(ContainSubstring("OOMKilled")))
 		hr := oneRequest(ctx, before)
-		Expect(hr.Status.Phase).To(Equal(v1.PhaseManualInterventionRequired))
-		Expect(hr.Status.Issue).To(Equal(v1.IssueOOMKilled))
+		Expect(hr.Status.Phase).To(Equal(selfhealv1alpha1.PhaseManualInterventionRequired))
+		Expect(hr.Status.Issue).To(Equal(selfhealv1alpha1.IssueOOMKilled))
 		Expect(readyMessage(hr)).To(ContainSubstring("256Mi"))
 		Expect(restartedAt(ctx)).To(Equal(restarted), "a restart would be OOMKilled again")
 
@@ -399,8 +399,8 @@ spec:
 		_, err := c.Ask(ctx, question)
 		Expect(err).To(MatchError(ContainSubstring("No HealingPolicy governs service")))
 		hr := oneRequest(ctx, before)
-		Expect(hr.Status.Phase).To(Equal(v1.PhaseSkipped))
-		Expect(hr.Status.Issue).To(Equal(v1.IssueNoPods))
+		Expect(hr.Status.Phase).To(Equal(selfhealv1alpha1.PhaseSkipped))
+		Expect(hr.Status.Issue).To(Equal(selfhealv1alpha1.IssueNoPods))
 		Expect(hr.Status.Findings).NotTo(BeEmpty())
 		Expect(hr.Status.Actions).To(BeEmpty())
 		dep, err := env.Deployment(ctx)
@@ -437,8 +437,8 @@ spec:
 			Expect(err).NotTo(HaveOccurred())
 		}
 		hr := oneRequest(ctx, before)
-		Expect(hr.Status.Phase).To(Equal(v1.PhaseHealed))
-		Expect(executedActions(hr)).To(Equal([]v1.ActionType{v1.ActionRolloutRestart}))
+		Expect(hr.Status.Phase).To(Equal(selfhealv1alpha1.PhaseHealed))
+		Expect(executedActions(hr)).To(Equal([]selfhealv1alpha1.ActionType{selfhealv1alpha1.ActionRolloutRestart}))
 	})
 
 	It("10. rides out an overloaded Claude without creating a HealingRequest", func(ctx SpecContext) {

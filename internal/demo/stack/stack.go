@@ -37,7 +37,7 @@ import (
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
-	v1 "github.com/selfheal-dev/selfheal/api/v1alpha1"
+	selfhealv1alpha1 "github.com/selfheal-dev/selfheal/api/v1alpha1"
 	"github.com/selfheal-dev/selfheal/internal/controlplane"
 	"github.com/selfheal-dev/selfheal/internal/demo/alerts"
 	"github.com/selfheal-dev/selfheal/internal/demo/fakeclaude"
@@ -522,8 +522,8 @@ func (s *Stack) KubectlRun(ctx context.Context, args ...string) (string, error) 
 }
 
 // ApplyPolicy creates (or replaces) a HealingPolicy.
-func (s *Stack) ApplyPolicy(ctx context.Context, p *v1.HealingPolicy) error {
-	existing := &v1.HealingPolicy{}
+func (s *Stack) ApplyPolicy(ctx context.Context, p *selfhealv1alpha1.HealingPolicy) error {
+	existing := &selfhealv1alpha1.HealingPolicy{}
 	if err := s.Client.Get(ctx, client.ObjectKeyFromObject(p), existing); err == nil {
 		if err := s.Client.Delete(ctx, existing); err != nil && !apierrors.IsNotFound(err) {
 			return err
@@ -617,8 +617,8 @@ func (s *Stack) Pods(ctx context.Context) ([]corev1.Pod, error) {
 }
 
 // Requests lists the HealingRequests in the MCP server's namespace.
-func (s *Stack) Requests(ctx context.Context) ([]v1.HealingRequest, error) {
-	var list v1.HealingRequestList
+func (s *Stack) Requests(ctx context.Context) ([]selfhealv1alpha1.HealingRequest, error) {
+	var list selfhealv1alpha1.HealingRequestList
 	err := s.Client.List(ctx, &list, client.InNamespace(Namespace))
 	return list.Items, err
 }

@@ -22,7 +22,7 @@ import (
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
-	"github.com/selfheal-dev/selfheal/api/v1alpha1"
+	selfhealv1alpha1 "github.com/selfheal-dev/selfheal/api/v1alpha1"
 	"github.com/selfheal-dev/selfheal/internal/controlplane"
 )
 
@@ -85,9 +85,9 @@ func startHealer(t *testing.T, ctx context.Context, ns string, hub *Hub) *Healer
 	return h
 }
 
-func listRequests(t *testing.T, ns string) []v1alpha1.HealingRequest {
+func listRequests(t *testing.T, ns string) []selfhealv1alpha1.HealingRequest {
 	t.Helper()
-	var list v1alpha1.HealingRequestList
+	var list selfhealv1alpha1.HealingRequestList
 	if err := cp.Client.List(context.Background(), &list, client.InNamespace(ns)); err != nil {
 		t.Fatal(err)
 	}
@@ -95,11 +95,11 @@ func listRequests(t *testing.T, ns string) []v1alpha1.HealingRequest {
 }
 
 // playController updates the request's status through the API, as the controller does.
-func playController(t *testing.T, ns, name string, mutate func(*v1alpha1.HealingRequestStatus)) {
+func playController(t *testing.T, ns, name string, mutate func(*selfhealv1alpha1.HealingRequestStatus)) {
 	t.Helper()
 	ctx := context.Background()
 	for {
-		var hr v1alpha1.HealingRequest
+		var hr selfhealv1alpha1.HealingRequest
 		if err := cp.Client.Get(ctx, client.ObjectKey{Namespace: ns, Name: name}, &hr); err != nil {
 			t.Fatal(err)
 		}
@@ -116,34 +116,34 @@ func playController(t *testing.T, ns, name string, mutate func(*v1alpha1.Healing
 
 var stepTime = time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
 
-func addProgress(phase v1alpha1.HealingPhase, msgs ...string) func(*v1alpha1.HealingRequestStatus) {
-	return func(s *v1alpha1.HealingRequestStatus) {
+func addProgress(phase selfhealv1alpha1.HealingPhase, msgs ...string) func(*selfhealv1alpha1.HealingRequestStatus) {
+	return func(s *selfhealv1alpha1.HealingRequestStatus) {
 		s.Phase = phase
 		for _, m := range msgs {
 			// Several entries share a second: the dedupe must not rely on time alone.
-			s.Progress = append(s.Progress, v1alpha1.ProgressEntry{Time: metav1.NewTime(stepTime), Phase: phase, Message: m})
+			s.Progress = append(s.Progress, selfhealv1alpha1.ProgressEntry{Time: metav1.NewTime(stepTime), Phase: phase, Message: m})
 		}
 	}
 }
 
-func finish(phase v1alpha1.HealingPhase, issue v1alpha1.IssueType, reason, message string, findings ...v1alpha1.Finding) func(*v1alpha1.HealingRequestStatus) {
-	return func(s *v1alpha1.HealingRequestStatus) {
+func finish(phase selfhealv1alpha1.HealingPhase, issue selfhealv1alpha1.IssueType, reason, message string, findings ...selfhealv1alpha1.Finding) func(*selfhealv1alpha1.HealingRequestStatus) {
+	return func(s *selfhealv1alpha1.HealingRequestStatus) {
 		s.Phase = phase
 		s.Issue = issue
 		s.Findings = findings
 		status := metav1.ConditionFalse
-		if phase == v1alpha1.PhaseHealed {
+		if phase == selfhealv1alpha1.PhaseHealed {
 			status = metav1.ConditionTrue
 		}
-		meta.SetStatusCondition(&s.Conditions, metav1.Condition{Type: v1alpha1.ConditionReady, Status: status, Reason: reason, Message: message})
+		meta.SetStatusCondition(&s.Conditions, metav1.Condition{Type: selfhealv1alpha1.ConditionReady, Status: status, Reason: reason, Message: message})
 		now := metav1.NewTime(stepTime.Add(time.Minute))
 		s.CompletionTime = &now
-		s.Progress = append(s.Progress, v1alpha1.ProgressEntry{Time: now, Phase: phase, Message: message})
+		s.Progress = append(s.Progress, selfhealv1alpha1.ProgressEntry{Time: now, Phase: phase, Message: message})
 	}
 }
 
 func refused(ns string) Failure {
-	return Failure{Namespace: ns, Service: "tools", Upstream: "tools", Class: v1alpha1.FailureConnectionRefused,
+	return Failure{Namespace: ns, Service: "tools", Upstream: "tools", Class: selfhealv1alpha1.FailureConnectionRefused,
 		Message: `dial tcp 10.0.0.7:8080: connect: connection refused (Authorization: Bearer sk-ant-api03-CANARY)`}
 }
 
@@ -181,8 +181,8 @@ func TestTriggerFromManyCallsAndTwoReplicasMakesOneRequest(t *testing.T) {
 		t.Fatalf("%d HealingRequests, callers got names %v; want exactly one shared by all", len(items), distinct)
 	}
 	hr := items[0]
-	if hr.Labels[LabelService] != "tools" || hr.Spec.Trigger.Source != v1alpha1.TriggerSourceGateway ||
-		hr.Spec.Trigger.FailureClass != v1alpha1.FailureConnectionRefused || hr.Spec.Target.Service != "tools" || hr.Spec.Trigger.Upstream != "tools" {
+	if hr.Labels[LabelService] != "tools" || hr.Spec.Trigger.Source != selfhealv1alpha1.TriggerSourceGateway ||
+		hr.Spec.Trigger.FailureClass != selfhealv1alpha1.FailureConnectionRefused || hr.Spec.Target.Service != "tools" || hr.Spec.Trigger.Upstream != "tools" {
 		t.Fatalf("request %+v / %+v does not describe the failure", hr.Labels, hr.Spec)
 	}
 	if strings.Contains(hr.Spec.Trigger.Message, "CANARY") {
@@ -193,7 +193,7 @@ func TestTriggerFromManyCallsAndTwoReplicasMakesOneRequest(t *testing.T) {
 	}
 
 	// Once it has ended, the next failure is a new incident with a new request.
-	playController(t, ns, hr.Name, finish(v1alpha1.PhaseHealed, v1alpha1.IssueNoReadyPods, v1alpha1.ReasonHealed, "tools is serving again"))
+	playController(t, ns, hr.Name, finish(selfhealv1alpha1.PhaseHealed, selfhealv1alpha1.IssueNoReadyPods, selfhealv1alpha1.ReasonHealed, "tools is serving again"))
 	waitUntil(t, func() bool { _, ok := replicaA.activeFor(ns + "/tools"); return !ok })
 	next, err := replicaA.Trigger(ctx, refused(ns))
 	if err != nil {
@@ -226,10 +226,10 @@ func TestWatchPublishesEachProgressEntryOnceAndTheOutcome(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitFor := h.Wait(ctx, ns, name)
-	playController(t, ns, name, addProgress(v1alpha1.PhaseDiagnosing, "checking pods", "checking endpoints"))
-	playController(t, ns, name, func(s *v1alpha1.HealingRequestStatus) { s.Attempts = 1 }) // no new entry
-	playController(t, ns, name, addProgress(v1alpha1.PhaseRemediating, "restarting deployment/tools"))
-	playController(t, ns, name, finish(v1alpha1.PhaseHealed, v1alpha1.IssueCrashLoopBackOff, v1alpha1.ReasonHealed, "tools is serving again"))
+	playController(t, ns, name, addProgress(selfhealv1alpha1.PhaseDiagnosing, "checking pods", "checking endpoints"))
+	playController(t, ns, name, func(s *selfhealv1alpha1.HealingRequestStatus) { s.Attempts = 1 }) // no new entry
+	playController(t, ns, name, addProgress(selfhealv1alpha1.PhaseRemediating, "restarting deployment/tools"))
+	playController(t, ns, name, finish(selfhealv1alpha1.PhaseHealed, selfhealv1alpha1.IssueCrashLoopBackOff, selfhealv1alpha1.ReasonHealed, "tools is serving again"))
 
 	want := []string{
 		EventHealingStart + " ",
@@ -287,15 +287,15 @@ func TestFailedHealingCarriesTheDiagnosis(t *testing.T) {
 		t.Fatal(err)
 	}
 	events := h.Wait(ctx, ns, name)
-	playController(t, ns, name, finish(v1alpha1.PhaseFailed, v1alpha1.IssueImagePullBackOff, v1alpha1.ReasonNotHealable,
+	playController(t, ns, name, finish(selfhealv1alpha1.PhaseFailed, selfhealv1alpha1.IssueImagePullBackOff, selfhealv1alpha1.ReasonNotHealable,
 		`image "tools:v9" cannot be pulled`,
-		v1alpha1.Finding{Check: v1alpha1.CheckPodStatus, Result: v1alpha1.ResultFail, Message: "pod tools-1 is in ImagePullBackOff"},
-		v1alpha1.Finding{Check: v1alpha1.CheckEndpoints, Result: v1alpha1.ResultPass, Message: "ok"}))
+		selfhealv1alpha1.Finding{Check: selfhealv1alpha1.CheckPodStatus, Result: selfhealv1alpha1.ResultFail, Message: "pod tools-1 is in ImagePullBackOff"},
+		selfhealv1alpha1.Finding{Check: selfhealv1alpha1.CheckEndpoints, Result: selfhealv1alpha1.ResultPass, Message: "ok"}))
 	var last Event
 	for ev := range events {
 		last = ev
 	}
-	if last.Type != EventHealingFailed || last.Issue != "ImagePullBackOff" || last.Reason != v1alpha1.ReasonNotHealable ||
+	if last.Type != EventHealingFailed || last.Issue != "ImagePullBackOff" || last.Reason != selfhealv1alpha1.ReasonNotHealable ||
 		!strings.Contains(last.Message, `image "tools:v9" cannot be pulled`) || len(last.Findings) != 1 || last.Findings[0].Check != "PodStatus" {
 		t.Fatalf("terminal event %+v does not carry the diagnosis", last)
 	}
@@ -310,21 +310,21 @@ func TestDuplicateRequestFollowsTheActiveOne(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	dup := &v1alpha1.HealingRequest{
+	dup := &selfhealv1alpha1.HealingRequest{
 		ObjectMeta: metav1.ObjectMeta{Name: "tools-manual", Namespace: ns},
-		Spec: v1alpha1.HealingRequestSpec{Target: v1alpha1.HealingTarget{Service: "tools"},
-			Trigger: v1alpha1.HealingTrigger{Source: v1alpha1.TriggerSourceManual, FailureClass: v1alpha1.FailureOther}},
+		Spec: selfhealv1alpha1.HealingRequestSpec{Target: selfhealv1alpha1.HealingTarget{Service: "tools"},
+			Trigger: selfhealv1alpha1.HealingTrigger{Source: selfhealv1alpha1.TriggerSourceManual, FailureClass: selfhealv1alpha1.FailureOther}},
 	}
 	if err := cp.Client.Create(ctx, dup); err != nil {
 		t.Fatal(err)
 	}
 	events := h.Wait(ctx, ns, dup.Name)
-	playController(t, ns, dup.Name, func(s *v1alpha1.HealingRequestStatus) {
-		s.Phase = v1alpha1.PhaseSkipped
+	playController(t, ns, dup.Name, func(s *selfhealv1alpha1.HealingRequestStatus) {
+		s.Phase = selfhealv1alpha1.PhaseSkipped
 		s.DuplicateOf = primary
-		meta.SetStatusCondition(&s.Conditions, metav1.Condition{Type: v1alpha1.ConditionReady, Status: metav1.ConditionFalse, Reason: v1alpha1.ReasonDuplicate, Message: "defers to " + primary})
+		meta.SetStatusCondition(&s.Conditions, metav1.Condition{Type: selfhealv1alpha1.ConditionReady, Status: metav1.ConditionFalse, Reason: selfhealv1alpha1.ReasonDuplicate, Message: "defers to " + primary})
 	})
-	playController(t, ns, primary, finish(v1alpha1.PhaseHealed, v1alpha1.IssueNoReadyPods, v1alpha1.ReasonHealed, "tools is serving again"))
+	playController(t, ns, primary, finish(selfhealv1alpha1.PhaseHealed, selfhealv1alpha1.IssueNoReadyPods, selfhealv1alpha1.ReasonHealed, "tools is serving again"))
 	var last Event
 	for ev := range events {
 		last = ev
@@ -388,11 +388,11 @@ func TestReportEndpointStreamsTheHealing(t *testing.T) {
 	if ev := r.nextEvent().decode(t); ev.Type != EventHealingStart || ev.Request != name || ev.Service != "search" {
 		t.Fatalf("first event %+v", ev)
 	}
-	playController(t, ns, name, addProgress(v1alpha1.PhaseDiagnosing, "checking pods"))
+	playController(t, ns, name, addProgress(selfhealv1alpha1.PhaseDiagnosing, "checking pods"))
 	if ev := r.nextEvent().decode(t); ev.Type != EventHealingProgress || ev.Message != "checking pods" || ev.Phase != "Diagnosing" {
 		t.Fatalf("progress event %+v", ev)
 	}
-	playController(t, ns, name, finish(v1alpha1.PhaseHealed, v1alpha1.IssueNoReadyPods, v1alpha1.ReasonHealed, "search is serving again"))
+	playController(t, ns, name, finish(selfhealv1alpha1.PhaseHealed, selfhealv1alpha1.IssueNoReadyPods, selfhealv1alpha1.ReasonHealed, "search is serving again"))
 	r.nextEvent() // the final progress entry
 	if ev := r.nextEvent().decode(t); ev.Type != EventHealingComplete {
 		t.Fatalf("last event %+v", ev)
@@ -400,11 +400,11 @@ func TestReportEndpointStreamsTheHealing(t *testing.T) {
 	if _, ok := r.next(); ok {
 		t.Fatal("the stream continued after the healing ended")
 	}
-	var hr v1alpha1.HealingRequest
+	var hr selfhealv1alpha1.HealingRequest
 	if err := cp.Client.Get(ctx, client.ObjectKey{Namespace: ns, Name: name}, &hr); err != nil {
 		t.Fatal(err)
 	}
-	if hr.Spec.Trigger.Source != v1alpha1.TriggerSourceChatAPI || hr.Spec.Trigger.FailureClass != v1alpha1.FailureTimeout {
+	if hr.Spec.Trigger.Source != selfhealv1alpha1.TriggerSourceChatAPI || hr.Spec.Trigger.FailureClass != selfhealv1alpha1.FailureTimeout {
 		t.Fatalf("reported request %+v", hr.Spec.Trigger)
 	}
 
@@ -447,7 +447,7 @@ func TestTriggerWalksTheChainWhenTimestampsTie(t *testing.T) {
 		if err := cp.Client.Create(ctx, hr); err != nil {
 			t.Fatal(err)
 		}
-		playController(t, ns, hr.Name, finish(v1alpha1.PhaseHealed, v1alpha1.IssueNoReadyPods, v1alpha1.ReasonHealed, "serving again"))
+		playController(t, ns, hr.Name, finish(selfhealv1alpha1.PhaseHealed, selfhealv1alpha1.IssueNoReadyPods, selfhealv1alpha1.ReasonHealed, "serving again"))
 		prev = hr.Name
 	}
 	waitUntil(t, func() bool { return len(listRequests(t, ns)) == 3 })
@@ -501,7 +501,7 @@ func TestWaitOnARequestNoControllerSawEnds(t *testing.T) {
 
 // With two active requests for one Service (made by hand, or by replicas before the
 // controller marked one a duplicate), the gateway joins the one the controller keeps:
-// the oldest by v1alpha1.CreatedBefore, the one ordering both use. Catches: an
+// the oldest by selfhealv1alpha1.CreatedBefore, the one ordering both use. Catches: an
 // ordering of the gateway's own that breaks creation-time ties differently.
 func TestTriggerJoinsTheOldestActiveRequestAsTheControllerOrdersThem(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
@@ -511,10 +511,10 @@ func TestTriggerJoinsTheOldestActiveRequestAsTheControllerOrdersThem(t *testing.
 	// Created within one second (names in reverse order), so their creation
 	// timestamps most likely tie and the name decides.
 	for _, name := range []string{"tools-zz", "tools-aa"} {
-		hr := &v1alpha1.HealingRequest{
+		hr := &selfhealv1alpha1.HealingRequest{
 			ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: ns},
-			Spec: v1alpha1.HealingRequestSpec{Target: v1alpha1.HealingTarget{Service: "tools"},
-				Trigger: v1alpha1.HealingTrigger{Source: v1alpha1.TriggerSourceManual, FailureClass: v1alpha1.FailureOther}},
+			Spec: selfhealv1alpha1.HealingRequestSpec{Target: selfhealv1alpha1.HealingTarget{Service: "tools"},
+				Trigger: selfhealv1alpha1.HealingTrigger{Source: selfhealv1alpha1.TriggerSourceManual, FailureClass: selfhealv1alpha1.FailureOther}},
 		}
 		if err := cp.Client.Create(ctx, hr); err != nil {
 			t.Fatal(err)
@@ -530,7 +530,7 @@ func TestTriggerJoinsTheOldestActiveRequestAsTheControllerOrdersThem(t *testing.
 	items := listRequests(t, ns)
 	oldest := &items[0]
 	for i := range items {
-		if v1alpha1.CreatedBefore(&items[i], oldest) {
+		if selfhealv1alpha1.CreatedBefore(&items[i], oldest) {
 			oldest = &items[i]
 		}
 	}
@@ -539,7 +539,7 @@ func TestTriggerJoinsTheOldestActiveRequestAsTheControllerOrdersThem(t *testing.
 		t.Fatal(err)
 	}
 	if name != oldest.Name {
-		t.Fatalf("Trigger joined %q, want %q, the oldest by v1alpha1.CreatedBefore (created %s and %s)",
+		t.Fatalf("Trigger joined %q, want %q, the oldest by selfhealv1alpha1.CreatedBefore (created %s and %s)",
 			name, oldest.Name, items[0].CreationTimestamp, items[1].CreationTimestamp)
 	}
 }
@@ -569,7 +569,7 @@ func TestResumeOnAnotherReplicaIsExact(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	playController(t, ns, name, addProgress(v1alpha1.PhaseDiagnosing, "checking pods", "checking endpoints"))
+	playController(t, ns, name, addProgress(selfhealv1alpha1.PhaseDiagnosing, "checking pods", "checking endpoints"))
 	var last string
 	for _, want := range []string{EventHealingStart, EventHealingProgress, EventHealingProgress} {
 		f := fromA.nextEvent()
@@ -583,8 +583,8 @@ func TestResumeOnAnotherReplicaIsExact(t *testing.T) {
 	}
 	_ = respA.Body.Close() // the client loses replica A
 
-	playController(t, ns, name, addProgress(v1alpha1.PhaseRemediating, "restarting deployment/tools"))
-	playController(t, ns, name, finish(v1alpha1.PhaseHealed, v1alpha1.IssueNoReadyPods, v1alpha1.ReasonHealed, "tools is serving again"))
+	playController(t, ns, name, addProgress(selfhealv1alpha1.PhaseRemediating, "restarting deployment/tools"))
+	playController(t, ns, name, finish(selfhealv1alpha1.PhaseHealed, selfhealv1alpha1.IssueNoReadyPods, selfhealv1alpha1.ReasonHealed, "tools is serving again"))
 	waitUntil(t, func() bool { snap, _ := b.snapshot(ns, name); return snap != nil })
 
 	respB, fromB := subscribe(t, ctx, srvB.URL+"?namespace="+ns, last)
@@ -621,7 +621,7 @@ func TestReportsJustAfterAHealingEndedJoinIt(t *testing.T) {
 	go func() {
 		defer close(loopDone)
 		for loopCtx.Err() == nil {
-			var list v1alpha1.HealingRequestList
+			var list selfhealv1alpha1.HealingRequestList
 			if err := cp.Client.List(loopCtx, &list, client.InNamespace(ns)); err == nil {
 				for i := range list.Items {
 					hr := &list.Items[i]
@@ -629,11 +629,11 @@ func TestReportsJustAfterAHealingEndedJoinIt(t *testing.T) {
 						continue
 					}
 					now := metav1.Now()
-					hr.Status.Phase = v1alpha1.PhaseHealed
+					hr.Status.Phase = selfhealv1alpha1.PhaseHealed
 					hr.Status.CompletionTime = &now
-					hr.Status.Progress = append(hr.Status.Progress, v1alpha1.ProgressEntry{Time: now, Phase: v1alpha1.PhaseHealed, Message: "search is serving again"})
-					meta.SetStatusCondition(&hr.Status.Conditions, metav1.Condition{Type: v1alpha1.ConditionReady, Status: metav1.ConditionTrue,
-						Reason: v1alpha1.ReasonHealed, Message: "search is serving again"})
+					hr.Status.Progress = append(hr.Status.Progress, selfhealv1alpha1.ProgressEntry{Time: now, Phase: selfhealv1alpha1.PhaseHealed, Message: "search is serving again"})
+					meta.SetStatusCondition(&hr.Status.Conditions, metav1.Condition{Type: selfhealv1alpha1.ConditionReady, Status: metav1.ConditionTrue,
+						Reason: selfhealv1alpha1.ReasonHealed, Message: "search is serving again"})
 					_ = cp.Client.Status().Update(loopCtx, hr) // a conflict is retried on the next round
 				}
 			}
@@ -680,7 +680,7 @@ func TestReportsJustAfterAHealingEndedJoinIt(t *testing.T) {
 	if len(items) != 1 || len(distinct) != 1 {
 		t.Fatalf("%d HealingRequests for %d reports over 3 s, reporters got %v; want one incident", len(items), reports, distinct)
 	}
-	if items[0].Status.Phase != v1alpha1.PhaseHealed {
+	if items[0].Status.Phase != selfhealv1alpha1.PhaseHealed {
 		t.Fatalf("the one request is %s: the fake controller did not heal it", items[0].Status.Phase)
 	}
 
@@ -722,8 +722,8 @@ func TestOnlyFailuresSeenBeforeTheEndJoinIt(t *testing.T) {
 		t.Fatal(err)
 	}
 	end := time.Now()
-	playController(t, ns, first, func(s *v1alpha1.HealingRequestStatus) {
-		s.Phase = v1alpha1.PhaseHealed
+	playController(t, ns, first, func(s *selfhealv1alpha1.HealingRequestStatus) {
+		s.Phase = selfhealv1alpha1.PhaseHealed
 		s.CompletionTime = &metav1.Time{Time: end}
 	})
 	waitUntil(t, func() bool { _, ok := h.recentlyEnded(ns+"/tools", time.Time{}); return ok })

@@ -15,7 +15,7 @@ import (
 	"k8s.io/utils/clock"
 	ctrl "sigs.k8s.io/controller-runtime"
 
-	"github.com/selfheal-dev/selfheal/api/v1alpha1"
+	selfhealv1alpha1 "github.com/selfheal-dev/selfheal/api/v1alpha1"
 	"github.com/selfheal-dev/selfheal/internal/gateway/access"
 	"github.com/selfheal-dev/selfheal/internal/gateway/limits"
 	"github.com/selfheal-dev/selfheal/internal/sse"
@@ -327,14 +327,14 @@ func writeJSONError(w http.ResponseWriter, status int, msg string) {
 
 // ReportRequest is the body of POST /v1-healing-requests.
 type ReportRequest struct {
-	Namespace    string                `json:"namespace"`
-	Service      string                `json:"service"`
-	FailureClass v1alpha1.FailureClass `json:"failureClass"`
+	Namespace    string                        `json:"namespace"`
+	Service      string                        `json:"service"`
+	FailureClass selfhealv1alpha1.FailureClass `json:"failureClass"`
 	// Reason is an alias of FailureClass for clients that call it so.
-	Reason     v1alpha1.FailureClass `json:"reason"`
-	Message    string                `json:"message"`
-	Upstream   string                `json:"upstream"`
-	HTTPStatus int                   `json:"httpStatus"`
+	Reason     selfhealv1alpha1.FailureClass `json:"reason"`
+	Message    string                        `json:"message"`
+	Upstream   string                        `json:"upstream"`
+	HTTPStatus int                           `json:"httpStatus"`
 	// Time is when the reporter saw the failure (RFC 3339), optional: a failure seen
 	// after the Service's last healing ended is a new incident; without it, a report
 	// arriving shortly after a healing ended joins that healing.
@@ -430,7 +430,7 @@ func (h *ReportHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		Class:      class,
 		HTTPStatus: req.HTTPStatus,
 		Message:    req.Message,
-		Source:     v1alpha1.TriggerSourceChatAPI,
+		Source:     selfhealv1alpha1.TriggerSourceChatAPI,
 	}
 	if req.Time != nil {
 		f.Seen = *req.Time

@@ -19,7 +19,7 @@ import (
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
-	"github.com/selfheal-dev/selfheal/api/v1alpha1"
+	selfhealv1alpha1 "github.com/selfheal-dev/selfheal/api/v1alpha1"
 	"github.com/selfheal-dev/selfheal/internal/diagnostics"
 	"github.com/selfheal-dev/selfheal/internal/gateway/access"
 )
@@ -49,11 +49,11 @@ type Failure struct {
 	Namespace  string
 	Service    string
 	Upstream   string
-	Class      v1alpha1.FailureClass
+	Class      selfhealv1alpha1.FailureClass
 	HTTPStatus int
 	Message    string
 	// Source defaults to gateway.
-	Source v1alpha1.TriggerSource
+	Source selfhealv1alpha1.TriggerSource
 	// Seen is when the failed call was sent (or the reporter saw the failure). A
 	// failure seen before a healing of its target ended belongs to that healing's
 	// incident (see Options.JoinEndedWithin); one seen after it is new. Zero (a report
@@ -228,7 +228,7 @@ func (f *Failure) Validate() error {
 	if !ValidFailureClass(f.Class) {
 		return fmt.Errorf("%w: unknown failure class %q", ErrInvalidFailure, f.Class)
 	}
-	if f.HTTPStatus != 0 && (f.Class != v1alpha1.FailureHTTP5xx || f.HTTPStatus < 500 || f.HTTPStatus > 599) {
+	if f.HTTPStatus != 0 && (f.Class != selfhealv1alpha1.FailureHTTP5xx || f.HTTPStatus < 500 || f.HTTPStatus > 599) {
 		return fmt.Errorf("%w: httpStatus %d needs failure class HTTP5xx and a 5xx code", ErrInvalidFailure, f.HTTPStatus)
 	}
 	if len(f.Upstream) > 63 {
@@ -238,10 +238,10 @@ func (f *Failure) Validate() error {
 }
 
 // ValidFailureClass reports whether c is one of the API's failure classes.
-func ValidFailureClass(c v1alpha1.FailureClass) bool {
+func ValidFailureClass(c selfhealv1alpha1.FailureClass) bool {
 	switch c {
-	case v1alpha1.FailureConnectionRefused, v1alpha1.FailureConnectionReset, v1alpha1.FailureTimeout,
-		v1alpha1.FailureHTTP5xx, v1alpha1.FailureMCPSessionLost, v1alpha1.FailureOther:
+	case selfhealv1alpha1.FailureConnectionRefused, selfhealv1alpha1.FailureConnectionReset, selfhealv1alpha1.FailureTimeout,
+		selfhealv1alpha1.FailureHTTP5xx, selfhealv1alpha1.FailureMCPSessionLost, selfhealv1alpha1.FailureOther:
 		return true
 	}
 	return false
@@ -329,8 +329,8 @@ func (h *Healer) observed(f Failure, created bool) {
 		return
 	}
 	label := f.Upstream
-	if f.Source == v1alpha1.TriggerSourceChatAPI {
-		label = string(v1alpha1.TriggerSourceChatAPI)
+	if f.Source == selfhealv1alpha1.TriggerSourceChatAPI {
+		label = string(selfhealv1alpha1.TriggerSourceChatAPI)
 	}
 	h.onTrigger(label, created)
 }
@@ -367,7 +367,7 @@ func (h *Healer) joins(completed, observed, seen time.Time) bool {
 // joinsListed is joins for an ended request read from the API server: ordered
 // against when this process saw it end, or, when it has not, against its
 // status.completionTime, which has one-second resolution, hence the second of slack.
-func (h *Healer) joinsListed(key string, hr *v1alpha1.HealingRequest, seen time.Time) bool {
+func (h *Healer) joinsListed(key string, hr *selfhealv1alpha1.HealingRequest, seen time.Time) bool {
 	if hr.Status.DuplicateOf != "" || hr.Status.CompletionTime == nil {
 		return false
 	}
@@ -396,11 +396,11 @@ func (h *Healer) createOrJoin(ctx context.Context, f Failure) (string, bool, err
 	// better predecessor. Every replica walking the same chain reaches the same name.
 	walk := ""
 	for range maxCreateAttempts {
-		var list v1alpha1.HealingRequestList
+		var list selfhealv1alpha1.HealingRequestList
 		if err := h.reader.List(ctx, &list, client.InNamespace(f.Namespace)); err != nil {
 			return "", false, fmt.Errorf("%w: listing HealingRequests in %s: %w", ErrHealingUnavailable, f.Namespace, err)
 		}
-		var active, newestDone, recentEnd *v1alpha1.HealingRequest
+		var active, newestDone, recentEnd *selfhealv1alpha1.HealingRequest
 		for i := range list.Items {
 			hr := &list.Items[i]
 			if hr.Spec.Target.Service != f.Service || hr.DeletionTimestamp != nil {
@@ -409,10 +409,10 @@ func (h *Healer) createOrJoin(ctx context.Context, f Failure) (string, bool, err
 			// One ordering for "oldest" and "newest", the controller's too:
 			// creation time, then name.
 			if hr.Status.Phase.IsTerminal() {
-				if newestDone == nil || v1alpha1.CreatedBefore(newestDone, hr) {
+				if newestDone == nil || selfhealv1alpha1.CreatedBefore(newestDone, hr) {
 					newestDone = hr
 				}
-				if h.joinsListed(key, hr, f.Seen) && (recentEnd == nil || v1alpha1.CreatedBefore(recentEnd, hr)) {
+				if h.joinsListed(key, hr, f.Seen) && (recentEnd == nil || selfhealv1alpha1.CreatedBefore(recentEnd, hr)) {
 					recentEnd = hr
 				}
 				continue
@@ -420,7 +420,7 @@ func (h *Healer) createOrJoin(ctx context.Context, f Failure) (string, bool, err
 			if hr.Status.DuplicateOf != "" {
 				continue // it defers to another one, which is the one to join
 			}
-			if active == nil || v1alpha1.CreatedBefore(hr, active) {
+			if active == nil || selfhealv1alpha1.CreatedBefore(hr, active) {
 				active = hr // the oldest active request wins
 			}
 		}
@@ -450,7 +450,7 @@ func (h *Healer) createOrJoin(ctx context.Context, f Failure) (string, bool, err
 		case apierrors.IsAlreadyExists(err):
 			// Another replica (or an earlier call) created it: join it, unless it
 			// has already ended, in which case this is a new incident.
-			var existing v1alpha1.HealingRequest
+			var existing selfhealv1alpha1.HealingRequest
 			if err := h.reader.Get(ctx, client.ObjectKeyFromObject(hr), &existing); err != nil {
 				if apierrors.IsNotFound(err) {
 					continue
@@ -485,21 +485,21 @@ func RequestName(service, predecessor string) string {
 	return service + "-" + hex.EncodeToString(sum[:])[:10]
 }
 
-func (h *Healer) newRequest(f Failure, name string) *v1alpha1.HealingRequest {
+func (h *Healer) newRequest(f Failure, name string) *selfhealv1alpha1.HealingRequest {
 	source := f.Source
 	if source == "" {
-		source = v1alpha1.TriggerSourceGateway
+		source = selfhealv1alpha1.TriggerSourceGateway
 	}
 	now := metav1.NewTime(h.clock.Now())
-	return &v1alpha1.HealingRequest{
+	return &selfhealv1alpha1.HealingRequest{
 		ObjectMeta: metav1.ObjectMeta{
 			Name:      name,
 			Namespace: f.Namespace,
 			Labels:    map[string]string{LabelService: f.Service},
 		},
-		Spec: v1alpha1.HealingRequestSpec{
-			Target: v1alpha1.HealingTarget{Service: f.Service},
-			Trigger: v1alpha1.HealingTrigger{
+		Spec: selfhealv1alpha1.HealingRequestSpec{
+			Target: selfhealv1alpha1.HealingTarget{Service: f.Service},
+			Trigger: selfhealv1alpha1.HealingTrigger{
 				Source:       source,
 				FailureClass: f.Class,
 				HTTPStatus:   int32(f.HTTPStatus),

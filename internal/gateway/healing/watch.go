@@ -14,7 +14,7 @@ import (
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/cache"
 
-	"github.com/selfheal-dev/selfheal/api/v1alpha1"
+	selfhealv1alpha1 "github.com/selfheal-dev/selfheal/api/v1alpha1"
 )
 
 // requestState is what this process has published for one HealingRequest, so that each
@@ -23,14 +23,14 @@ type requestState struct {
 	service     string
 	started     bool
 	seen        int // progress entries published, counted since the first one seen
-	last        *v1alpha1.ProgressEntry
+	last        *selfhealv1alpha1.ProgressEntry
 	duplicateOf string
 	terminal    *Event // the published terminal event, once there is one
 	// deadline is the request's status.deadline (zero until a controller set it);
 	// latest is the request as last seen, for the diagnosis of a wait that ends at
 	// the deadline. Informer objects are shared and never modified.
 	deadline time.Time
-	latest   *v1alpha1.HealingRequest
+	latest   *selfhealv1alpha1.HealingRequest
 }
 
 // NewInformerCache builds a cache that watches HealingRequests in namespaces (all
@@ -38,7 +38,7 @@ type requestState struct {
 // with Start(ctx) in a goroutine.
 func NewInformerCache(cfg *rest.Config, namespaces []string) (cache.Cache, error) {
 	scheme := runtime.NewScheme()
-	if err := v1alpha1.AddToScheme(scheme); err != nil {
+	if err := selfhealv1alpha1.AddToScheme(scheme); err != nil {
 		return nil, fmt.Errorf("registering the selfheal API: %w", err)
 	}
 	opts := cache.Options{Scheme: scheme}
@@ -59,19 +59,19 @@ func NewInformerCache(cfg *rest.Config, namespaces []string) (cache.Cache, error
 // NewInformerCache) and publishes their progress to the hub. It does not block; healing
 // becomes available once the informer has synced.
 func (h *Healer) Start(ctx context.Context, informers cache.Informers) error {
-	inf, err := informers.GetInformer(ctx, &v1alpha1.HealingRequest{}, cache.BlockUntilSynced(false))
+	inf, err := informers.GetInformer(ctx, &selfhealv1alpha1.HealingRequest{}, cache.BlockUntilSynced(false))
 	if err != nil {
 		return fmt.Errorf("getting the HealingRequest informer: %w", err)
 	}
 	log := ctrl.LoggerFrom(ctx).WithName("healing-watch")
 	reg, err := inf.AddEventHandler(toolscache.ResourceEventHandlerDetailedFuncs{
 		AddFunc: func(obj any, initial bool) {
-			if hr, ok := obj.(*v1alpha1.HealingRequest); ok {
+			if hr, ok := obj.(*selfhealv1alpha1.HealingRequest); ok {
 				h.observe(hr, initial)
 			}
 		},
 		UpdateFunc: func(_, obj any) {
-			if hr, ok := obj.(*v1alpha1.HealingRequest); ok {
+			if hr, ok := obj.(*selfhealv1alpha1.HealingRequest); ok {
 				h.observe(hr, false)
 			}
 		},
@@ -79,7 +79,7 @@ func (h *Healer) Start(ctx context.Context, informers cache.Informers) error {
 			if tomb, ok := obj.(toolscache.DeletedFinalStateUnknown); ok {
 				obj = tomb.Obj
 			}
-			if hr, ok := obj.(*v1alpha1.HealingRequest); ok {
+			if hr, ok := obj.(*selfhealv1alpha1.HealingRequest); ok {
 				h.forget(hr)
 			}
 		},
@@ -97,7 +97,7 @@ func (h *Healer) Start(ctx context.Context, informers cache.Informers) error {
 func stateKey(namespace, name string) string { return namespace + "/" + name }
 
 // observe publishes what is new in hr since this process last saw it.
-func (h *Healer) observe(hr *v1alpha1.HealingRequest, initial bool) {
+func (h *Healer) observe(hr *selfhealv1alpha1.HealingRequest, initial bool) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	key := stateKey(hr.Namespace, hr.Name)
@@ -154,12 +154,12 @@ func (h *Healer) observe(hr *v1alpha1.HealingRequest, initial bool) {
 	}
 	if !hr.Status.Phase.IsTerminal() && hr.Status.DuplicateOf == "" {
 		// The active request is the oldest, ordered as the controller orders them
-		// (v1alpha1.CreatedBefore), not the first this process happened to see.
+		// (selfhealv1alpha1.CreatedBefore), not the first this process happened to see.
 		cur, ok := h.active[targetKey]
 		if !ok {
 			h.active[targetKey] = hr.Name
 		} else if cs := h.states[stateKey(hr.Namespace, cur)]; cur != hr.Name && cs != nil && cs.latest != nil &&
-			v1alpha1.CreatedBefore(hr, cs.latest) {
+			selfhealv1alpha1.CreatedBefore(hr, cs.latest) {
 			h.active[targetKey] = hr.Name
 		}
 	}
@@ -200,20 +200,20 @@ func (h *Healer) observe(hr *v1alpha1.HealingRequest, initial bool) {
 	}
 }
 
-func orPending(p v1alpha1.HealingPhase) v1alpha1.HealingPhase {
+func orPending(p selfhealv1alpha1.HealingPhase) selfhealv1alpha1.HealingPhase {
 	if p == "" {
-		return v1alpha1.PhasePending
+		return selfhealv1alpha1.PhasePending
 	}
 	return p
 }
 
 // newProgress returns the entries after the last one published. The log is bounded
 // and trimmed from the front, so the last published entry is found by value.
-func newProgress(st *requestState, entries []v1alpha1.ProgressEntry) []v1alpha1.ProgressEntry {
+func newProgress(st *requestState, entries []selfhealv1alpha1.ProgressEntry) []selfhealv1alpha1.ProgressEntry {
 	if len(entries) == 0 {
 		return nil
 	}
-	var fresh []v1alpha1.ProgressEntry
+	var fresh []selfhealv1alpha1.ProgressEntry
 	if st.last == nil {
 		fresh = entries
 	} else {
@@ -243,12 +243,12 @@ func newProgress(st *requestState, entries []v1alpha1.ProgressEntry) []v1alpha1.
 	return fresh
 }
 
-func sameEntry(a, b *v1alpha1.ProgressEntry) bool {
+func sameEntry(a, b *selfhealv1alpha1.ProgressEntry) bool {
 	return a.Time.Equal(&b.Time) && a.Phase == b.Phase && a.Message == b.Message
 }
 
 // terminalEvent describes how hr ended, with the diagnosis when it did not heal.
-func (h *Healer) terminalEvent(hr *v1alpha1.HealingRequest) Event {
+func (h *Healer) terminalEvent(hr *selfhealv1alpha1.HealingRequest) Event {
 	ev := Event{
 		ID:          eventID(hr.Namespace, hr.Name, stepEnd),
 		Request:     hr.Name,
@@ -263,7 +263,7 @@ func (h *Healer) terminalEvent(hr *v1alpha1.HealingRequest) Event {
 	if hr.Status.CompletionTime != nil {
 		ev.Time = hr.Status.CompletionTime.Time
 	}
-	ready := meta.FindStatusCondition(hr.Status.Conditions, v1alpha1.ConditionReady)
+	ready := meta.FindStatusCondition(hr.Status.Conditions, selfhealv1alpha1.ConditionReady)
 	if ready != nil {
 		ev.Reason = ready.Reason
 	}
@@ -277,7 +277,7 @@ func (h *Healer) terminalEvent(hr *v1alpha1.HealingRequest) Event {
 	}
 	ev.Type = EventHealingFailed
 	for _, f := range hr.Status.Findings {
-		if f.Result == v1alpha1.ResultFail || f.Result == v1alpha1.ResultWarn {
+		if f.Result == selfhealv1alpha1.ResultFail || f.Result == selfhealv1alpha1.ResultWarn {
 			ev.Findings = append(ev.Findings, FindingSummary{Check: string(f.Check), Result: string(f.Result), Message: f.Message})
 		}
 	}
@@ -294,7 +294,7 @@ func (h *Healer) terminalEvent(hr *v1alpha1.HealingRequest) Event {
 
 // forget drops the state of a deleted request; one deleted before it ended fails its
 // waiters.
-func (h *Healer) forget(hr *v1alpha1.HealingRequest) {
+func (h *Healer) forget(hr *selfhealv1alpha1.HealingRequest) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	key := stateKey(hr.Namespace, hr.Name)
@@ -527,7 +527,7 @@ func (h *Healer) expired(namespace, name string) Event {
 	ev.ID = "" // this waiter's outcome, not the healing's: never published
 	ev.Type = EventHealingFailed
 	ev.Phase = string(orPending(hr.Status.Phase))
-	ev.Reason = v1alpha1.ReasonDeadlineExceeded
+	ev.Reason = selfhealv1alpha1.ReasonDeadlineExceeded
 	ev.Time = h.clock.Now()
 	parts := []string{fmt.Sprintf("Healing of %s did not end by its deadline %s (still %s)",
 		hr.Spec.Target.Service, st.deadline.UTC().Format(time.RFC3339), ev.Phase)}
@@ -545,7 +545,7 @@ func (h *Healer) expired(namespace, name string) Event {
 // ended by deferring: the incident is the other request), with when this process saw
 // it end (history found at start: its completionTime, plus the second it may have
 // been truncated by).
-func (h *Healer) noteEndedLocked(targetKey string, hr *v1alpha1.HealingRequest, history bool) {
+func (h *Healer) noteEndedLocked(targetKey string, hr *selfhealv1alpha1.HealingRequest, history bool) {
 	if hr.Status.DuplicateOf != "" || hr.Status.CompletionTime == nil {
 		return
 	}

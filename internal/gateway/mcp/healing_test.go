@@ -23,7 +23,7 @@ import (
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
-	"github.com/selfheal-dev/selfheal/api/v1alpha1"
+	selfhealv1alpha1 "github.com/selfheal-dev/selfheal/api/v1alpha1"
 	"github.com/selfheal-dev/selfheal/internal/controlplane"
 	"github.com/selfheal-dev/selfheal/internal/gateway/healing"
 	"github.com/selfheal-dev/selfheal/internal/sse"
@@ -82,9 +82,9 @@ func startHealerWith(t *testing.T, ctx context.Context, ns string, opts healing.
 	return h
 }
 
-func requests(t *testing.T, ns string) []v1alpha1.HealingRequest {
+func requests(t *testing.T, ns string) []selfhealv1alpha1.HealingRequest {
 	t.Helper()
-	var list v1alpha1.HealingRequestList
+	var list selfhealv1alpha1.HealingRequestList
 	if err := cp.Client.List(context.Background(), &list, client.InNamespace(ns)); err != nil {
 		t.Fatal(err)
 	}
@@ -99,10 +99,10 @@ func waitForOneRequest(t *testing.T, ns string) string {
 }
 
 // playController writes status through the API, as the healing controller does.
-func playController(t *testing.T, ns, name string, mutate func(*v1alpha1.HealingRequestStatus)) {
+func playController(t *testing.T, ns, name string, mutate func(*selfhealv1alpha1.HealingRequestStatus)) {
 	t.Helper()
 	for {
-		var hr v1alpha1.HealingRequest
+		var hr selfhealv1alpha1.HealingRequest
 		if err := cp.Client.Get(context.Background(), client.ObjectKey{Namespace: ns, Name: name}, &hr); err != nil {
 			t.Fatal(err)
 		}
@@ -117,26 +117,26 @@ func playController(t *testing.T, ns, name string, mutate func(*v1alpha1.Healing
 	}
 }
 
-func step(phase v1alpha1.HealingPhase, msg string) func(*v1alpha1.HealingRequestStatus) {
-	return func(s *v1alpha1.HealingRequestStatus) {
+func step(phase selfhealv1alpha1.HealingPhase, msg string) func(*selfhealv1alpha1.HealingRequestStatus) {
+	return func(s *selfhealv1alpha1.HealingRequestStatus) {
 		s.Phase = phase
-		s.Progress = append(s.Progress, v1alpha1.ProgressEntry{Time: metav1.Now(), Phase: phase, Message: msg})
+		s.Progress = append(s.Progress, selfhealv1alpha1.ProgressEntry{Time: metav1.Now(), Phase: phase, Message: msg})
 	}
 }
 
-func end(phase v1alpha1.HealingPhase, issue v1alpha1.IssueType, reason, msg string) func(*v1alpha1.HealingRequestStatus) {
-	return func(s *v1alpha1.HealingRequestStatus) {
+func end(phase selfhealv1alpha1.HealingPhase, issue selfhealv1alpha1.IssueType, reason, msg string) func(*selfhealv1alpha1.HealingRequestStatus) {
+	return func(s *selfhealv1alpha1.HealingRequestStatus) {
 		s.Phase = phase
 		s.Issue = issue
 		status := metav1.ConditionFalse
-		if phase == v1alpha1.PhaseHealed {
+		if phase == selfhealv1alpha1.PhaseHealed {
 			status = metav1.ConditionTrue
 		}
-		meta.SetStatusCondition(&s.Conditions, metav1.Condition{Type: v1alpha1.ConditionReady, Status: status, Reason: reason, Message: msg})
+		meta.SetStatusCondition(&s.Conditions, metav1.Condition{Type: selfhealv1alpha1.ConditionReady, Status: status, Reason: reason, Message: msg})
 		now := metav1.Now() // as the controller does: failures seen before it join this healing
 		s.CompletionTime = &now
-		if phase != v1alpha1.PhaseHealed {
-			s.Findings = []v1alpha1.Finding{{Check: v1alpha1.CheckPodStatus, Result: v1alpha1.ResultFail, Message: "pod tools-0: " + string(issue)}}
+		if phase != selfhealv1alpha1.PhaseHealed {
+			s.Findings = []selfhealv1alpha1.Finding{{Check: selfhealv1alpha1.CheckPodStatus, Result: selfhealv1alpha1.ResultFail, Message: "pod tools-0: " + string(issue)}}
 		}
 	}
 }
@@ -242,14 +242,14 @@ func TestThousandFailingCallsMakeOneHealingAndAllGetTheResult(t *testing.T) {
 		t.Fatalf("%d HealingRequests for %d failing calls, want 1", len(items), calls)
 	}
 	name := items[0].Name
-	if items[0].Spec.Trigger.FailureClass != v1alpha1.FailureConnectionRefused || items[0].Spec.Trigger.Upstream != "tools" {
+	if items[0].Spec.Trigger.FailureClass != selfhealv1alpha1.FailureConnectionRefused || items[0].Spec.Trigger.Upstream != "tools" {
 		t.Fatalf("trigger %+v", items[0].Spec.Trigger)
 	}
 
-	playController(t, ns, name, step(v1alpha1.PhaseDiagnosing, "endpoints of tools: none ready"))
-	playController(t, ns, name, step(v1alpha1.PhaseRemediating, "rollout restart of deployment/tools"))
+	playController(t, ns, name, step(selfhealv1alpha1.PhaseDiagnosing, "endpoints of tools: none ready"))
+	playController(t, ns, name, step(selfhealv1alpha1.PhaseRemediating, "rollout restart of deployment/tools"))
 	up.start() // the restarted workload serves again
-	playController(t, ns, name, end(v1alpha1.PhaseHealed, v1alpha1.IssueNoReadyPods, v1alpha1.ReasonHealed, "tools is serving again"))
+	playController(t, ns, name, end(selfhealv1alpha1.PhaseHealed, selfhealv1alpha1.IssueNoReadyPods, selfhealv1alpha1.ReasonHealed, "tools is serving again"))
 
 	wg.Wait()
 	close(errs)
@@ -304,8 +304,8 @@ func TestFailedHealingAnswersJSONRPCErrorWithDiagnosis(t *testing.T) {
 		done <- outcome{err}
 	}()
 	name := waitForOneRequest(t, ns)
-	playController(t, ns, name, step(v1alpha1.PhaseDiagnosing, "pod tools-0 cannot pull its image"))
-	playController(t, ns, name, end(v1alpha1.PhaseFailed, v1alpha1.IssueImagePullBackOff, v1alpha1.ReasonNotHealable, `image "tools:v9" not found`))
+	playController(t, ns, name, step(selfhealv1alpha1.PhaseDiagnosing, "pod tools-0 cannot pull its image"))
+	playController(t, ns, name, end(selfhealv1alpha1.PhaseFailed, selfhealv1alpha1.IssueImagePullBackOff, selfhealv1alpha1.ReasonNotHealable, `image "tools:v9" not found`))
 	res := <-done
 	var rpcErr *jsonrpc.Error
 	if !errors.As(res.err, &rpcErr) {
@@ -314,7 +314,7 @@ func TestFailedHealingAnswersJSONRPCErrorWithDiagnosis(t *testing.T) {
 	var data map[string]any
 	_ = json.Unmarshal(rpcErr.Data, &data)
 	if rpcErr.Code != codeUpstreamUnavailable || !strings.Contains(rpcErr.Message, `image "tools:v9" not found`) ||
-		data["issue"] != "ImagePullBackOff" || data["reason"] != v1alpha1.ReasonNotHealable || data["healingRequest"] != name || data["phase"] != "Failed" {
+		data["issue"] != "ImagePullBackOff" || data["reason"] != selfhealv1alpha1.ReasonNotHealable || data["healingRequest"] != name || data["phase"] != "Failed" {
 		t.Fatalf("error %d %q data %v does not carry the diagnosis", rpcErr.Code, rpcErr.Message, data)
 	}
 	waitFor(t, func() bool { return len(log.logMessages()) >= 2 })
@@ -344,9 +344,9 @@ func TestHealedUpstreamWithLostSessionIsReinitializedAndCallReplayed(t *testing.
 	done := make(chan int, 1)
 	go func() { done <- callCount(t, ctx, cs, 3, "tok-heal") }()
 	name := waitForOneRequest(t, ns)
-	playController(t, ns, name, step(v1alpha1.PhaseRemediating, "rollout restart of deployment/tools"))
+	playController(t, ns, name, step(selfhealv1alpha1.PhaseRemediating, "rollout restart of deployment/tools"))
 	up.start() // a new pod: it knows none of the old sessions
-	playController(t, ns, name, end(v1alpha1.PhaseHealed, v1alpha1.IssueCrashLoopBackOff, v1alpha1.ReasonHealed, "tools is serving again"))
+	playController(t, ns, name, end(selfhealv1alpha1.PhaseHealed, selfhealv1alpha1.IssueCrashLoopBackOff, selfhealv1alpha1.ReasonHealed, "tools is serving again"))
 
 	if sum := <-done; sum != 6 {
 		t.Fatalf("replayed count(3) = %d, want 6", sum)
@@ -400,7 +400,7 @@ func TestReplayModesAfterHealing(t *testing.T) {
 			}()
 			name := waitForOneRequest(t, ns)
 			up.start()
-			playController(t, ns, name, end(v1alpha1.PhaseHealed, v1alpha1.IssueNoReadyPods, v1alpha1.ReasonHealed, "tools is serving again"))
+			playController(t, ns, name, end(selfhealv1alpha1.PhaseHealed, selfhealv1alpha1.IssueNoReadyPods, selfhealv1alpha1.ReasonHealed, "tools is serving again"))
 			res := <-done
 			if res == nil {
 				return
@@ -450,7 +450,7 @@ func TestSessionLostToARecentHealingIsNotANewIncident(t *testing.T) {
 	go func() { done <- callCount(t, ctx, busy, 3, nil) }()
 	name := waitForOneRequest(t, ns)
 	up.start() // a new pod: the idle client's upstream session is gone
-	playController(t, ns, name, end(v1alpha1.PhaseHealed, v1alpha1.IssueCrashLoopBackOff, v1alpha1.ReasonHealed, "tools is serving again"))
+	playController(t, ns, name, end(selfhealv1alpha1.PhaseHealed, selfhealv1alpha1.IssueCrashLoopBackOff, selfhealv1alpha1.ReasonHealed, "tools is serving again"))
 	if sum := <-done; sum != 6 {
 		t.Fatalf("replayed count(3) = %d, want 6", sum)
 	}
@@ -481,20 +481,20 @@ func TestHeldCallFollowsTheRequestsDeadline(t *testing.T) {
 	defer sub.Close()
 
 	// A healing a controller is running, with a deadline an hour away (the policy's).
-	hr := &v1alpha1.HealingRequest{
+	hr := &selfhealv1alpha1.HealingRequest{
 		ObjectMeta: metav1.ObjectMeta{Name: "tools-running", Namespace: ns},
-		Spec: v1alpha1.HealingRequestSpec{Target: v1alpha1.HealingTarget{Service: "tools"},
-			Trigger: v1alpha1.HealingTrigger{Source: v1alpha1.TriggerSourceManual, FailureClass: v1alpha1.FailureConnectionRefused}},
+		Spec: selfhealv1alpha1.HealingRequestSpec{Target: selfhealv1alpha1.HealingTarget{Service: "tools"},
+			Trigger: selfhealv1alpha1.HealingTrigger{Source: selfhealv1alpha1.TriggerSourceManual, FailureClass: selfhealv1alpha1.FailureConnectionRefused}},
 	}
 	if err := cp.Client.Create(ctx, hr); err != nil {
 		t.Fatal(err)
 	}
-	playController(t, ns, hr.Name, func(s *v1alpha1.HealingRequestStatus) {
+	playController(t, ns, hr.Name, func(s *selfhealv1alpha1.HealingRequestStatus) {
 		now := metav1.NowMicro()
 		s.StartTime, s.Deadline = &now, &metav1.MicroTime{Time: now.Add(time.Hour)}
-		s.Issue = v1alpha1.IssueNoReadyPods
-		s.Findings = []v1alpha1.Finding{{Check: v1alpha1.CheckEndpoints, Result: v1alpha1.ResultFail, Message: "no ready endpoints for tools"}}
-		step(v1alpha1.PhaseDiagnosing, "endpoints of tools: none ready")(s)
+		s.Issue = selfhealv1alpha1.IssueNoReadyPods
+		s.Findings = []selfhealv1alpha1.Finding{{Check: selfhealv1alpha1.CheckEndpoints, Result: selfhealv1alpha1.ResultFail, Message: "no ready endpoints for tools"}}
+		step(selfhealv1alpha1.PhaseDiagnosing, "endpoints of tools: none ready")(s)
 	})
 	// The gateway has seen the deadline once it has published the step.
 	for seen := false; !seen; {
@@ -538,7 +538,7 @@ func TestHeldCallFollowsTheRequestsDeadline(t *testing.T) {
 
 	// The deadline passes and no controller records an outcome: the call is
 	// released with what the healing found.
-	playController(t, ns, hr.Name, func(s *v1alpha1.HealingRequestStatus) {
+	playController(t, ns, hr.Name, func(s *selfhealv1alpha1.HealingRequestStatus) {
 		s.Deadline = &metav1.MicroTime{Time: time.Now().Add(-time.Second)}
 	})
 	var res *heldClient
@@ -558,8 +558,8 @@ func TestHeldCallFollowsTheRequestsDeadline(t *testing.T) {
 	if err := json.Unmarshal(res.err, &rpcErr); err != nil {
 		t.Fatalf("the released call got %s / %s, want a JSON-RPC error", res.result, res.err)
 	}
-	if rpcErr.Code != codeUpstreamUnavailable || rpcErr.Data["reason"] != v1alpha1.ReasonDeadlineExceeded ||
-		rpcErr.Data["issue"] != string(v1alpha1.IssueNoReadyPods) || rpcErr.Data["healingRequest"] != hr.Name ||
+	if rpcErr.Code != codeUpstreamUnavailable || rpcErr.Data["reason"] != selfhealv1alpha1.ReasonDeadlineExceeded ||
+		rpcErr.Data["issue"] != string(selfhealv1alpha1.IssueNoReadyPods) || rpcErr.Data["healingRequest"] != hr.Name ||
 		rpcErr.Data["findings"] == nil || !strings.Contains(rpcErr.Message, "deadline") {
 		t.Fatalf("error %d %q %v does not carry the deadline and the diagnosis", rpcErr.Code, rpcErr.Message, rpcErr.Data)
 	}
@@ -593,7 +593,7 @@ func TestFailureAfterAHealingEndedIsANewIncident(t *testing.T) {
 	done := call(1)
 	first := waitForOneRequest(t, ns)
 	up.start()
-	playController(t, ns, first, end(v1alpha1.PhaseHealed, v1alpha1.IssueNoReadyPods, v1alpha1.ReasonHealed, "tools is serving again"))
+	playController(t, ns, first, end(selfhealv1alpha1.PhaseHealed, selfhealv1alpha1.IssueNoReadyPods, selfhealv1alpha1.ReasonHealed, "tools is serving again"))
 	if res := <-done; res == nil || res.err != nil {
 		t.Fatalf("first call: %+v", res)
 	}
@@ -607,7 +607,7 @@ func TestFailureAfterAHealingEndedIsANewIncident(t *testing.T) {
 		}
 	}
 	up.start()
-	playController(t, ns, second, end(v1alpha1.PhaseHealed, v1alpha1.IssueNoReadyPods, v1alpha1.ReasonHealed, "tools is serving again"))
+	playController(t, ns, second, end(selfhealv1alpha1.PhaseHealed, selfhealv1alpha1.IssueNoReadyPods, selfhealv1alpha1.ReasonHealed, "tools is serving again"))
 	if res := <-done; res == nil || res.err != nil || !strings.Contains(string(res.result), `"sum":3`) {
 		t.Fatalf("second call: %+v", res)
 	}

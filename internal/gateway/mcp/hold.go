@@ -12,7 +12,7 @@ import (
 	"github.com/go-logr/logr"
 	ctrl "sigs.k8s.io/controller-runtime"
 
-	"github.com/selfheal-dev/selfheal/api/v1alpha1"
+	selfhealv1alpha1 "github.com/selfheal-dev/selfheal/api/v1alpha1"
 	"github.com/selfheal-dev/selfheal/internal/gateway/healing"
 	"github.com/selfheal-dev/selfheal/internal/sse"
 )
@@ -104,7 +104,7 @@ func (p *Proxy) hold(w http.ResponseWriter, r *http.Request, up *upstream, msg *
 	for {
 		var out healOutcome
 		switch {
-		case fail.class == v1alpha1.FailureMCPSessionLost && sess != nil:
+		case fail.class == selfhealv1alpha1.FailureMCPSessionLost && sess != nil:
 			// A 404 for a known session means the upstream is up: a new session is
 			// all the call needs, so re-create it and replay at once rather than wait
 			// on a healing that may have no controller to answer it. The incident is
@@ -185,7 +185,7 @@ func (p *Proxy) replay(ctx context.Context, up *upstream, r *http.Request, body 
 		if f, err := p.ensureUpstreamSession(ctx, up, sess); err != nil || f != nil {
 			return nil, f, err
 		}
-	case sess != nil && fail.class == v1alpha1.FailureMCPSessionLost:
+	case sess != nil && fail.class == selfhealv1alpha1.FailureMCPSessionLost:
 		if f, err := p.recoverSession(ctx, up, sess, fail.sessionID); err != nil || f != nil {
 			return nil, f, err
 		}
@@ -195,7 +195,7 @@ func (p *Proxy) replay(ctx context.Context, up *upstream, r *http.Request, body 
 		if err != nil || f == nil {
 			return resp, nil, err
 		}
-		if sess == nil || f.class != v1alpha1.FailureMCPSessionLost {
+		if sess == nil || f.class != selfhealv1alpha1.FailureMCPSessionLost {
 			return nil, f, nil
 		}
 		log.Info("Upstream lost the MCP session during the healing: re-initializing")
@@ -203,7 +203,7 @@ func (p *Proxy) replay(ctx context.Context, up *upstream, r *http.Request, body 
 			return nil, f2, err
 		}
 	}
-	return nil, &failure{class: v1alpha1.FailureMCPSessionLost, unsent: true, detail: "upstream keeps losing the MCP session"}, nil
+	return nil, &failure{class: selfhealv1alpha1.FailureMCPSessionLost, unsent: true, detail: "upstream keeps losing the MCP session"}, nil
 }
 
 // heal creates or joins the healing of up's Service and relays its steps until it ends.
@@ -212,7 +212,7 @@ func (p *Proxy) heal(ctx context.Context, up *upstream, h *heldCall, fail *failu
 		return healOutcome{unavailable: true, err: "no cluster configured"}
 	}
 	status := 0
-	if fail.class == v1alpha1.FailureHTTP5xx {
+	if fail.class == selfhealv1alpha1.FailureHTTP5xx {
 		status = fail.status
 	}
 	name, err := p.opts.Healer.Trigger(ctx, p.incident(up, fail, status))
@@ -376,12 +376,12 @@ func (p *Proxy) recoverSession(ctx context.Context, up *upstream, sess *session,
 	}
 	defer func() { _ = resp.Body.Close() }()
 	if resp.StatusCode != http.StatusOK {
-		return &failure{class: v1alpha1.FailureMCPSessionLost, unsent: true,
+		return &failure{class: selfhealv1alpha1.FailureMCPSessionLost, unsent: true,
 			detail: fmt.Sprintf("re-initializing the upstream session: %d %s", resp.StatusCode, http.StatusText(resp.StatusCode))}, nil
 	}
 	result, err := readResponse(resp, p.opts.MaxBodyBytes)
 	if err != nil {
-		return &failure{class: v1alpha1.FailureMCPSessionLost, unsent: true, detail: "re-initializing the upstream session: " + err.Error()}, nil
+		return &failure{class: selfhealv1alpha1.FailureMCPSessionLost, unsent: true, detail: "re-initializing the upstream session: " + err.Error()}, nil
 	}
 	var init struct {
 		Result struct {
@@ -469,7 +469,7 @@ func (p *Proxy) serveGET(w http.ResponseWriter, r *http.Request, up *upstream) {
 	}
 	if sess == nil || !sse.AcceptsStream(r.Header) {
 		status := http.StatusBadGateway
-		if fail.class == v1alpha1.FailureMCPSessionLost {
+		if fail.class == selfhealv1alpha1.FailureMCPSessionLost {
 			status = http.StatusNotFound
 		} else if fail.status != 0 {
 			status = fail.status
@@ -483,7 +483,7 @@ func (p *Proxy) serveGET(w http.ResponseWriter, r *http.Request, up *upstream) {
 	deadline := time.NewTimer(p.opts.StreamReconnectTimeout)
 	defer deadline.Stop()
 	for {
-		if fail.class == v1alpha1.FailureMCPSessionLost {
+		if fail.class == selfhealv1alpha1.FailureMCPSessionLost {
 			if f, err := p.recoverSession(ctx, up, sess, fail.sessionID); err == nil && f == nil {
 				fail = nil
 			}

@@ -28,7 +28,7 @@ import (
 	"k8s.io/utils/clock"
 	ctrl "sigs.k8s.io/controller-runtime"
 
-	"github.com/selfheal-dev/selfheal/api/v1alpha1"
+	selfhealv1alpha1 "github.com/selfheal-dev/selfheal/api/v1alpha1"
 	"github.com/selfheal-dev/selfheal/internal/gateway/access"
 	"github.com/selfheal-dev/selfheal/internal/gateway/healing"
 	"github.com/selfheal-dev/selfheal/internal/gateway/hop"
@@ -300,7 +300,7 @@ func (u *upstream) session(clientID string) *session { return u.sessions.get(u.N
 
 // failure is an upstream outcome the cluster may be able to fix.
 type failure struct {
-	class  v1alpha1.FailureClass
+	class  selfhealv1alpha1.FailureClass
 	status int
 	// unsent is true when the upstream provably never received the request.
 	unsent bool
@@ -375,7 +375,7 @@ func (p *Proxy) forward(ctx context.Context, up *upstream, method, rawQuery stri
 		}
 		f := classifyError(err, timedOut, gotConn)
 		f.sessionID = upstreamSID
-		if staleConn && f.class == v1alpha1.FailureConnectionReset && up.Replay != ReplayNever && ctx.Value(freshConnKey{}) == nil {
+		if staleConn && f.class == selfhealv1alpha1.FailureConnectionReset && up.Replay != ReplayNever && ctx.Value(freshConnKey{}) == nil {
 			// A pooled idle connection the upstream had closed (it restarted): the
 			// reset answers bytes it never read. Retry once on a new connection, as
 			// net/http itself does for a connection closed while idle.
@@ -390,14 +390,14 @@ func (p *Proxy) forward(ctx context.Context, up *upstream, method, rawQuery stri
 	switch resp.StatusCode {
 	case http.StatusBadGateway, http.StatusServiceUnavailable, http.StatusGatewayTimeout:
 		_ = resp.Body.Close()
-		return nil, sent(&failure{class: v1alpha1.FailureHTTP5xx, status: resp.StatusCode,
+		return nil, sent(&failure{class: selfhealv1alpha1.FailureHTTP5xx, status: resp.StatusCode,
 			detail: fmt.Sprintf("upstream answered %d %s", resp.StatusCode, http.StatusText(resp.StatusCode))}), nil
 	case http.StatusNotFound:
 		if known {
 			// The upstream no longer knows the session: it restarted or lost state.
 			// A request for an unknown session is rejected before it is processed.
 			_ = resp.Body.Close()
-			return nil, sent(&failure{class: v1alpha1.FailureMCPSessionLost, status: resp.StatusCode, unsent: true,
+			return nil, sent(&failure{class: selfhealv1alpha1.FailureMCPSessionLost, status: resp.StatusCode, unsent: true,
 				sessionID: upstreamSID, detail: "upstream lost the MCP session (404 for a known Mcp-Session-Id)"}), nil
 		}
 	}
@@ -422,17 +422,17 @@ func classifyError(err error, timedOut, gotConn bool) *failure {
 	var opErr *net.OpError
 	switch {
 	case timedOut:
-		f.class, f.detail = v1alpha1.FailureTimeout, "upstream did not answer within the call timeout"
+		f.class, f.detail = selfhealv1alpha1.FailureTimeout, "upstream did not answer within the call timeout"
 	case errors.Is(err, syscall.ECONNREFUSED):
-		f.class, f.unsent, f.detail = v1alpha1.FailureConnectionRefused, true, "connection refused"
+		f.class, f.unsent, f.detail = selfhealv1alpha1.FailureConnectionRefused, true, "connection refused"
 	case errors.As(err, &opErr) && opErr.Op == "dial":
-		f.class, f.unsent, f.detail = v1alpha1.FailureConnectionRefused, true, "could not connect"
+		f.class, f.unsent, f.detail = selfhealv1alpha1.FailureConnectionRefused, true, "could not connect"
 	case errors.Is(err, syscall.ECONNRESET), errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF):
-		f.class, f.detail = v1alpha1.FailureConnectionReset, "connection reset"
+		f.class, f.detail = selfhealv1alpha1.FailureConnectionReset, "connection reset"
 	case isTimeout(err):
-		f.class, f.detail = v1alpha1.FailureTimeout, "upstream timed out"
+		f.class, f.detail = selfhealv1alpha1.FailureTimeout, "upstream timed out"
 	default:
-		f.class, f.detail = v1alpha1.FailureOther, "upstream request failed"
+		f.class, f.detail = selfhealv1alpha1.FailureOther, "upstream request failed"
 	}
 	if !gotConn {
 		// No connection was ever obtained: nothing was sent.
@@ -569,7 +569,7 @@ func (p *Proxy) servePOST(w http.ResponseWriter, r *http.Request, up *upstream) 
 		if fail.status != 0 {
 			status = fail.status
 		}
-		if fail.class == v1alpha1.FailureMCPSessionLost {
+		if fail.class == selfhealv1alpha1.FailureMCPSessionLost {
 			status = http.StatusNotFound
 		}
 		writeHTTPError(w, status, msg.ID, codeUpstreamUnavailable, "upstream failed: "+fail.detail)
@@ -651,7 +651,7 @@ func (p *Proxy) serveDELETE(w http.ResponseWriter, r *http.Request, up *upstream
 	switch {
 	case err != nil:
 		writeHTTPError(w, http.StatusBadGateway, nil, codeUpstreamUnavailable, "forwarding to upstream failed")
-	case fail != nil && fail.class == v1alpha1.FailureMCPSessionLost:
+	case fail != nil && fail.class == selfhealv1alpha1.FailureMCPSessionLost:
 		w.WriteHeader(http.StatusNoContent) // already gone upstream: the end the client wanted
 	case fail != nil:
 		writeHTTPError(w, http.StatusBadGateway, nil, codeUpstreamUnavailable, "upstream failed: "+fail.detail)

@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -449,12 +450,15 @@ spec:
 		Expect(c.Connect(ctx)).To(Succeed())
 		events := subscribe(ctx, c, chat.Filter{}) // processing delays concern Claude, not a service
 		before := existingRequests(ctx)
+		retriesBefore := counter(scrape(env.GatewayMetricsURL), `selfheal_gateway_retries_total{`, `upstream="anthropic"`)
 		env.Claude.Inject(fakeclaude.Fault529)
 		start := time.Now()
 		answer, err := c.Ask(ctx, question)
 		Expect(err).NotTo(HaveOccurred())
 		recovered("Claude overloaded (529)", time.Since(start))
 		expectAlertsIn(answer)
+		Expect(counter(scrape(env.GatewayMetricsURL), `selfheal_gateway_retries_total{`, `upstream="anthropic"`)).
+			To(BeNumerically(">", retriesBefore), "the Claude retry is counted")
 		Eventually(events.types).Should(ContainElement(chat.EventProcessingDelay))
 		Expect(requestsSince(ctx, before)).To(BeEmpty(), "Claude failures never create HealingRequests")
 	})
@@ -530,4 +534,20 @@ func answersAlerts(answer string) bool {
 func expectAlertsIn(answer string) {
 	GinkgoHelper()
 	Expect(answersAlerts(answer)).To(BeTrue(), "the answer carries every alert id the MCP server returned: %q", answer)
+}
+
+// counter sums the samples of a metric (name with its opening brace) whose labels
+// contain label.
+func counter(text, name, label string) float64 {
+	var sum float64
+	for _, line := range strings.Split(text, "\n") {
+		if !strings.HasPrefix(line, name) || !strings.Contains(line, label) {
+			continue
+		}
+		f := strings.Fields(line)
+		v, err := strconv.ParseFloat(f[len(f)-1], 64)
+		Expect(err).NotTo(HaveOccurred(), line)
+		sum += v
+	}
+	return sum
 }

@@ -502,6 +502,8 @@ spec:
 		Expect(can(stack.ControllerSA, "update", "", "secrets", "", stack.Namespace)).To(BeFalse())
 	})
 
+	It("13. serves one MCP session from either gateway replica, through a healing", replicas)
+
 	It("12. SIGKILLed leaders mid-healing: the standby takes over, each healing ends once with one action", handover)
 })
 

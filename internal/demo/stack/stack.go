@@ -12,6 +12,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/rand"
+	"encoding/base64"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -79,6 +80,8 @@ type Stack struct {
 	// GatewayURL is the gateway process's address (with /healthz, /readyz);
 	// GatewayMetricsURL its metrics. ProbeURL and MetricsURL are the controller's.
 	GatewayURL, GatewayMetricsURL, ProbeURL, MetricsURL string
+	// SecondGatewayURL is another gateway replica: same config, same session key.
+	SecondGatewayURL string
 	// Token is a client token the gateway accepts.
 	Token string
 	// Kubeconfig is an administrator kubeconfig for kubectl.
@@ -284,11 +287,20 @@ func (s *Stack) WaitServing(ctx context.Context, serving bool) error {
 }
 
 func (s *Stack) startManager(ctx context.Context, o Options, apiKey, baseURL string) error {
-	ports, err := freePorts(ctx, 2)
+	ports, err := freePorts(ctx, 4)
 	if err != nil {
 		return err
 	}
-	gw, gwMetrics := ports[0], ports[1]
+	gw, gwMetrics, gw2, gw2Metrics := ports[0], ports[1], ports[2], ports[3]
+	// Both gateway replicas seal MCP sessions with one key, as a Secret mounted in
+	// every pod would give them.
+	sessionKey := filepath.Join(s.Dir, "gateway-session", "key")
+	if err := os.MkdirAll(filepath.Dir(sessionKey), 0o700); err != nil {
+		return err
+	}
+	if err := os.WriteFile(sessionKey, []byte(base64.StdEncoding.EncodeToString(randomBytes(32))+"\n"), 0o600); err != nil {
+		return err
+	}
 	// The gateway watches the tokens file's directory: alone in its own, so that writes
 	// to the logs (in Dir) do not make it reload and log, in a loop.
 	tokens := filepath.Join(s.Dir, "gateway", "tokens")
@@ -317,7 +329,9 @@ upstreams:
   replay: always
 healing:
   namespace: %s
-`, anthropic, tokens, Upstream, s.Alerts.URL(), Namespace, Service, o.CallTimeout, Namespace)
+sessions:
+  keyFile: %s
+`, anthropic, tokens, Upstream, s.Alerts.URL(), Namespace, Service, o.CallTimeout, Namespace, sessionKey)
 	cfgPath := filepath.Join(s.Dir, "gateway.yaml")
 	if err := os.WriteFile(cfgPath, []byte(cfg), 0o600); err != nil {
 		return err
@@ -333,23 +347,34 @@ healing:
 			return err
 		}
 	}
-	gateway, err := s.startProcess(o.ManagerBinary, "gateway", GatewaySA, []string{"SELFHEAL_ANTHROPIC_API_KEY=" + apiKey},
-		"--enable-controllers=false", "--metrics-bind-address="+gwMetrics, "--metrics-secure=false",
-		"--gateway-config="+cfgPath, "--gateway-bind-address="+gw, "--zap-log-level=info")
-	if err != nil {
-		return err
+	// Two gateway replicas, as config/default deploys them; the demo talks to the first.
+	var gateways []*process
+	for i, addr := range [][2]string{{gw, gwMetrics}, {gw2, gw2Metrics}} {
+		name := "gateway"
+		if i > 0 {
+			name = fmt.Sprintf("gateway-%d", i+1)
+		}
+		p, err := s.startProcess(o.ManagerBinary, name, GatewaySA, []string{"SELFHEAL_ANTHROPIC_API_KEY=" + apiKey},
+			"--enable-controllers=false", "--metrics-bind-address="+addr[1], "--metrics-secure=false",
+			"--gateway-config="+cfgPath, "--gateway-bind-address="+addr[0], "--zap-log-level=info")
+		if err != nil {
+			return err
+		}
+		gateways = append(gateways, p)
 	}
-	s.GatewayURL, s.GatewayMetricsURL = "http://"+gw, "http://"+gwMetrics
+	s.GatewayURL, s.GatewayMetricsURL, s.SecondGatewayURL = "http://"+gw, "http://"+gwMetrics, "http://"+gw2
 	leader := s.leader()
 	s.ProbeURL, s.MetricsURL = leader.probeURL, leader.metricsURL
 	err = wait.PollUntilContextTimeout(ctx, 100*time.Millisecond, 60*time.Second, true, func(context.Context) (bool, error) {
-		if gateway.exited() {
-			return false, fmt.Errorf("the gateway exited; see %s", gateway.logPath)
+		for _, g := range gateways {
+			if g.exited() {
+				return false, fmt.Errorf("%s exited; see %s", g.name, g.logPath)
+			}
 		}
-		return httpOK(s.GatewayURL + "/readyz"), nil
+		return httpOK(s.GatewayURL+"/readyz") && httpOK(s.SecondGatewayURL+"/readyz"), nil
 	})
 	if err != nil {
-		return fmt.Errorf("waiting for the gateway: %w (log: %s)", err, gateway.logPath)
+		return fmt.Errorf("waiting for the gateways: %w (logs in %s)", err, s.Dir)
 	}
 	return nil
 }
@@ -560,10 +585,12 @@ func freePorts(ctx context.Context, n int) ([]string, error) {
 	return addrs, nil
 }
 
-func randomHex(n int) string {
+func randomHex(n int) string { return hex.EncodeToString(randomBytes(n)) }
+
+func randomBytes(n int) []byte {
 	b := make([]byte, n)
 	_, _ = rand.Read(b)
-	return hex.EncodeToString(b)
+	return b
 }
 
 // Scale sets the MCP server Deployment's replicas, as kubectl scale would.

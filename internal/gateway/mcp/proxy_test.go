@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	mrand "math/rand/v2"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -51,9 +52,15 @@ func newUpstream(t *testing.T, stateless bool) *upstreamServer {
 }
 
 // reserveAddr returns a loopback address nothing listens on (a "closed port").
+// reserveAddr picks an address for an upstream the test starts later (until then,
+// connections to it are refused). The port is free when picked but not held, so it
+// is picked on a random loopback address (all of 127.0.0.0/8 is loopback on Linux):
+// the other tests and processes of a parallel run listen on 127.0.0.1, and one of them
+// taking the port (answering 404 for the upstream) made this flaky.
 func reserveAddr(t *testing.T) string {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	host := fmt.Sprintf("127.%d.%d.%d", 1+mrand.IntN(254), mrand.IntN(256), 1+mrand.IntN(254))
+	ln, err := net.Listen("tcp", net.JoinHostPort(host, "0"))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -6,14 +6,11 @@ import (
 	"time"
 
 	. "github.com/onsi/gomega"
-	appsv1 "k8s.io/api/apps/v1"
-	corev1 "k8s.io/api/core/v1"
 	eventsv1 "k8s.io/api/events/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/metrics"
 
 	selfhealv1alpha1 "github.com/selfheal-dev/selfheal/api/v1alpha1"
-	"github.com/selfheal-dev/selfheal/internal/controlplane"
 	"github.com/selfheal-dev/selfheal/internal/remediation"
 )
 
@@ -84,20 +81,9 @@ func TestRestartThatCannotHealExhaustsTheAttempts(t *testing.T) {
 	defer startManager(t)()
 	ctx := context.Background()
 	ns := newNamespace(t)
-	app(t, ns, "sandfly", 1, func(d *appsv1.Deployment) {
-		d.Spec.Template.Labels[controlplane.StateLabel] = string(controlplane.StateCrashLoop)
-		d.Spec.Strategy = appsv1.DeploymentStrategy{Type: appsv1.RecreateDeploymentStrategyType}
-	})
 	policy(t, ns)
+	crashloopingApp(t, ns)
 	g := NewWithT(t)
-	g.Eventually(func(g Gomega) {
-		var pods corev1.PodList
-		g.Expect(k8s.List(ctx, &pods, client.InNamespace(ns))).To(Succeed())
-		g.Expect(pods.Items).To(HaveLen(1))
-		g.Expect(pods.Items[0].Status.ContainerStatuses).NotTo(BeEmpty())
-		g.Expect(pods.Items[0].Status.ContainerStatuses[0].State.Waiting).NotTo(BeNil())
-		g.Expect(pods.Items[0].Status.ContainerStatuses[0].State.Waiting.Reason).To(Equal("CrashLoopBackOff"))
-	}).WithTimeout(eventually).WithPolling(poll).Should(Succeed())
 
 	hr := request(t, ns, "sandfly")
 	got := &selfhealv1alpha1.HealingRequest{}

@@ -317,3 +317,22 @@ func crashLoop(t testing.TB, ns, name string, n int, details map[string]string) 
 		WithTimeout(eventually).WithPolling(poll).Should(Succeed())
 	return pods
 }
+
+// crashloopingApp creates the app sandfly whose every pod, restarted or not,
+// crashloops (the kwok stage label is on the pod template; Recreate, so a restart
+// settles), and waits until its pod does.
+func crashloopingApp(t testing.TB, ns string) {
+	t.Helper()
+	app(t, ns, "sandfly", 1, func(d *appsv1.Deployment) {
+		d.Spec.Template.Labels[controlplane.StateLabel] = string(controlplane.StateCrashLoop)
+		d.Spec.Strategy = appsv1.DeploymentStrategy{Type: appsv1.RecreateDeploymentStrategyType}
+	})
+	NewWithT(t).Eventually(func(g Gomega) {
+		var pods corev1.PodList
+		g.Expect(k8s.List(context.Background(), &pods, client.InNamespace(ns))).To(Succeed())
+		g.Expect(pods.Items).To(HaveLen(1))
+		g.Expect(pods.Items[0].Status.ContainerStatuses).NotTo(BeEmpty())
+		g.Expect(pods.Items[0].Status.ContainerStatuses[0].State.Waiting).NotTo(BeNil())
+		g.Expect(pods.Items[0].Status.ContainerStatuses[0].State.Waiting.Reason).To(Equal("CrashLoopBackOff"))
+	}).WithTimeout(eventually).WithPolling(poll).Should(Succeed())
+}

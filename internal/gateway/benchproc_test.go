@@ -33,9 +33,11 @@ const (
 
 // benchRoles are the parts a child process can play.
 var benchRoles = map[string]func(t *testing.T, args []string, ctl *benchControl){
-	"sse-gateway": runSSEGateway,
-	"sse-plain":   runSSEPlain,
-	"sse-clients": runSSEClients,
+	"sse-gateway":  runSSEGateway,
+	"sse-plain":    runSSEPlain,
+	"sse-clients":  runSSEClients,
+	"mcp-upstream": runMCPUpstream,
+	"mcp-gateway":  runMCPGateway,
 }
 
 // TestBenchChild is no test: it plays one part of a benchmark when a benchmark starts

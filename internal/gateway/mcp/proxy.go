@@ -506,7 +506,7 @@ func relay(w http.ResponseWriter, resp *http.Response, clientSessionID string) e
 		if err == nil && n == len(wait) {
 			err = relayBurst(w, rc, resp.Body) // more is likely there
 		}
-		if err == io.EOF {
+		if errors.Is(err, io.EOF) {
 			return nil
 		}
 		if err != nil {

@@ -78,7 +78,9 @@ func BenchmarkMCPSessionsAcrossReplicas(b *testing.B) {
 		names := []string{"upstream", "replica A", "replica B"}
 		idle := statsOf(b, procs)
 
+		clientsIdle := measure()
 		gwSessions := openSessions(b, via[0].String(), newReplicaClient(), n)
+		clientHeap, clientGoroutines := perClient(clientsIdle, measure(), n)
 		forEach(b, n, func(i int) error {
 			if err := callAlerts(viaReplica(context.Background(), via[1]), gwSessions[i]); err != nil {
 				return fmt.Errorf("through B: %w", err)
@@ -103,6 +105,7 @@ func BenchmarkMCPSessionsAcrossReplicas(b *testing.B) {
 				name, n, heap, goroutines, heapAfter, goroutinesAfter)
 			b.ReportMetric(heap, fmt.Sprintf("%s-B/session", []string{"upstream", "A", "B"}[i]))
 		}
+		b.Logf("SDK clients (this process), %d sessions: %.0f bytes and %.2f goroutines each", n, clientHeap, clientGoroutines)
 		for _, p := range lat {
 			p50, p99 := percentiles(p.lat)
 			b.Logf("tool call %s: p50 %s, p99 %s (%d calls at %.0f calls/s in all, open loop)",

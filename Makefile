@@ -95,8 +95,9 @@ test-e2e: build ## Run the e2e suite alone.
 .PHONY: bench
 bench: ## Run the benchmarks; each prints its figures (the README lists the latest).
 	KUBEBUILDER_ASSETS="$$(hack/controlplane.sh)" go test -run '^$$' -bench . -benchtime 1x -timeout $(TEST_TIMEOUT) \
-		./internal/controller/ ./internal/gateway/healing/
+		./internal/controller/
 	go test -run '^$$' -bench BenchmarkAddedLatency -benchtime 5000x ./internal/gateway/
+	go test -run '^$$' -bench 'BenchmarkIdleSSESubscribers|BenchmarkMCPSessionsAcrossReplicas' -benchtime 1x ./internal/gateway/
 	go test -run '^$$' -bench . -benchtime 2s ./internal/diagnostics/ ./internal/remediation/
 
 ##@ Build

@@ -16,8 +16,9 @@ import (
 const scopedTokens = "full:tok-full\nscoped:tok-scoped\nb:tok-b\nc:tok-c\n"
 
 // startHealingGateway assembles the gateway as the manager does (hub, healer
-// without a cluster, events, reports, MCP), from yaml.
-func startHealingGateway(t *testing.T, yaml string) (*gw, *healing.Hub) {
+// without a cluster, events, reports, MCP with the configured sessions and limits),
+// from yaml; opts come last (a benchmark discards the debug log).
+func startHealingGateway(t testing.TB, yaml string, opts ...gateway.Option) (*gw, *healing.Hub) {
 	t.Helper()
 	up := newFakeAnthropic(t)
 	var g *gw
@@ -28,9 +29,11 @@ func startHealingGateway(t *testing.T, yaml string) (*gw, *healing.Hub) {
 		streams := healing.StreamOptions{Budget: budget, Streams: limits.NewStreams("sse", cfg.Limits.GetMaxSubscribers(), cfg.Limits.GetMaxSubscribersPerClient())}
 		var ups []mcp.Upstream
 		for _, u := range cfg.Upstreams {
-			ups = append(ups, mcp.Upstream{Name: u.Name, URL: u.URL, Namespace: u.Namespace, Service: u.Service})
+			ups = append(ups, mcp.Upstream{Name: u.Name, URL: u.URL, Namespace: u.Namespace, Service: u.Service,
+				CallTimeout: u.GetCallTimeout(), Replay: mcp.ReplayMode(u.GetReplay())})
 		}
-		proxy, err := mcp.NewProxy(mcp.Options{Upstreams: ups, Budget: budget})
+		proxy, err := mcp.NewProxy(mcp.Options{Upstreams: ups, Budget: budget, AllowedOrigins: cfg.AllowedOrigins,
+			SessionKey: cfg.Sessions.Key(), MaxSessions: cfg.Limits.GetMaxSessions(), SessionIdleTimeout: cfg.Limits.GetSessionIdleTimeout()})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -42,7 +45,7 @@ func startHealingGateway(t *testing.T, yaml string) (*gw, *healing.Hub) {
 			gateway.OnShutdown(hub.Close),
 		}
 	}
-	g = startGateway(t, up.srv.URL, gwSetup{tokens: scopedTokens, yaml: yaml, configure: mount})
+	g = startGateway(t, up.srv.URL, gwSetup{tokens: scopedTokens, yaml: yaml, configure: mount, opts: opts})
 	return g, hub
 }
 

@@ -8,7 +8,6 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"os"
-	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -29,11 +28,6 @@ import (
 var cp *controlplane.ControlPlane
 
 func TestMain(m *testing.M) {
-	if spec := os.Getenv(benchClientEnv); spec != "" {
-		addr, count, _ := strings.Cut(spec, ",")
-		n, _ := strconv.Atoi(count)
-		runBenchClient(addr, n)
-	}
 	ctrl.SetLogger(logr.Discard())
 	var err error
 	cp, err = controlplane.Start(context.Background(), controlplane.Options{Progress: os.Stderr})

@@ -227,9 +227,16 @@ func TestUIWrongTokenRefused(t *testing.T) {
 	if res.StatusCode != 403 || len(res.Cookies()) != 0 {
 		t.Fatalf("cross-origin login: %d %v", res.StatusCode, res.Cookies())
 	}
-	res, _ = u.do(t, "POST", ui.LoginPath, url.Values{"token": {"tok-full"}}, nil, "Sec-Fetch-Site", "cross-site")
-	if res.StatusCode != 403 || len(res.Cookies()) != 0 {
-		t.Fatalf("cross-site login without Origin: %d", res.StatusCode)
+	for _, hdr := range [][]string{{"Sec-Fetch-Site", "cross-site"}, {"Origin", "null"}, {"Origin", "null", "Sec-Fetch-Site", "same-site"}} {
+		res, _ = u.do(t, "POST", ui.LoginPath, url.Values{"token": {"tok-full"}}, nil, hdr...)
+		if res.StatusCode != 403 || len(res.Cookies()) != 0 {
+			t.Fatalf("cross-site login %v: %d", hdr, res.StatusCode)
+		}
+	}
+	// What a browser posts from the page under Referrer-Policy: no-referrer.
+	res, _ = u.do(t, "POST", ui.LoginPath, url.Values{"token": {"tok-full"}}, nil, "Origin", "null", "Sec-Fetch-Site", "same-origin")
+	if res.StatusCode != http.StatusSeeOther || len(res.Cookies()) != 1 {
+		t.Fatalf("same-origin login with Origin null: %d", res.StatusCode)
 	}
 }
 

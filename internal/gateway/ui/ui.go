@@ -261,11 +261,14 @@ func secureRequest(r *http.Request) bool {
 	return r.TLS != nil || r.Header.Get("X-Forwarded-Proto") == "https"
 }
 
-// sameOrigin is the CSRF check of the forms (besides SameSite=Strict): a browser
-// names the Origin of a POST; it must be the page's own host or an allowed origin.
-// Requests without Origin or Sec-Fetch-Site do not come from a browser.
+// sameOrigin is the CSRF check of the forms (besides SameSite=Strict): the Origin a
+// browser names must be the page's own host or an allowed origin. Under
+// Referrer-Policy: no-referrer a browser posts "Origin: null"; then its
+// Sec-Fetch-Site must say same-origin. A request with neither header does not come
+// from a browser, which is what CSRF needs.
 func (h *Handler) sameOrigin(r *http.Request) bool {
-	if o := r.Header.Get("Origin"); o != "" {
+	o := r.Header.Get("Origin")
+	if o != "" && o != "null" {
 		if slices.Contains(h.opts.AllowedOrigins, o) {
 			return true
 		}
@@ -273,8 +276,10 @@ func (h *Handler) sameOrigin(r *http.Request) bool {
 		return err == nil && u.Host == r.Host && (u.Scheme == "http" || u.Scheme == "https")
 	}
 	switch r.Header.Get("Sec-Fetch-Site") {
-	case "", "same-origin", "none":
+	case "same-origin", "none":
 		return true
+	case "":
+		return o == ""
 	}
 	return false
 }

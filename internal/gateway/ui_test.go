@@ -102,7 +102,16 @@ func fakeCluster(t *testing.T) client.Reader {
 // noRedirect sees the gateway's answers as they are, redirects included.
 var noRedirect = &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
 
-func (u *uiGateway) do(t *testing.T, method, path string, body url.Values, cookie *http.Cookie, hdr ...string) (*http.Response, string) {
+// answer is a response read whole.
+type answer struct {
+	StatusCode int
+	Header     http.Header
+	set        []*http.Cookie
+}
+
+func (a answer) Cookies() []*http.Cookie { return a.set }
+
+func (u *uiGateway) do(t *testing.T, method, path string, body url.Values, cookie *http.Cookie, hdr ...string) (answer, string) {
 	t.Helper()
 	var rd io.Reader
 	if body != nil {
@@ -124,7 +133,7 @@ func (u *uiGateway) do(t *testing.T, method, path string, body url.Values, cooki
 	}
 	defer func() { _ = res.Body.Close() }()
 	b, _ := io.ReadAll(io.LimitReader(res.Body, 1<<20))
-	return res, string(b)
+	return answer{StatusCode: res.StatusCode, Header: res.Header, set: res.Cookies()}, string(b)
 }
 
 // login posts the form as a browser on the page's origin does; it returns the cookie.
@@ -169,9 +178,10 @@ func TestUISecurityHeaders(t *testing.T) {
 			}
 		}
 	}
+	csp := ui.ContentSecurityPolicy
 	for _, want := range []string{"default-src 'none'", "script-src 'self'", "style-src 'self'", "frame-ancestors 'none'"} {
-		if !strings.Contains(ui.ContentSecurityPolicy, want) || strings.Contains(ui.ContentSecurityPolicy, "unsafe") {
-			t.Fatalf("CSP %q: want %q and nothing unsafe", ui.ContentSecurityPolicy, want)
+		if !strings.Contains(csp, want) || strings.Contains(csp, "unsafe") {
+			t.Fatalf("CSP %q: want %q and nothing unsafe", csp, want)
 		}
 	}
 }

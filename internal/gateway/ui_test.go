@@ -91,11 +91,12 @@ func fakeCluster(t *testing.T) client.Reader {
 		p.Namespace, p.Name = ns, "policy"
 		p.Status.Outcomes = &selfhealv1alpha1.Outcomes{Healings: healings, Healed: healings,
 			ByIssue:     []selfhealv1alpha1.IssueActionOutcomes{{Issue: "NoPods", Action: "ScaleUp", Healings: healings, Healed: healings, TimeToHealSeconds: healings}},
-			TopServices: []selfhealv1alpha1.ServiceOutcomes{{Service: svc, Healings: healings, Healed: healings}}}
+			TopServices: []selfhealv1alpha1.ServiceOutcomes{{Service: svc, Healings: healings, Healed: healings}, {Service: "other", Healings: 1}}}
 		return p
 	}
 	return fake.NewClientBuilder().WithScheme(scheme.New()).WithStatusSubresource().
 		WithObjects(hr("team-a", "hr-a", "tools", selfhealv1alpha1.PhaseHealed), hr("team-b", "hr-b", "billing", selfhealv1alpha1.PhaseFailed),
+			hr("team-a", "hr-other", "other", selfhealv1alpha1.PhaseHealed), // in the scoped token's namespace, not its Service
 			policy("team-a", "tools", 1), policy("team-b", "billing", 3)).Build()
 }
 
@@ -335,7 +336,7 @@ func TestUIScopes(t *testing.T) {
 	var hf, hs ui.History
 	read(u.login(t, "tok-full"), "/ui/api/history", &hf)
 	read(u.login(t, "tok-scoped"), "/ui/api/history", &hs)
-	if hf.Total != 2 || len(hs.Requests) != 1 || hs.Requests[0].Name != "hr-a" || hs.Total != 1 {
+	if hf.Total != 3 || len(hs.Requests) != 1 || hs.Requests[0].Name != "hr-a" || hs.Total != 1 {
 		t.Fatalf("history: full %+v, scoped %+v", hf, hs)
 	}
 	r := hs.Requests[0]

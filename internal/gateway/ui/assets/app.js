@@ -65,17 +65,19 @@ function addStep(card, ev) {
 
 function onHealing(type, ev) {
   const card = liveCard(ev);
-  addStep(card, ev);
   if (type === "healing_complete" || type === "healing_failed") {
+    // The end is the outcome line, not one more step.
     const out = card.querySelector(".outcome");
+    out.dataset.id = ev.id || "";
     out.className = "outcome " + (type === "healing_complete" ? "ok" : "failed");
     out.textContent = (type === "healing_complete" ? "Healed" : "Not healed: " + (ev.phase || "failed")) +
-      (ev.issue ? " — issue " + ev.issue : "") + (ev.reason ? " (" + ev.reason + ")" : "");
+      (ev.issue ? " — issue " + ev.issue : "") + (ev.reason && ev.reason !== ev.phase ? " (" + ev.reason + ")" : "") +
+      (ev.message ? ". " + ev.message : "");
     card.querySelector(".held").textContent = "";
-    refreshSoon();
   } else {
-    refreshSoon();
+    addStep(card, ev);
   }
+  refreshSoon();
 }
 
 function connect() {

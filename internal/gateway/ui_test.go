@@ -25,18 +25,6 @@ import (
 	"github.com/selfheal-dev/selfheal/internal/scheme"
 )
 
-const uiConfig = `
-anthropic: {baseURL: UPSTREAM, apiKey: {env: TEST_ANTHROPIC_KEY}}
-auth:
-  tokensFile: TOKENS
-  clients:
-  - name: scoped
-    upstreams: [tools]
-upstreams:
-- {name: tools, url: "http://127.0.0.1:1/mcp", namespace: team-a, service: tools}
-- {name: billing, url: "http://127.0.0.1:1/mcp", namespace: team-b, service: billing}
-`
-
 // uiGateway is a gateway with the /ui page mounted as the manager mounts it, reading
 // from a fake cluster holding one healing in team-a and one in team-b.
 type uiGateway struct {
@@ -69,7 +57,7 @@ func startUIGateway(t *testing.T) *uiGateway {
 			gateway.Mount("GET /v1/healing/events", events),
 			gateway.MountPublic("/ui", page), gateway.MountPublic("/ui/", page)}
 	}
-	u.gw = startGateway(t, u.up.srv.URL, gwSetup{tokens: scopedTokens, yaml: uiConfig, configure: configure})
+	u.gw = startGateway(t, u.up.srv.URL, gwSetup{tokens: scopedTokens, yaml: scopedConfig, configure: configure})
 	return u
 }
 

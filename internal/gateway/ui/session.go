@@ -1,17 +1,16 @@
 package ui
 
 import (
-	"crypto/aes"
-	"crypto/cipher"
 	"crypto/hkdf"
 	"crypto/rand"
 	"crypto/sha256"
-	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"strings"
 	"time"
+
+	"github.com/selfheal-dev/selfheal/internal/gateway/seal"
 )
 
 // sessionVersion starts every session cookie value (and names its format).
@@ -26,35 +25,31 @@ type session struct {
 	Expires int64  `json:"e"`
 }
 
-// sealer seals sessions with AES-256-GCM under a key derived from the gateway's
-// session key, so that the cookie can be neither read nor forged, and every replica
-// sharing the key accepts it. The derivation keeps the MCP session ids and the
-// cookies apart although they share the configured key.
-type sealer struct{ aead cipher.AEAD }
+// sealer seals sessions under a key derived from the gateway's session key, so that
+// the cookie can be neither read nor forged, and every replica sharing the key
+// accepts it. The derivation keeps the MCP session ids and the cookies apart
+// although they share the configured key.
+type sealer struct{ box *seal.Box }
 
 var errNoSession = errors.New("no valid session")
 
 func newSealer(key []byte) (*sealer, error) {
 	if len(key) == 0 {
 		// No configured key: sessions last as long as this process and replica.
-		key = make([]byte, 32)
+		key = make([]byte, seal.KeySize)
 		if _, err := rand.Read(key); err != nil {
 			return nil, err
 		}
 	}
-	k, err := hkdf.Key(sha256.New, key, nil, "selfheal /ui session cookie", 32)
+	k, err := hkdf.Key(sha256.New, key, nil, "selfheal /ui session cookie", seal.KeySize)
 	if err != nil {
 		return nil, fmt.Errorf("deriving the /ui session key: %w", err)
 	}
-	block, err := aes.NewCipher(k)
+	box, err := seal.New(k)
 	if err != nil {
 		return nil, err
 	}
-	aead, err := cipher.NewGCM(block)
-	if err != nil {
-		return nil, err
-	}
-	return &sealer{aead: aead}, nil
+	return &sealer{box: box}, nil
 }
 
 var sessionAD = []byte("selfheal ui session")
@@ -64,11 +59,11 @@ func (s *sealer) seal(se session) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	nonce := make([]byte, s.aead.NonceSize(), s.aead.NonceSize()+len(plain)+s.aead.Overhead())
-	if _, err := rand.Read(nonce); err != nil {
+	out, err := s.box.Seal(plain, sessionAD)
+	if err != nil {
 		return "", err
 	}
-	return sessionVersion + base64.RawURLEncoding.EncodeToString(s.aead.Seal(nonce, nonce, plain, sessionAD)), nil
+	return sessionVersion + out, nil
 }
 
 // open returns the session a cookie value seals, if it is one of ours and not expired.
@@ -77,11 +72,7 @@ func (s *sealer) open(v string, now time.Time) (session, error) {
 	if !ok || len(raw) > 1024 {
 		return session{}, errNoSession
 	}
-	b, err := base64.RawURLEncoding.DecodeString(raw)
-	if err != nil || len(b) < s.aead.NonceSize() {
-		return session{}, errNoSession
-	}
-	plain, err := s.aead.Open(nil, b[:s.aead.NonceSize()], b[s.aead.NonceSize():], sessionAD)
+	plain, err := s.box.Open(raw, sessionAD)
 	if err != nil {
 		return session{}, errNoSession
 	}

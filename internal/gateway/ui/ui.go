@@ -94,8 +94,8 @@ type Handler struct {
 // New returns the page's handler; mount it without the gateway's token middleware
 // (it authenticates with its cookie).
 func New(opts Options) (*Handler, error) {
-	if opts.Tokens == nil {
-		return nil, errors.New("ui: no authenticator")
+	if opts.Tokens == nil || opts.Events == nil {
+		return nil, errors.New("ui: an authenticator and the healing event stream are required")
 	}
 	if opts.SessionTTL <= 0 {
 		opts.SessionTTL = DefaultSessionTTL

@@ -142,13 +142,10 @@ func anonymousGet(ctx context.Context, path string) int {
 }
 
 var _ = Describe("selfheal /ui", Ordered, func() {
-	BeforeAll(func(ctx SpecContext) {
-		Expect(env.ApplyPolicy(ctx, e2ePolicy())).To(Succeed())
-	})
-	AfterAll(func(ctx SpecContext) {
-		Expect(env.Scale(ctx, 1)).To(Succeed())
-		Expect(env.WaitHealthy(ctx)).To(Succeed())
-	})
+	// Whatever ran before (the order of the suite's containers is random), and for
+	// what runs after.
+	BeforeAll(restoreHealthy)
+	AfterAll(restoreHealthy)
 
 	It("shows a healing live in a real browser: its steps in order, the outcome, the charts", func(ctx SpecContext) {
 		By("refusing the page's data without a session")

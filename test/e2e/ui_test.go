@@ -142,9 +142,14 @@ func anonymousGet(ctx context.Context, path string) int {
 }
 
 var _ = Describe("selfheal /ui", Ordered, func() {
-	// Whatever ran before (the order of the suite's containers is random), and for
+	// Whatever ran before (the order of the suite's containers is random; a failed
+	// scenario may leave a crashlooping pod, which only a rollout replaces), and for
 	// what runs after.
-	BeforeAll(restoreHealthy)
+	BeforeAll(func(ctx SpecContext) {
+		_, err := env.KubectlRun(ctx, "rollout", "restart", "-n", stack.Namespace, "deployment/"+stack.Service)
+		Expect(err).NotTo(HaveOccurred())
+		restoreHealthy(ctx)
+	})
 	AfterAll(restoreHealthy)
 
 	It("shows a healing live in a real browser: its steps in order, the outcome, the charts", func(ctx SpecContext) {

@@ -74,6 +74,8 @@ function onHealing(type, ev) {
       (ev.issue ? " — issue " + ev.issue : "") + (ev.reason && ev.reason !== ev.phase ? " (" + ev.reason + ")" : "") +
       (ev.message ? ". " + ev.message : "");
     card.querySelector(".held").textContent = "";
+    // The controller records the outcome just after the request ends: look again.
+    for (const ms of [2000, 6000]) setTimeout(refresh, ms);
   } else {
     addStep(card, ev);
   }
@@ -228,3 +230,5 @@ function renderAnalytics(a) {
 
 connect();
 refresh();
+// Other replicas' healings and history changes arrive without an event here.
+setInterval(() => { if (!document.hidden) refresh(); }, 15000);

@@ -133,12 +133,8 @@ func nextEvent(t *testing.T, r *sse.Reader) (string, string) {
 	return ev.Type, ev.Data
 }
 
-// A scoped token sees only its upstreams' healings, reports only their Services and
-// calls only its upstreams; nobody reports a Service the config does not name.
-// Catches: every client seeing every namespace; any Service in an allowed namespace
-// (or "default") being reportable; 503 with a doubled message instead of 403.
-func TestScopedTokens(t *testing.T) {
-	g, hub := startHealingGateway(t, `
+// scopedConfig limits the token "scoped" to the upstream tools (team-a), of two.
+const scopedConfig = `
 anthropic: {baseURL: UPSTREAM, apiKey: {env: TEST_ANTHROPIC_KEY}}
 auth:
   tokensFile: TOKENS
@@ -148,7 +144,14 @@ auth:
 upstreams:
 - {name: tools, url: "http://127.0.0.1:1/mcp", namespace: team-a, service: tools}
 - {name: billing, url: "http://127.0.0.1:1/mcp", namespace: team-b, service: billing}
-healing:
+`
+
+// A scoped token sees only its upstreams' healings, reports only their Services and
+// calls only its upstreams; nobody reports a Service the config does not name.
+// Catches: every client seeing every namespace; any Service in an allowed namespace
+// (or "default") being reportable; 503 with a doubled message instead of 403.
+func TestScopedTokens(t *testing.T) {
+	g, hub := startHealingGateway(t, scopedConfig+`healing:
   targets:
   - {namespace: team-b, service: billing-db}
 `)

@@ -200,6 +200,21 @@ func restartedAt(ctx context.Context) string {
 	return dep.Spec.Template.Annotations["kubectl.kubernetes.io/restartedAt"]
 }
 
+// restoreHealthy puts the policy back and the service healthy and serving, whatever
+// a scenario left.
+func restoreHealthy(ctx SpecContext) {
+	Expect(env.ApplyPolicy(ctx, e2ePolicy())).To(Succeed())
+	env.Alerts.SetHang(false)
+	patchDeployment(ctx, func(d *appsv1.Deployment) {
+		if ptr.Deref(d.Spec.Replicas, 0) == 0 {
+			d.Spec.Replicas = ptr.To[int32](1)
+		}
+		delete(d.Spec.Template.Labels, controlplane.StateLabel)
+		d.Spec.Strategy = appsv1.DeploymentStrategy{Type: appsv1.RollingUpdateDeploymentStrategyType}
+	})
+	Expect(env.WaitHealthy(ctx)).To(Succeed())
+}
+
 var _ = Describe("selfheal", Ordered, func() {
 	BeforeAll(func(ctx SpecContext) {
 		Expect(env.ApplyPolicy(ctx, e2ePolicy())).To(Succeed())
@@ -207,18 +222,7 @@ var _ = Describe("selfheal", Ordered, func() {
 
 	// Every scenario leaves the service healthy and serving, and the policy in place,
 	// even when it failed half-way.
-	AfterEach(func(ctx SpecContext) {
-		Expect(env.ApplyPolicy(ctx, e2ePolicy())).To(Succeed())
-		env.Alerts.SetHang(false)
-		patchDeployment(ctx, func(d *appsv1.Deployment) {
-			if ptr.Deref(d.Spec.Replicas, 0) == 0 {
-				d.Spec.Replicas = ptr.To[int32](1)
-			}
-			delete(d.Spec.Template.Labels, controlplane.StateLabel)
-			d.Spec.Strategy = appsv1.DeploymentStrategy{Type: appsv1.RollingUpdateDeploymentStrategyType}
-		})
-		Expect(env.WaitHealthy(ctx)).To(Succeed())
-	})
+	AfterEach(restoreHealthy)
 
 	It("1. heals a service scaled to zero while the question waits, streaming each step", func(ctx SpecContext) {
 		c := newClient()

@@ -737,3 +737,36 @@ func TestOnlyFailuresSeenBeforeTheEndJoinIt(t *testing.T) {
 		t.Fatalf("%d HealingRequests, want 2", n)
 	}
 }
+
+// Held counts the calls following a request while they wait, and none once it has
+// ended. Catches: the /ui page's held calls never moving, or never going back.
+func TestHeldCountsTheWaitingCalls(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	ns := freshNamespace(t)
+	h := startHealer(t, ctx, ns, NewHub(HubOptions{}))
+	name, err := h.Trigger(ctx, refused(ns))
+	if err != nil {
+		t.Fatal(err)
+	}
+	first, second := h.Wait(ctx, ns, name), h.Follow(ctx, ns, name, true)
+	eventually := func(want int) {
+		t.Helper()
+		for h.Held(ns, name) != want {
+			if ctx.Err() != nil {
+				t.Fatalf("Held = %d, want %d", h.Held(ns, name), want)
+			}
+			time.Sleep(5 * time.Millisecond)
+		}
+	}
+	eventually(2)
+	if h.Held(ns, "other") != 0 {
+		t.Fatal("another request counts the calls")
+	}
+	playController(t, ns, name, finish(selfhealv1alpha1.PhaseHealed, selfhealv1alpha1.IssueNoPods, selfhealv1alpha1.ReasonHealed, "serving"))
+	for range first {
+	}
+	for range second {
+	}
+	eventually(0)
+}

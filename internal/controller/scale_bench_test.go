@@ -4,7 +4,6 @@ import (
 	"bufio"
 	"context"
 	"fmt"
-	"maps"
 	"net"
 	"net/http"
 	"os"
@@ -146,31 +145,44 @@ func healInFlight(b *testing.B, c client.WithWatch, bin, warm string, targets []
 		b.Fatal(err)
 	}
 	defer watcher.Stop()
+	// Actions are timed as the watch delivers them, concurrently with the creations:
+	// timed when read after the last Create, the early ones would count the time the
+	// later ones took to create.
+	acted := make(chan map[string]time.Time, 1)
+	go func() {
+		seen := make(map[string]time.Time, len(targets))
+		defer func() { acted <- seen }()
+		deadline := time.After(5 * time.Minute)
+		for len(seen) < len(targets) {
+			select {
+			case ev := <-watcher.ResultChan():
+				d, ok := ev.Object.(*appsv1.Deployment)
+				if !ok || ev.Type != watch.Modified || ptr.Deref(d.Spec.Replicas, 1) != 1 {
+					continue
+				}
+				if _, ok := seen[d.Namespace]; !ok && slices.Contains(targets, d.Namespace) {
+					seen[d.Namespace] = time.Now()
+				}
+			case <-deadline:
+				return
+			}
+		}
+	}()
 	requestsBefore, cpuBefore := m.requests(b), m.cpu(b)
-	created := make(map[string]time.Time, len(targets))
+	createdAt := make(map[string]time.Time, len(targets))
 	var reqs []*selfhealv1alpha1.HealingRequest
 	for _, ns := range targets {
-		created[ns] = time.Now()
+		createdAt[ns] = time.Now()
 		reqs = append(reqs, request(b, ns, "mcp-00"))
 	}
-	createdAt := maps.Clone(created)
 	f := scaleFigures{created: time.Since(createdAt[targets[0]])}
+	seen := <-acted
+	if len(seen) < len(targets) {
+		b.Fatalf("%d of %d actions seen after 5 minutes", len(seen), len(targets))
+	}
 	var toAction []time.Duration
-	deadline := time.After(5 * time.Minute)
-	for len(toAction) < len(targets) {
-		select {
-		case ev := <-watcher.ResultChan():
-			d, ok := ev.Object.(*appsv1.Deployment)
-			if !ok || ev.Type != watch.Modified || ptr.Deref(d.Spec.Replicas, 1) != 1 {
-				continue
-			}
-			if at, ok := created[d.Namespace]; ok {
-				toAction = append(toAction, time.Since(at))
-				delete(created, d.Namespace)
-			}
-		case <-deadline:
-			b.Fatalf("%d of %d actions seen after 5 minutes", len(toAction), len(targets))
-		}
+	for ns, at := range seen {
+		toAction = append(toAction, at.Sub(createdAt[ns]))
 	}
 	var toSight, toIntent []time.Duration
 	for _, hr := range reqs {

@@ -19,6 +19,8 @@ import (
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/rest"
+	clocktesting "k8s.io/utils/clock/testing"
+	"k8s.io/utils/ptr"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
@@ -70,6 +72,12 @@ func freshNamespace(t *testing.T) string {
 // the namespace and an uncached client.
 func startHealer(t *testing.T, ctx context.Context, ns string, hub *Hub) *Healer {
 	t.Helper()
+	return startHealerWith(t, ctx, ns, Options{Hub: hub})
+}
+
+// startHealerWith is startHealer with options; the client and namespace are set here.
+func startHealerWith(t *testing.T, ctx context.Context, ns string, opts Options) *Healer {
+	t.Helper()
 	c, err := NewInformerCache(cp.Config, []string{ns})
 	if err != nil {
 		t.Fatal(err)
@@ -77,7 +85,8 @@ func startHealer(t *testing.T, ctx context.Context, ns string, hub *Hub) *Healer
 	cctx, cancel := context.WithCancel(ctx)
 	t.Cleanup(cancel)
 	go func() { _ = c.Start(cctx) }()
-	h := New(Options{Client: cp.Client, Hub: hub, Namespaces: []string{ns}})
+	opts.Client, opts.Namespaces = cp.Client, []string{ns}
+	h := New(opts)
 	if err := h.Start(cctx, c); err != nil {
 		t.Fatal(err)
 	}
@@ -741,5 +750,55 @@ func TestOnlyFailuresSeenBeforeTheEndJoinIt(t *testing.T) {
 	}
 	if n := len(listRequests(t, ns)); n != 2 {
 		t.Fatalf("%d HealingRequests, want 2", n)
+	}
+}
+
+// Two healings of one Service that end within one second, as the e2e suite's
+// back-to-back scenarios do: a failure seen after the second ended is a new incident,
+// never the first one's straggler. Catches: joining any ended request whose
+// completionTime (whole seconds, plus a second of slack) is after the failure, and
+// joining the name that follows an older request (creation timestamps tie within the
+// second): the e2e flake where scenario 8's call got scenario 6's ImagePullBackOff.
+func TestAFailureAfterALaterHealingEndedJoinsNoEarlierOne(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	ns := freshNamespace(t)
+	// Half a second into a second: both completion times read as its start.
+	now := time.Now().Truncate(time.Second).Add(500 * time.Millisecond)
+	h := startHealerWith(t, ctx, ns, Options{Hub: NewHub(HubOptions{}), Clock: clocktesting.NewFakeClock(now)})
+	key := ns + "/tools"
+	failAt := func(seen time.Time) string {
+		t.Helper()
+		f := refused(ns)
+		f.Seen = seen
+		name, err := h.Trigger(ctx, f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return name
+	}
+	heal := func(name string, started time.Time) {
+		t.Helper()
+		playController(t, ns, name, func(s *selfhealv1alpha1.HealingRequestStatus) {
+			s.Phase = selfhealv1alpha1.PhaseHealed
+			s.StartTime = ptr.To(metav1.NewMicroTime(started))
+			s.CompletionTime = &metav1.Time{Time: now}
+		})
+		waitUntil(t, func() bool { got, ok := h.recentlyEnded(key, time.Time{}); return ok && got == name })
+	}
+	first := failAt(now.Add(-3 * time.Second))
+	heal(first, now.Add(-2*time.Second))
+	second := failAt(now.Add(100 * time.Millisecond))
+	if second == first {
+		t.Fatalf("a failure seen after %s ended joined it", first)
+	}
+	heal(second, now.Add(-time.Second))
+
+	third := failAt(now.Add(200 * time.Millisecond))
+	if third == first || third == second {
+		t.Fatalf("a failure seen after both healings ended joined %s (first %s, second %s); want a new incident", third, first, second)
+	}
+	if n := len(listRequests(t, ns)); n != 3 {
+		t.Fatalf("%d HealingRequests, want 3", n)
 	}
 }

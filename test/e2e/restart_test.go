@@ -50,9 +50,12 @@ func openEvents(ctx context.Context, gateway, lastID string) *eventStream {
 	if lastID != "" {
 		req.Header.Set("Last-Event-ID", lastID)
 	}
-	resp, err := http.DefaultClient.Do(req)
+	resp, err := http.DefaultClient.Do(req) //nolint:bodyclose // the reader below closes it
 	Expect(err).NotTo(HaveOccurred())
-	Expect(resp.StatusCode).To(Equal(http.StatusOK))
+	if resp.StatusCode != http.StatusOK {
+		_ = resp.Body.Close()
+		Fail(fmt.Sprintf("events stream on %s: %s", gateway, resp.Status))
+	}
 	ch := make(chan streamEvent, 256)
 	go func() {
 		defer close(ch)

@@ -36,9 +36,22 @@ func describeTarget(ctx context.Context) string {
 		fmt.Fprintf(&b, "  replicaset %s: replicas %d (status %d, ready %d), template %s\n", rs.Name, ptr.Deref(rs.Spec.Replicas, 0),
 			rs.Status.Replicas, rs.Status.ReadyReplicas, templateString(rs.Spec.Template.ObjectMeta))
 	}
+	b.WriteString(describePods(ctx, stack.Service))
+	hrs, err := env.Requests(ctx)
+	if err != nil {
+		fmt.Fprintf(&b, "listing HealingRequests: %v\n", err)
+	}
+	sort.Slice(hrs, func(i, j int) bool { return hrs[i].CreationTimestamp.Before(&hrs[j].CreationTimestamp) })
+	fmt.Fprintf(&b, "  HealingRequests: %s\n", describeRequests(hrs))
+	return b.String()
+}
+
+// describePods prints the pods of an app (label app=name), terminating ones too.
+func describePods(ctx context.Context, app string) string {
+	var b strings.Builder
 	var pods corev1.PodList
-	if err := env.Client.List(ctx, &pods, client.InNamespace(stack.Namespace), client.MatchingLabels{"app": stack.Service}); err != nil {
-		fmt.Fprintf(&b, "listing pods: %v\n", err)
+	if err := env.Client.List(ctx, &pods, client.InNamespace(stack.Namespace), client.MatchingLabels{"app": app}); err != nil {
+		return fmt.Sprintf("listing pods: %v\n", err)
 	}
 	for _, p := range pods.Items {
 		var waiting []string
@@ -51,15 +64,19 @@ func describeTarget(ctx context.Context) string {
 		if p.DeletionTimestamp != nil {
 			deleting = ", terminating since " + p.DeletionTimestamp.UTC().Format("15:04:05")
 		}
-		fmt.Fprintf(&b, "  pod %s: phase %s, state %q, waiting %v%s\n", p.Name, p.Status.Phase, p.Labels[controlplane.StateLabel], waiting, deleting)
+		fmt.Fprintf(&b, "  pod %s: phase %s, ready %t, state %q, waiting %v%s\n", p.Name, p.Status.Phase, podReady(&p),
+			p.Labels[controlplane.StateLabel], waiting, deleting)
 	}
-	hrs, err := env.Requests(ctx)
-	if err != nil {
-		fmt.Fprintf(&b, "listing HealingRequests: %v\n", err)
-	}
-	sort.Slice(hrs, func(i, j int) bool { return hrs[i].CreationTimestamp.Before(&hrs[j].CreationTimestamp) })
-	fmt.Fprintf(&b, "  HealingRequests: %s\n", describeRequests(hrs))
 	return b.String()
+}
+
+func podReady(p *corev1.Pod) bool {
+	for _, c := range p.Status.Conditions {
+		if c.Type == corev1.PodReady {
+			return c.Status == corev1.ConditionTrue
+		}
+	}
+	return false
 }
 
 func templateString(m metav1.ObjectMeta) string {

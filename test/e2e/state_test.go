@@ -14,6 +14,7 @@ import (
 
 	"github.com/selfheal-dev/selfheal/internal/controlplane"
 	"github.com/selfheal-dev/selfheal/internal/demo/stack"
+	"github.com/selfheal-dev/selfheal/internal/diagnostics"
 )
 
 // describeTarget prints the MCP server as the API server has it: the Deployment, its
@@ -64,19 +65,10 @@ func describePods(ctx context.Context, app string) string {
 		if p.DeletionTimestamp != nil {
 			deleting = ", terminating since " + p.DeletionTimestamp.UTC().Format("15:04:05")
 		}
-		fmt.Fprintf(&b, "  pod %s: phase %s, ready %t, state %q, waiting %v%s\n", p.Name, p.Status.Phase, podReady(&p),
+		fmt.Fprintf(&b, "  pod %s: phase %s, ready %t, state %q, waiting %v%s\n", p.Name, p.Status.Phase, diagnostics.PodReady(&p),
 			p.Labels[controlplane.StateLabel], waiting, deleting)
 	}
 	return b.String()
-}
-
-func podReady(p *corev1.Pod) bool {
-	for _, c := range p.Status.Conditions {
-		if c.Type == corev1.PodReady {
-			return c.Status == corev1.ConditionTrue
-		}
-	}
-	return false
 }
 
 func templateString(m metav1.ObjectMeta) string {

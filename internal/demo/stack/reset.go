@@ -17,6 +17,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/selfheal-dev/selfheal/internal/controlplane"
+	"github.com/selfheal-dev/selfheal/internal/diagnostics"
 )
 
 // resetTimeout bounds ResetMCPServer's wait: long enough for a healing left running
@@ -175,7 +176,7 @@ func (s *Stack) podsOnlyOf(ctx context.Context, rs string, n int) ([]string, str
 			return nil, fmt.Sprintf("pod %s is terminating", p.Name), nil
 		case staged:
 			return nil, fmt.Sprintf("pod %s carries the stage %q", p.Name, p.Labels[controlplane.StateLabel]), nil
-		case p.Status.Phase != corev1.PodRunning || !podReady(&p):
+		case p.Status.Phase != corev1.PodRunning || !diagnostics.PodReady(&p):
 			return nil, fmt.Sprintf("pod %s is %s and not ready", p.Name, p.Status.Phase), nil
 		}
 		names = append(names, p.Name)
@@ -184,15 +185,6 @@ func (s *Stack) podsOnlyOf(ctx context.Context, rs string, n int) ([]string, str
 		return nil, fmt.Sprintf("%d pods, want %d", len(names), n), nil
 	}
 	return names, "", nil
-}
-
-func podReady(p *corev1.Pod) bool {
-	for _, c := range p.Status.Conditions {
-		if c.Type == corev1.PodReady {
-			return c.Status == corev1.ConditionTrue
-		}
-	}
-	return false
 }
 
 // endpointsExactly checks that the Service's EndpointSlices list exactly the pods,

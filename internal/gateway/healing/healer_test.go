@@ -762,43 +762,95 @@ func TestOnlyFailuresSeenBeforeTheEndJoinIt(t *testing.T) {
 func TestAFailureAfterALaterHealingEndedJoinsNoEarlierOne(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	ns := freshNamespace(t)
-	// Half a second into a second: both completion times read as its start.
-	now := time.Now().Truncate(time.Second).Add(500 * time.Millisecond)
-	h := startHealerWith(t, ctx, ns, Options{Hub: NewHub(HubOptions{}), Clock: clocktesting.NewFakeClock(now)})
-	key := ns + "/tools"
-	failAt := func(seen time.Time) string {
-		t.Helper()
-		f := refused(ns)
-		f.Seen = seen
-		name, err := h.Trigger(ctx, f)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return name
-	}
-	heal := func(name string, started time.Time) {
-		t.Helper()
-		playController(t, ns, name, func(s *selfhealv1alpha1.HealingRequestStatus) {
-			s.Phase = selfhealv1alpha1.PhaseHealed
-			s.StartTime = ptr.To(metav1.NewMicroTime(started))
-			s.CompletionTime = &metav1.Time{Time: now}
-		})
-		waitUntil(t, func() bool { got, ok := h.recentlyEnded(key, time.Time{}); return ok && got == name })
-	}
-	first := failAt(now.Add(-3 * time.Second))
-	heal(first, now.Add(-2*time.Second))
-	second := failAt(now.Add(100 * time.Millisecond))
+	e := newEndings(t, ctx)
+	first := e.failAt(e.now.Add(-3 * time.Second))
+	e.heal(first, e.now.Add(-2*time.Second))
+	second := e.failAt(e.now.Add(100 * time.Millisecond))
 	if second == first {
 		t.Fatalf("a failure seen after %s ended joined it", first)
 	}
-	heal(second, now.Add(-time.Second))
+	e.heal(second, e.now.Add(-time.Second))
 
-	third := failAt(now.Add(200 * time.Millisecond))
+	third := e.failAt(e.now.Add(200 * time.Millisecond))
 	if third == first || third == second {
 		t.Fatalf("a failure seen after both healings ended joined %s (first %s, second %s); want a new incident", third, first, second)
 	}
-	if n := len(listRequests(t, ns)); n != 3 {
+	if n := len(listRequests(t, e.ns)); n != 3 {
 		t.Fatalf("%d HealingRequests, want 3", n)
 	}
+}
+
+// The same when the name that follows the newest finished request (creation time,
+// then name: timestamps tie within the second) is an earlier incident's successor
+// that already ended: that successor is not the last incident, so a failure seen
+// after the last one ended does not join it. Catches: joining the request found at
+// the computed name (AlreadyExists) without asking whether it is the last incident.
+func TestAFailureJoinsNoEarlierIncidentFoundByName(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	e := newEndings(t, ctx)
+	// Named so that, created within one second, "tools-zz-first" sorts newest.
+	first := e.create("tools-zz-first")
+	e.heal(first, e.now.Add(-3*time.Second))
+	successor := e.create(RequestName("tools", first))
+	e.heal(successor, e.now.Add(-2*time.Second))
+	last := e.create("tools-00-last")
+	e.heal(last, e.now.Add(-time.Second))
+
+	got := e.failAt(e.now.Add(200 * time.Millisecond))
+	if got == first || got == successor || got == last {
+		t.Fatalf("a failure seen after %s (the last incident) ended joined %s; want a new incident", last, got)
+	}
+}
+
+// endings plays a target's incidents ending within one second, on a healer whose
+// clock stands half a second into that second (both completion times read as its
+// start, plus the second of slack a listed request gets).
+type endings struct {
+	t   *testing.T
+	ctx context.Context
+	ns  string
+	now time.Time
+	h   *Healer
+}
+
+func newEndings(t *testing.T, ctx context.Context) *endings {
+	ns := freshNamespace(t)
+	now := time.Now().Truncate(time.Second).Add(500 * time.Millisecond)
+	h := startHealerWith(t, ctx, ns, Options{Hub: NewHub(HubOptions{}), Clock: clocktesting.NewFakeClock(now)})
+	return &endings{t: t, ctx: ctx, ns: ns, now: now, h: h}
+}
+
+// failAt triggers a failure of service tools seen at seen and returns its request.
+func (e *endings) failAt(seen time.Time) string {
+	e.t.Helper()
+	f := refused(e.ns)
+	f.Seen = seen
+	name, err := e.h.Trigger(e.ctx, f)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	return name
+}
+
+// create makes a request for tools named name, as another replica or a person would.
+func (e *endings) create(name string) string {
+	e.t.Helper()
+	hr := e.h.newRequest(refused(e.ns), name)
+	if err := cp.Client.Create(e.ctx, hr); err != nil {
+		e.t.Fatal(err)
+	}
+	return name
+}
+
+// heal ends the request Healed, started at started, completed "now", and waits until
+// the healer saw it end (it is then the target's latest ended one).
+func (e *endings) heal(name string, started time.Time) {
+	e.t.Helper()
+	playController(e.t, e.ns, name, func(s *selfhealv1alpha1.HealingRequestStatus) {
+		s.Phase = selfhealv1alpha1.PhaseHealed
+		s.StartTime = ptr.To(metav1.NewMicroTime(started))
+		s.CompletionTime = &metav1.Time{Time: e.now}
+	})
+	waitUntil(e.t, func() bool { got, ok := e.h.recentlyEnded(e.ns+"/tools", time.Time{}); return ok && got == name })
 }

@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -853,4 +854,54 @@ func (e *endings) heal(name string, started time.Time) {
 		s.CompletionTime = &metav1.Time{Time: e.now}
 	})
 	waitUntil(e.t, func() bool { got, ok := e.h.recentlyEnded(e.ns+"/tools", time.Time{}); return ok && got == name })
+}
+
+// A replica that starts after a healing ended (it was restarting while the healing
+// ended) keeps that healing's events for resume, as the replicas that saw it do: a
+// client resumes with the Last-Event-ID it read elsewhere and gets the rest and the
+// end, nothing missed. History older than ResumableHistory is remembered, not
+// replayed. Catches: a restarted gateway answering events_missed, and never the end,
+// to a client that followed the healing before the restart.
+func TestAReplicaStartedAfterAHealingEndedResumesIt(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	ns := freshNamespace(t)
+	ended := func(name string, completed time.Time) {
+		t.Helper()
+		hr := &selfhealv1alpha1.HealingRequest{
+			ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name},
+			Spec: selfhealv1alpha1.HealingRequestSpec{Target: selfhealv1alpha1.HealingTarget{Service: "tools"},
+				Trigger: selfhealv1alpha1.HealingTrigger{Source: selfhealv1alpha1.TriggerSourceGateway, FailureClass: selfhealv1alpha1.FailureConnectionRefused}},
+		}
+		if err := cp.Client.Create(ctx, hr); err != nil {
+			t.Fatal(err)
+		}
+		playController(t, ns, name, func(s *selfhealv1alpha1.HealingRequestStatus) {
+			addProgress(selfhealv1alpha1.PhaseHealed, "Received", "Diagnosed NoPods", "Healed")(s)
+			s.CompletionTime = &metav1.Time{Time: completed}
+		})
+	}
+	ended("recent", time.Now())
+	ended("old", time.Now().Add(-2*ResumableHistory))
+
+	hub := NewHub(HubOptions{})
+	startHealer(t, ctx, ns, hub)
+	sub, backlog, missed := hub.Resume(Filter{}, eventID(ns, "recent", 1))
+	defer sub.Close()
+	var got []string
+	for _, ev := range backlog {
+		got = append(got, ev.ID)
+	}
+	want := []string{eventID(ns, "recent", 2), eventID(ns, "recent", 3), ns + "/recent/end"}
+	if missed || !slices.Equal(got, want) {
+		t.Fatalf("resume after %s/recent/1 on a replica started after the end: missed %t, events %v; want %v", ns, missed, got, want)
+	}
+	if backlog[len(backlog)-1].Type != EventHealingComplete {
+		t.Fatalf("the resumed stream ends with %s, want %s", backlog[len(backlog)-1].Type, EventHealingComplete)
+	}
+	old, oldBacklog, oldMissed := hub.Resume(Filter{Request: "old"}, eventID(ns, "old", 1))
+	defer old.Close()
+	if !oldMissed || len(oldBacklog) != 0 {
+		t.Fatalf("history older than %s was replayed: missed %t, %d events", ResumableHistory, oldMissed, len(oldBacklog))
+	}
 }

@@ -137,6 +137,11 @@ const (
 	DefaultUnclaimedTimeout = time.Minute
 	// DefaultJoinEndedWithin is Options.JoinEndedWithin's default.
 	DefaultJoinEndedWithin = 30 * time.Second
+	// ResumableHistory is how long ago a healing may have ended, when this process
+	// starts, for its events to be kept for Last-Event-ID resume: a client whose
+	// replica restarted (a rolling update, a crash) while the healing ended resumes
+	// on this one and gets the end. Older history is remembered, not replayed.
+	ResumableHistory = 5 * time.Minute
 )
 
 // endedRequest is the latest healing of a target that ended (not as a duplicate).

@@ -84,15 +84,16 @@ func openEvents(ctx context.Context, gateway, lastID string) *eventStream {
 	return &eventStream{events: ch, cancel: cancel}
 }
 
-// next is the next event; it fails when the stream ends or is silent for a minute.
-func (s *eventStream) next() streamEvent {
+// next is the next event; it fails, saying what was read before (read), when the
+// stream ends or is silent for a minute.
+func (s *eventStream) next(read ...streamEvent) streamEvent {
 	GinkgoHelper()
 	select {
 	case ev, ok := <-s.events:
-		Expect(ok).To(BeTrue(), "the events stream ended")
+		Expect(ok).To(BeTrue(), "the events stream ended after %v", ids(read))
 		return ev
 	case <-time.After(time.Minute):
-		Fail("no healing event within a minute")
+		Fail(fmt.Sprintf("no healing event within a minute after %v", ids(read)))
 	}
 	return streamEvent{}
 }
@@ -102,7 +103,7 @@ func (s *eventStream) through(id string) []streamEvent {
 	GinkgoHelper()
 	var got []streamEvent
 	for {
-		ev := s.next()
+		ev := s.next(got...)
 		got = append(got, ev)
 		if ev.ID == id {
 			return got
@@ -341,8 +342,9 @@ func callAlerts(ctx context.Context, session *mcp.ClientSession) <-chan error {
 // the client retries it in its same MCP session on the restarted gateway, which joins
 // the same healing and answers with the alerts after it; a UI that followed the
 // healing resumes there with Last-Event-ID and misses nothing; the healing ends once,
-// with one action.
-func restartMidHealing(sig syscall.Signal) func(SpecContext) {
+// with one action. With endsWhileDown the healing ends while the replica is down: the
+// restarted one still resumes the UI to the end, and the retried call is answered.
+func restartMidHealing(sig syscall.Signal, endsWhileDown bool) func(SpecContext) {
 	return func(ctx SpecContext) {
 		down := false
 		DeferCleanup(func(ctx SpecContext) {
@@ -373,15 +375,22 @@ func restartMidHealing(sig syscall.Signal) func(SpecContext) {
 			Expect(tail).To(BeEmpty(), "a crash just breaks the stream")
 		}
 
+		if endsWhileDown {
+			releasePods(ctx, stack.Service)
+			hr = healed(ctx, hr)
+		}
+
 		Expect(env.StartGateway(ctx, 0)).To(Succeed())
 		down = false
 		resumed := openEvents(ctx, env.GatewayURL, read[len(read)-1].ID)
 		seen := got.count()
 		retried := callAlerts(ctx, session)
-		joined := fmt.Sprintf("(HealingRequest %s)", hr.Name)
-		Eventually(func() []string { return got.since(seen) }).WithTimeout(time.Minute).
-			Should(ContainElement(ContainSubstring(joined)), "the retried call joins the healing in progress")
-		releasePods(ctx, stack.Service)
+		if !endsWhileDown {
+			joined := fmt.Sprintf("(HealingRequest %s)", hr.Name)
+			Eventually(func() []string { return got.since(seen) }).WithTimeout(time.Minute).
+				Should(ContainElement(ContainSubstring(joined)), "the retried call joins the healing in progress")
+			releasePods(ctx, stack.Service)
+		}
 		Eventually(retried).WithTimeout(time.Minute).Should(Receive(BeNil()))
 		Expect(session.ID()).To(Equal(sid), "the client kept its session across the restart")
 

@@ -520,13 +520,16 @@ spec:
 	It("14. resumes a healing's event stream on the other gateway replica with Last-Event-ID, missing nothing", resumeOnTheOtherReplica)
 
 	It("15. a gateway SIGKILLed mid-healing: the call is retried in its session on the restarted gateway, the events resume, the healing ends once",
-		restartMidHealing(syscall.SIGKILL))
+		restartMidHealing(syscall.SIGKILL, false))
 
-	It("16. a gateway stopped with SIGTERM mid-healing: the same, after its graceful stop", restartMidHealing(syscall.SIGTERM))
+	It("16. a gateway stopped with SIGTERM mid-healing: the same, after its graceful stop", restartMidHealing(syscall.SIGTERM, false))
 
 	It("17. turns 1,000 failure reports over 3 s, on both gateway replicas, into one HealingRequest and one action", reportsMakeOneRequest)
 
 	It("18. ends a request that needed no action Skipped, not counted as a healing", noActionIsNoHealing)
+
+	It("19. a healing that ends while its gateway is down (SIGKILL): the restarted gateway resumes its events to the end",
+		restartMidHealing(syscall.SIGKILL, true))
 
 	It("12. SIGKILLed leaders mid-healing: the standby takes over, each healing ends once with one action", handover)
 })

@@ -834,14 +834,24 @@ func (e *endings) failAt(seen time.Time) string {
 	return name
 }
 
-// create makes a request for tools named name, as another replica or a person would.
+// create makes a request for tools named name, as another replica would.
 func (e *endings) create(name string) string {
 	e.t.Helper()
-	hr := e.h.newRequest(refused(e.ns), name)
-	if err := cp.Client.Create(e.ctx, hr); err != nil {
-		e.t.Fatal(err)
-	}
+	createRequest(e.t, e.ctx, e.ns, name)
 	return name
+}
+
+// createRequest creates a request for service tools named name, as a gateway does.
+func createRequest(t *testing.T, ctx context.Context, ns, name string) {
+	t.Helper()
+	hr := &selfhealv1alpha1.HealingRequest{
+		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name},
+		Spec: selfhealv1alpha1.HealingRequestSpec{Target: selfhealv1alpha1.HealingTarget{Service: "tools"},
+			Trigger: selfhealv1alpha1.HealingTrigger{Source: selfhealv1alpha1.TriggerSourceGateway, FailureClass: selfhealv1alpha1.FailureConnectionRefused}},
+	}
+	if err := cp.Client.Create(ctx, hr); err != nil {
+		t.Fatal(err)
+	}
 }
 
 // heal ends the request Healed, started at started, completed "now", and waits until
@@ -868,14 +878,7 @@ func TestAReplicaStartedAfterAHealingEndedResumesIt(t *testing.T) {
 	ns := freshNamespace(t)
 	ended := func(name string, completed time.Time) {
 		t.Helper()
-		hr := &selfhealv1alpha1.HealingRequest{
-			ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name},
-			Spec: selfhealv1alpha1.HealingRequestSpec{Target: selfhealv1alpha1.HealingTarget{Service: "tools"},
-				Trigger: selfhealv1alpha1.HealingTrigger{Source: selfhealv1alpha1.TriggerSourceGateway, FailureClass: selfhealv1alpha1.FailureConnectionRefused}},
-		}
-		if err := cp.Client.Create(ctx, hr); err != nil {
-			t.Fatal(err)
-		}
+		createRequest(t, ctx, ns, name)
 		playController(t, ns, name, func(s *selfhealv1alpha1.HealingRequestStatus) {
 			addProgress(selfhealv1alpha1.PhaseHealed, "Received", "Diagnosed NoPods", "Healed")(s)
 			s.CompletionTime = &metav1.Time{Time: completed}

@@ -869,9 +869,11 @@ func (e *endings) heal(name string, started time.Time) {
 // A replica that starts after a healing ended (it was restarting while the healing
 // ended) keeps that healing's events for resume, as the replicas that saw it do: a
 // client resumes with the Last-Event-ID it read elsewhere and gets the rest and the
-// end, nothing missed. History older than ResumableHistory is remembered, not
-// replayed. Catches: a restarted gateway answering events_missed, and never the end,
-// to a client that followed the healing before the restart.
+// end, nothing missed, and nothing of another healing the replica replayed after it
+// (its start-up order is the list's, not the healings'). History older than
+// ResumableHistory is remembered, not replayed. Catches: a restarted gateway
+// answering events_missed, and never the end, to a client that followed the healing
+// before the restart; or sending it the other healing's steps as if they came next.
 func TestAReplicaStartedAfterAHealingEndedResumesIt(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
@@ -885,22 +887,25 @@ func TestAReplicaStartedAfterAHealingEndedResumesIt(t *testing.T) {
 		})
 	}
 	ended("recent", time.Now())
+	ended("other", time.Now()) // replayed before or after "recent": the list decides
 	ended("old", time.Now().Add(-2*ResumableHistory))
 
 	hub := NewHub(HubOptions{})
 	startHealer(t, ctx, ns, hub)
-	sub, backlog, missed := hub.Resume(Filter{}, eventID(ns, "recent", 1))
-	defer sub.Close()
-	var got []string
-	for _, ev := range backlog {
-		got = append(got, ev.ID)
-	}
-	want := []string{eventID(ns, "recent", 2), eventID(ns, "recent", 3), ns + "/recent/end"}
-	if missed || !slices.Equal(got, want) {
-		t.Fatalf("resume after %s/recent/1 on a replica started after the end: missed %t, events %v; want %v", ns, missed, got, want)
-	}
-	if backlog[len(backlog)-1].Type != EventHealingComplete {
-		t.Fatalf("the resumed stream ends with %s, want %s", backlog[len(backlog)-1].Type, EventHealingComplete)
+	for _, name := range []string{"recent", "other"} {
+		sub, backlog, missed := hub.Resume(Filter{Service: "tools"}, eventID(ns, name, 1))
+		sub.Close()
+		var got []string
+		for _, ev := range backlog {
+			got = append(got, ev.ID)
+		}
+		want := []string{eventID(ns, name, 2), eventID(ns, name, 3), ns + "/" + name + "/end"}
+		if missed || !slices.Equal(got, want) {
+			t.Fatalf("resume after %s/%s/1 on a replica started after the end: missed %t, events %v; want %v", ns, name, missed, got, want)
+		}
+		if backlog[len(backlog)-1].Type != EventHealingComplete {
+			t.Fatalf("the resumed stream ends with %s, want %s", backlog[len(backlog)-1].Type, EventHealingComplete)
+		}
 	}
 	old, oldBacklog, oldMissed := hub.Resume(Filter{Request: "old"}, eventID(ns, "old", 1))
 	defer old.Close()

@@ -139,6 +139,7 @@ func (h *Healer) observe(hr *selfhealv1alpha1.HealingRequest, initial bool) {
 		Namespace: hr.Namespace,
 		Service:   hr.Spec.Target.Service,
 		Upstream:  hr.Spec.Trigger.Upstream,
+		replayed:  initial,
 	}
 	if !st.started {
 		st.started = true
@@ -197,7 +198,9 @@ func (h *Healer) observe(hr *selfhealv1alpha1.HealingRequest, initial bool) {
 			st.terminal = &ev
 			return
 		}
-		ev := h.hub.Publish(h.terminalEvent(hr))
+		end := h.terminalEvent(hr)
+		end.replayed = initial
+		ev := h.hub.Publish(end)
 		st.terminal = &ev
 	}
 }

@@ -80,6 +80,11 @@ check-rules: ## promtool check rules on config/prometheus (installs Debian's pro
 	sed '1,/^spec:$$/d; s/^  //' config/prometheus/prometheusrule.yaml > $(LOCALBIN)/selfheal-rules.yaml
 	promtool check rules $(LOCALBIN)/selfheal-rules.yaml
 
+.PHONY: chromium
+chromium: ## Install Debian's chromium when missing: the e2e suite drives the gateway's /ui page with it (and fails without it).
+	@command -v chromium >/dev/null || { SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo); \
+		$$SUDO apt-get update && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y chromium; }
+
 .PHONY: controlplane
 controlplane: ## Build (or reuse) the local control plane binaries; prints their directory.
 	@hack/controlplane.sh
@@ -95,8 +100,9 @@ test-e2e: build ## Run the e2e suite alone.
 .PHONY: bench
 bench: ## Run the benchmarks; each prints its figures (the README lists the latest).
 	KUBEBUILDER_ASSETS="$$(hack/controlplane.sh)" go test -run '^$$' -bench . -benchtime 1x -timeout $(TEST_TIMEOUT) \
-		./internal/controller/ ./internal/gateway/healing/
+		./internal/controller/
 	go test -run '^$$' -bench BenchmarkAddedLatency -benchtime 5000x ./internal/gateway/
+	go test -run '^$$' -bench 'BenchmarkIdleSSESubscribers|BenchmarkMCPSessionsAcrossReplicas' -benchtime 1x ./internal/gateway/
 	go test -run '^$$' -bench . -benchtime 2s ./internal/diagnostics/ ./internal/remediation/
 
 ##@ Build

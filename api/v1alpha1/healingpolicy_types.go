@@ -403,6 +403,10 @@ type ManualIntervention struct {
 	ResolvedAt *metav1.Time `json:"resolvedAt,omitempty"`
 }
 
+// IsWaiting reports whether the intervention still waits for a person: no later
+// healing of its Service ended Healed.
+func (m *ManualIntervention) IsWaiting() bool { return m.ResolvedAt == nil }
+
 // TargetHistory is the latest results of one action on one issue of one Service.
 type TargetHistory struct {
 	// +required

@@ -406,6 +406,7 @@ type HealingRequestStatus struct {
 // +kubebuilder:object:root=true
 // +kubebuilder:subresource:status
 // +kubebuilder:resource:shortName=hr,categories=selfheal
+// +kubebuilder:selectablefield:JSONPath=`.spec.target.service`
 // +kubebuilder:printcolumn:name="Target",type=string,JSONPath=`.spec.target.service`
 // +kubebuilder:printcolumn:name="Phase",type=string,JSONPath=`.status.phase`
 // +kubebuilder:printcolumn:name="Issue",type=string,JSONPath=`.status.issue`

@@ -21,11 +21,15 @@ import (
 	"github.com/selfheal-dev/selfheal/internal/gateway/limits"
 	"github.com/selfheal-dev/selfheal/internal/gateway/mcp"
 	"github.com/selfheal-dev/selfheal/internal/gateway/outbound"
+	"github.com/selfheal-dev/selfheal/internal/gateway/ui"
 	"github.com/selfheal-dev/selfheal/internal/scheme"
 )
 
 // rbac: The gateway creates a HealingRequest when an upstream fails and watches it to stream its progress.
 // +kubebuilder:rbac:groups=selfheal.dev,resources=healingrequests,verbs=create;get;list;watch
+
+// rbac: The gateway's /ui page draws the analytics from the outcomes in HealingPolicy status.
+// +kubebuilder:rbac:groups=selfheal.dev,resources=healingpolicies,verbs=get;list;watch
 
 // gatewayRunnable serves the gateway on every replica (no leader election) and runs
 // its own HealingRequest informer, so it never waits on the controllers' cache and
@@ -97,6 +101,19 @@ func buildGateway(restCfg *rest.Config, o options) (*gatewayRunnable, []string, 
 	}
 	g.healer = healing.New(healerOpts)
 
+	// One authenticator for the token routes and the /ui login, so a token removed
+	// from the file ends both.
+	auth, err := gateway.NewAuthenticatorFromConfig(cfg)
+	if err != nil {
+		return nil, nil, err
+	}
+	events := healing.NewEventsHandler(hub, streams)
+	page, err := ui.New(ui.Options{Tokens: auth, SessionKey: cfg.Sessions.Key(), Events: events, Reader: reader(g.cache),
+		Namespaces: namespaces, Held: g.healer.Held, AllowedOrigins: cfg.AllowedOrigins})
+	if err != nil {
+		return nil, nil, err
+	}
+
 	var upstreams []mcp.Upstream
 	var names []string
 	for _, u := range cfg.Upstreams {
@@ -124,19 +141,30 @@ func buildGateway(restCfg *rest.Config, o options) (*gatewayRunnable, []string, 
 	}
 	g.server, err = gateway.New(cfg, append(readiness,
 		gateway.WithBindAddress(o.gatewayAddr),
+		gateway.WithAuthenticator(auth),
 		gateway.WithTransport(transport),
 		gateway.WithBudget(budget),
 		gateway.WithLogger(log),
 		gateway.WithDelayReporter(hub),
-		gateway.Mount("GET /v1/healing/events", healing.NewEventsHandler(hub, streams)),
+		gateway.Mount("GET /v1/healing/events", events),
 		gateway.Mount("POST /v1/healing-requests", healing.NewReportHandler(g.healer, streams)),
 		gateway.Mount("/mcp/{name}", proxy),
+		gateway.MountPublic("/ui", page), // the page's own cookie login
+		gateway.MountPublic("/ui/", page),
 		gateway.OnShutdown(hub.Close),
 	)...)
 	if err != nil {
 		return nil, nil, err
 	}
 	return g, names, nil
+}
+
+// reader is the cache as the page's reader; nil (no cluster) stays a nil interface.
+func reader(c cache.Cache) client.Reader {
+	if c == nil {
+		return nil
+	}
+	return c
 }
 
 // setupGateway adds the gateway to the manager.

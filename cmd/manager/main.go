@@ -72,7 +72,7 @@ func main() {
 		"How long a standby waits, after the leader stops renewing (a killed leader), before taking over.")
 	flag.DurationVar(&o.renewDeadline, "leader-elect-renew-deadline", 10*time.Second, "How long the leader retries renewing before it gives up leading.")
 	flag.DurationVar(&o.retryPeriod, "leader-elect-retry-period", 2*time.Second, "How often candidates try to acquire or renew the lease.")
-	flag.IntVar(&o.maxConcurrentReconciles, "max-concurrent-reconciles", 10, "HealingRequests reconciled in parallel (a reconcile mostly waits on the API server).")
+	flag.IntVar(&o.maxConcurrentReconciles, "max-concurrent-reconciles", 50, "HealingRequests reconciled in parallel: a reconcile mostly waits on the API server, so a burst of healings starts together instead of queueing.")
 	flag.Float64Var(&qps, "kube-api-qps", 100, "Requests per second the controllers' client may send to the API server.")
 	flag.IntVar(&o.kubeAPIBurst, "kube-api-burst", 200, "Burst of requests the controllers' client may send to the API server.")
 	flag.StringVar(&o.watchNamespaces, "watch-namespaces", "", "Comma-separated namespaces to watch; empty watches all.")

@@ -140,6 +140,8 @@ func (d *demo) play(ctx context.Context) error {
 		return fmt.Errorf("starting the demo: %w", err)
 	}
 	d.printf("Everything is up in %s. selfheal's logs: %s\n\n", round(time.Since(start)), d.logPaths())
+	d.printf("Watch it in a browser: %s\n", d.s.UIURL())
+	d.printf("  log in with the demo's client token, the part after \"chat:\" in %s\n\n", d.s.TokensFile)
 
 	d.printf("Applying the HealingPolicy in %s: selfheal may restart, scale back\n", policyFile)
 	d.printf("from zero and clean up failed pods of the Services labelled\n")
@@ -208,6 +210,11 @@ func (d *demo) play(ctx context.Context) error {
 	if err := d.checkHealed(ctx); err != nil {
 		return err
 	}
+	sum, err := d.s.WaitAnalytics(ctx, 1, 30*time.Second)
+	if err != nil {
+		return fmt.Errorf("the healing is not in the outcomes of %s's HealingPolicy: %w", stack.Namespace, err)
+	}
+	d.printf("%s\n  (the charts of %s)\n\n", sum.Line(), d.s.UIURL())
 	return d.lookAround(ctx)
 }
 

@@ -91,10 +91,10 @@ func (s *scope) requeueAfter(d time.Duration) {
 // errStop ends the phase list for this reconcile without an error.
 var errStop = errors.New("stop")
 
-// Reconcile gets the request, then runs the phases in order, and writes status once, as
-// a patch, at the end.
-func (r *HealingRequestReconciler) Reconcile(ctx context.Context, req ctrl.Request) (_ ctrl.Result, retErr error) {
-	log := ctrl.LoggerFrom(ctx)
+// Reconcile gets the request, runs the phases in order and writes status once, as a
+// patch. When that patch recorded an intent, the same reconcile goes on to execute it
+// (see executeRecorded).
+func (r *HealingRequestReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, error) {
 	hr := &selfhealv1alpha1.HealingRequest{}
 	if err := r.Client.Get(ctx, req.NamespacedName, hr); err != nil {
 		return ctrl.Result{}, client.IgnoreNotFound(err)
@@ -106,20 +106,6 @@ func (r *HealingRequestReconciler) Reconcile(ctx context.Context, req ctrl.Reque
 	if hr.Status.Phase.IsTerminal() {
 		return r.retain(ctx, s)
 	}
-
-	before := hr.DeepCopy()
-	defer func() {
-		if err := r.patchStatus(ctx, before, hr); err != nil {
-			retErr = errors.Join(retErr, err)
-			return
-		}
-		r.emit(hr, s.events)
-		if !before.Status.Phase.IsTerminal() && hr.Status.Phase.IsTerminal() {
-			log.Info("Healing finished", "phase", hr.Status.Phase, "issue", hr.Status.Issue,
-				"reason", readyReason(hr), "attempts", hr.Status.Attempts)
-		}
-	}()
-
 	phases := []func(context.Context, *scope) error{
 		r.start,
 		r.resolvePolicy,
@@ -130,19 +116,68 @@ func (r *HealingRequestReconciler) Reconcile(ctx context.Context, req ctrl.Reque
 		r.execute,
 		r.plan,
 	}
-	for _, phase := range phases {
-		if err := phase(ctx, s); err != nil {
-			if errors.Is(err, errStop) {
-				break
-			}
-			log.Error(err, "Healing step failed; retrying with backoff", "phase", hr.Status.Phase)
-			return ctrl.Result{}, err
-		}
+	if err := r.pass(ctx, s, phases); err != nil {
+		return ctrl.Result{}, err
+	}
+	if err := r.executeRecorded(ctx, s); err != nil {
+		return ctrl.Result{}, err
 	}
 	if !hr.Status.Phase.IsTerminal() && hr.Status.Deadline != nil {
 		s.requeueAfter(hr.Status.Deadline.Sub(s.now))
 	}
 	return s.result, nil
+}
+
+// executeRecorded executes, in the reconcile that recorded them, the intents its
+// status patch just persisted, one pass (and one status patch) per step. It is safe
+// without a fresh read: the patch carried the resourceVersion this reconcile read, so
+// the intent is the latest status and no other reconcile recorded anything in
+// between; the workqueue runs one reconcile per request at a time, and a standby
+// manager does not reconcile. A manager that dies before executing leaves the intent
+// to the next reconcile, which executes it exactly as here (idempotently, from an
+// uncached read of the workload). Acting now instead of waiting for the watch to bring
+// the patched request back through the cache and the queue takes that round trip
+// off the time from failure to action.
+func (r *HealingRequestReconciler) executeRecorded(ctx context.Context, s *scope) error {
+	for range len(s.hr.Status.Actions) {
+		if s.hr.Status.Phase != selfhealv1alpha1.PhaseRemediating || intendedAction(s.hr) == nil || s.report == nil {
+			return nil
+		}
+		s.now = r.Clock.Now()
+		if err := r.pass(ctx, s, []func(context.Context, *scope) error{r.checkDeadline, r.execute}); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// pass runs phases in order until one stops, then writes the status they changed, as
+// one patch, and emits the events that patch records.
+func (r *HealingRequestReconciler) pass(ctx context.Context, s *scope, phases []func(context.Context, *scope) error) error {
+	hr := s.hr
+	before := hr.DeepCopy()
+	s.events = nil
+	var phaseErr error
+	for _, phase := range phases {
+		if err := phase(ctx, s); err != nil {
+			if !errors.Is(err, errStop) {
+				ctrl.LoggerFrom(ctx).Error(err, "Healing step failed; retrying with backoff", "phase", hr.Status.Phase)
+				phaseErr = err
+			}
+			break
+		}
+	}
+	// What the phases before a failure changed is written too (the first sight, the
+	// findings), as it was before a failed step.
+	if err := r.patchStatus(ctx, before, hr); err != nil {
+		return errors.Join(phaseErr, err)
+	}
+	r.emit(hr, s.events)
+	if !before.Status.Phase.IsTerminal() && hr.Status.Phase.IsTerminal() {
+		ctrl.LoggerFrom(ctx).Info("Healing finished", "phase", hr.Status.Phase, "issue", hr.Status.Issue,
+			"reason", readyReason(hr), "attempts", hr.Status.Attempts)
+	}
+	return phaseErr
 }
 
 // patchStatus writes the status once, as a merge patch with optimistic locking: a
@@ -293,8 +328,11 @@ func (r *HealingRequestReconciler) checkDuplicate(ctx context.Context, s *scope)
 	if hr.Status.Phase != selfhealv1alpha1.PhasePending {
 		return nil
 	}
+	// spec.target.service is a selectable field of the CRD: the API server sends only
+	// this target's requests, however many the namespace retains.
 	var list selfhealv1alpha1.HealingRequestList
-	if err := r.APIReader.List(ctx, &list, client.InNamespace(hr.Namespace)); err != nil {
+	if err := r.APIReader.List(ctx, &list, client.InNamespace(hr.Namespace),
+		client.MatchingFields{indexTargetService: hr.Spec.Target.Service}); err != nil {
 		return err
 	}
 	for i := range list.Items {
@@ -454,7 +492,7 @@ func (r *HealingRequestReconciler) execute(ctx context.Context, s *scope) error 
 	r.event(s, corev1.EventTypeNormal, "ActionSucceeded", string(a.Type), fmt.Sprintf("%s on %s: %s", a.Type, a.Workload, msg))
 
 	// The attempt's further steps were recorded with the first; each runs in its own
-	// reconcile, after the previous outcome is persisted.
+	// pass, after the previous outcome is persisted.
 	if intendedAction(hr) != nil {
 		return errStop
 	}

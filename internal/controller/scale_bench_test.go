@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"fmt"
+	"maps"
 	"net"
 	"net/http"
 	"os"
@@ -33,17 +34,30 @@ import (
 // Services each (default 10) of SELFHEAL_SCALE_REPLICAS kwok pods (default 10): 1,000
 // Services and 10,000 pods. It then breaks SELFHEAL_SCALE_INFLIGHT Services (default
 // 50) at once and reports, for those healings in flight together: failure-to-action
-// p50/p95 (from each HealingRequest's creation to the scale-up seen on a watch), the
-// API requests the manager made per healing (its rest_client_requests_total), and the
-// CPU seconds it used per healing (/proc). The heap per cached pod at this size is
-// BenchmarkManagerHeapPerPod's measurement with SELFHEAL_BENCH_PODS=10000.
+// p50/p95 (from each HealingRequest's creation to the scale-up seen on a watch) and
+// where it went (to the controller's first sight, to the intent), the API requests the
+// manager made per healing (its rest_client_requests_total, by method), and the CPU
+// seconds it used per healing (/proc). With SELFHEAL_SCALE_BASELINE set to another
+// manager binary (an older build), that binary heals the same way first, on other
+// namespaces of the same cluster, so the two are compared side by side under the same
+// load. The heap per cached pod at this size is BenchmarkManagerHeapPerPod's
+// measurement with SELFHEAL_BENCH_PODS=10000.
 //
 //	KUBEBUILDER_ASSETS=$(hack/controlplane.sh) go test ./internal/controller/ -run '^$' -bench BenchmarkScale -benchtime 1x -timeout 60m
 func BenchmarkScale(b *testing.B) {
+	root, err := controlplane.RepoRoot()
+	if err != nil {
+		b.Fatal(err)
+	}
+	type round struct{ label, bin string }
+	rounds := []round{{"this build", filepath.Join(root, "bin", "manager")}}
+	if base := os.Getenv("SELFHEAL_SCALE_BASELINE"); base != "" {
+		rounds = append([]round{{"baseline " + base, base}}, rounds...)
+	}
 	nsCount := envInt("SELFHEAL_SCALE_NAMESPACES", 100)
 	perNS := envInt("SELFHEAL_SCALE_SERVICES", 10)
 	replicas := envInt("SELFHEAL_SCALE_REPLICAS", 10)
-	inFlight := min(envInt("SELFHEAL_SCALE_INFLIGHT", 50), nsCount)
+	inFlight := min(envInt("SELFHEAL_SCALE_INFLIGHT", 50), nsCount/len(rounds))
 	ctx := context.Background()
 	cfg := rest.CopyConfig(cluster.Config)
 	cfg.QPS, cfg.Burst = 500, 1000
@@ -53,7 +67,8 @@ func BenchmarkScale(b *testing.B) {
 	}
 
 	start := time.Now()
-	namespaces := make([]string, nsCount)
+	// One namespace more than asked: the warm-up heals there, apart from the measured.
+	namespaces := make([]string, nsCount+1)
 	var wg sync.WaitGroup
 	sem := make(chan struct{}, 8)
 	for i := range namespaces {
@@ -68,7 +83,7 @@ func BenchmarkScale(b *testing.B) {
 		}
 	}
 	wg.Wait()
-	want := int32(nsCount * perNS * replicas)
+	want := int32(len(namespaces) * perNS * replicas)
 	NewWithT(b).Eventually(func(g Gomega) {
 		var deps appsv1.DeploymentList
 		g.Expect(c.List(ctx, &deps)).To(Succeed())
@@ -78,16 +93,48 @@ func BenchmarkScale(b *testing.B) {
 		}
 		g.Expect(ready).To(BeNumerically(">=", want))
 	}).WithTimeout(30 * time.Minute).WithPolling(2 * time.Second).Should(Succeed())
-	b.Logf("%d namespaces, %d Services, %d ready pods in %s", nsCount, nsCount*perNS, want, time.Since(start).Round(time.Second))
+	b.Logf("%d namespaces, %d Services, %d ready pods in %s", len(namespaces), len(namespaces)*perNS, want, time.Since(start).Round(time.Second))
 
-	m := startScaleManager(b)
+	for i, r := range rounds {
+		f := healInFlight(b, c, r.bin, namespaces[nsCount], namespaces[i*inFlight:(i+1)*inFlight])
+		b.Logf("[%s] %d healings in flight over %d pods: %s", r.label, inFlight, want, f)
+		if i == len(rounds)-1 {
+			b.ReportMetric(ms(f.p50), "action-p50-ms")
+			b.ReportMetric(ms(f.p95), "action-p95-ms")
+			b.ReportMetric(f.requests, "api-requests/healing")
+			b.ReportMetric(f.cpu, "cpu-s/healing")
+		}
+	}
+}
+
+// scaleFigures are one round of BenchmarkScale, per healing.
+type scaleFigures struct {
+	created                              time.Duration // to create every request, the API server's pace
+	min, p50, p95, max                   time.Duration // failure to action
+	sight50, sight95, intent50, intent95 time.Duration
+	requests, cpu                        float64
+	perMethod                            string
+}
+
+func (f scaleFigures) String() string {
+	return fmt.Sprintf("failure to action min %.0f, p50 %.0f, p95 %.0f, max %.0f ms "+
+		"(to the controller's first sight p50/p95 %.0f/%.0f ms, to the intent recorded %.0f/%.0f ms; creating the requests took %s); "+
+		"%.1f API requests (%s) and %.3f CPU s per healing (manager process, until every one is Healed)",
+		ms(f.min), ms(f.p50), ms(f.p95), ms(f.max), ms(f.sight50), ms(f.sight95), ms(f.intent50), ms(f.intent95),
+		f.created.Round(time.Millisecond), f.requests, f.perMethod, f.cpu)
+}
+
+// healInFlight starts the manager bin, warms it up with one healing in warm, then
+// scales Service mcp-00 of every target namespace to zero and creates their requests
+// at once, and measures until every one is Healed. It stops the manager.
+func healInFlight(b *testing.B, c client.WithWatch, bin, warm string, targets []string) scaleFigures {
+	ctx := context.Background()
+	m := startScaleManager(b, bin)
+	defer m.stop()
 	// Warm up: the manager syncs its caches over the whole cluster, then heals one.
-	warm := namespaces[nsCount-1]
 	breakAgain(b, warm, "mcp-00")
 	NewWithT(b).Expect(terminal(b, request(b, warm, "mcp-00")).Status.Phase).To(Equal(selfhealv1alpha1.PhaseHealed))
 
-	// The failures: one Service in each of inFlight namespaces, scaled to zero.
-	targets := namespaces[:inFlight]
 	for _, ns := range targets {
 		breakAgain(b, ns, "mcp-00")
 	}
@@ -100,15 +147,17 @@ func BenchmarkScale(b *testing.B) {
 	}
 	defer watcher.Stop()
 	requestsBefore, cpuBefore := m.requests(b), m.cpu(b)
-	created := make(map[string]time.Time, inFlight)
+	created := make(map[string]time.Time, len(targets))
 	var reqs []*selfhealv1alpha1.HealingRequest
 	for _, ns := range targets {
 		created[ns] = time.Now()
 		reqs = append(reqs, request(b, ns, "mcp-00"))
 	}
+	createdAt := maps.Clone(created)
+	f := scaleFigures{created: time.Since(createdAt[targets[0]])}
 	var toAction []time.Duration
 	deadline := time.After(5 * time.Minute)
-	for len(toAction) < inFlight {
+	for len(toAction) < len(targets) {
 		select {
 		case ev := <-watcher.ResultChan():
 			d, ok := ev.Object.(*appsv1.Deployment)
@@ -120,39 +169,48 @@ func BenchmarkScale(b *testing.B) {
 				delete(created, d.Namespace)
 			}
 		case <-deadline:
-			b.Fatalf("%d of %d actions seen after 5 minutes", len(toAction), inFlight)
+			b.Fatalf("%d of %d actions seen after 5 minutes", len(toAction), len(targets))
 		}
 	}
+	var toSight, toIntent []time.Duration
 	for _, hr := range reqs {
-		if got := terminal(b, hr); got.Status.Phase != selfhealv1alpha1.PhaseHealed {
+		got := terminal(b, hr)
+		if got.Status.Phase != selfhealv1alpha1.PhaseHealed {
 			b.Fatalf("%s ended %s: %v", got.Name, got.Status.Phase, got.Status.Progress)
 		}
+		at := createdAt[got.Namespace]
+		toSight = append(toSight, got.Status.StartTime.Sub(at))
+		toIntent = append(toIntent, got.Status.Actions[0].StartedAt.Sub(at))
 	}
-	requests := m.requests(b) - requestsBefore
-	cpu := m.cpu(b) - cpuBefore
-	slices.Sort(toAction)
-	p50, p95 := percentile(toAction, 0.50), percentile(toAction, 0.95)
-	b.ReportMetric(ms(p50), "action-p50-ms")
-	b.ReportMetric(ms(p95), "action-p95-ms")
-	b.ReportMetric(requests/float64(inFlight), "api-requests/healing")
-	b.ReportMetric(cpu/float64(inFlight), "cpu-s/healing")
-	b.Logf("%d healings in flight over %d pods: failure to action min %.0f, p50 %.0f, p95 %.0f, max %.0f ms; %.1f API requests and %.3f CPU s per healing (manager process, until every one is Healed)",
-		inFlight, want, ms(toAction[0]), ms(p50), ms(p95), ms(toAction[len(toAction)-1]), requests/float64(inFlight), cpu/float64(inFlight))
+	n := float64(len(targets))
+	var perMethod []string
+	for method, count := range m.requests(b) {
+		if count -= requestsBefore[method]; count > 0 {
+			f.requests += count / n
+			perMethod = append(perMethod, fmt.Sprintf("%s %.1f", method, count/n))
+		}
+	}
+	slices.Sort(perMethod)
+	f.perMethod = strings.Join(perMethod, ", ")
+	f.cpu = (m.cpu(b) - cpuBefore) / n
+	for _, d := range [][]time.Duration{toAction, toSight, toIntent} {
+		slices.Sort(d)
+	}
+	f.min, f.p50, f.p95, f.max = toAction[0], percentile(toAction, 0.50), percentile(toAction, 0.95), toAction[len(toAction)-1]
+	f.sight50, f.sight95 = percentile(toSight, 0.50), percentile(toSight, 0.95)
+	f.intent50, f.intent95 = percentile(toIntent, 0.50), percentile(toIntent, 0.95)
+	return f
 }
 
 // scaleManager is the manager binary running for BenchmarkScale.
 type scaleManager struct {
 	cmd     *exec.Cmd
 	metrics string
+	stop    func() // SIGTERM, and wait for it to exit
 }
 
-func startScaleManager(b *testing.B) *scaleManager {
+func startScaleManager(b *testing.B, bin string) *scaleManager {
 	b.Helper()
-	root, err := controlplane.RepoRoot()
-	if err != nil {
-		b.Fatal(err)
-	}
-	bin := filepath.Join(root, "bin", "manager")
 	kubeconfig, err := cluster.WriteKubeconfig(controlplane.ServiceAccountUser(managerNamespace, managerSA), controlplane.ServiceAccountGroups(managerNamespace))
 	if err != nil {
 		b.Fatal(err)
@@ -163,23 +221,31 @@ func startScaleManager(b *testing.B) *scaleManager {
 	}
 	addr := l.Addr().String()
 	_ = l.Close()
-	log, err := os.Create(filepath.Join(b.TempDir(), "manager.log"))
+	logDir := os.Getenv("SELFHEAL_SCALE_MANAGER_LOGS") // kept for reading, when set
+	if logDir == "" {
+		logDir = b.TempDir()
+	}
+	log, err := os.CreateTemp(logDir, "manager-*.log")
 	if err != nil {
 		b.Fatal(err)
 	}
-	cmd := exec.Command(bin, "--metrics-bind-address="+addr, "--metrics-secure=false", "--health-probe-bind-address=0") //nolint:gosec,noctx // our own binary
+	b.Logf("manager %s logs to %s", bin, log.Name())
+	args := append([]string{"--metrics-bind-address=" + addr, "--metrics-secure=false", "--health-probe-bind-address=0", "--zap-time-encoding=rfc3339nano"},
+		strings.Fields(os.Getenv("SELFHEAL_SCALE_MANAGER_ARGS"))...) // to compare flags side by side
+	cmd := exec.Command(bin, args...) //nolint:gosec,noctx // our own binary
 	cmd.Env = append(os.Environ(), "KUBECONFIG="+kubeconfig)
 	cmd.Stdout, cmd.Stderr = log, log
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	if err := cmd.Start(); err != nil {
 		b.Fatal(err)
 	}
-	b.Cleanup(func() {
+	m := &scaleManager{cmd: cmd, metrics: "http://" + addr + "/metrics"}
+	m.stop = sync.OnceFunc(func() {
 		_ = cmd.Process.Signal(syscall.SIGTERM)
 		_ = cmd.Wait()
 		_ = log.Close()
 	})
-	m := &scaleManager{cmd: cmd, metrics: "http://" + addr + "/metrics"}
+	b.Cleanup(m.stop)
 	NewWithT(b).Eventually(func() error { _, err := m.scrape(); return err }).WithTimeout(time.Minute).Should(Succeed())
 	return m
 }
@@ -200,24 +266,27 @@ func (m *scaleManager) scrape() (string, error) {
 	return out.String(), sc.Err()
 }
 
-// requests sums the manager's rest_client_requests_total over all labels.
-func (m *scaleManager) requests(b *testing.B) float64 {
+// requests is the manager's rest_client_requests_total by method.
+func (m *scaleManager) requests(b *testing.B) map[string]float64 {
 	b.Helper()
 	text, err := m.scrape()
 	if err != nil {
 		b.Fatal(err)
 	}
-	var total float64
+	byMethod := map[string]float64{}
 	for _, line := range strings.Split(text, "\n") {
-		if !strings.HasPrefix(line, "rest_client_requests_total{") {
+		labels, ok := strings.CutPrefix(line, "rest_client_requests_total{")
+		if !ok {
 			continue
 		}
+		_, method, _ := strings.Cut(labels, `method="`)
+		method, _, _ = strings.Cut(method, `"`)
 		f := strings.Fields(line)
 		if v, err := strconv.ParseFloat(f[len(f)-1], 64); err == nil {
-			total += v
+			byMethod[method] += v
 		}
 	}
-	return total
+	return byMethod
 }
 
 // cpu is the manager process's user and system CPU seconds, from /proc.

@@ -40,7 +40,8 @@ const restartedAtAnnotation = "kubectl.kubernetes.io/restartedAt"
 
 // Field indexes registered on the manager's cache.
 const (
-	// indexTargetService indexes HealingRequests by spec.target.service.
+	// indexTargetService indexes HealingRequests by spec.target.service in the cache;
+	// it is also the CRD's selectable field, so uncached lists select by it the same way.
 	indexTargetService = "spec.target.service"
 	// indexStatusPolicy indexes HealingRequests by status.policy.
 	indexStatusPolicy = "status.policy"

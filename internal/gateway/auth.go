@@ -330,3 +330,37 @@ func bearer(h string) (string, bool) {
 func tokensFileEvent(name, tokensFile string) bool {
 	return filepath.Clean(name) == filepath.Clean(tokensFile) || strings.HasPrefix(filepath.Base(name), "..")
 }
+
+// TokenDigest is the SHA-256 of a client token: what the gateway keeps of it.
+type TokenDigest = [sha256.Size]byte
+
+// Identify returns the name and digest of tok when it is a client token now, for
+// a login that remembers the token without keeping it (the /ui session cookie).
+func (a *Authenticator) Identify(tok string) (string, TokenDigest, bool) {
+	name, ok := a.tokens.Load().Match(tok)
+	if !ok {
+		return "", TokenDigest{}, false
+	}
+	return name, sha256.Sum256([]byte(tok)), true
+}
+
+// Current reports whether the token named name with this digest is still a client
+// token (the file may have changed since the login), and returns its access.
+func (a *Authenticator) Current(name string, digest TokenDigest) (*access.Client, bool) {
+	ts := a.tokens.Load()
+	found := 0
+	for i := range ts.entries {
+		found |= subtle.ConstantTimeCompare(digest[:], ts.entries[i].hash[:]) & boolInt(ts.entries[i].name == name)
+	}
+	if found == 0 {
+		return nil, false
+	}
+	return a.clientFor(name), true
+}
+
+func boolInt(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
+}

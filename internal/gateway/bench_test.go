@@ -13,7 +13,6 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
-	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -94,10 +93,7 @@ auth: {tokensFile: %s}
 	})
 	defer plain.Close()
 
-	rate := 1000.0
-	if v, err := strconv.ParseFloat(os.Getenv("BENCH_RATE"), 64); err == nil && v > 0 {
-		rate = v
-	}
+	rate := benchSetting("BENCH_RATE", 1000)
 	paths := []struct{ name, base string }{{"direct", up.URL}, {"gateway", "http://" + ln.Addr().String()}, {"plain-proxy", plain.URL}}
 	client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 512, MaxIdleConns: 2048}}
 	for _, stream := range []bool{false, true} {

@@ -35,8 +35,11 @@ const (
 	upstreamURLSchemeHelp = "must be an absolute http(s) URL"
 
 	// Limits (limits.*). The memory a gateway can be made to hold is bounded by
-	// roughly maxBufferedBytes + maxConnections x ~25 KiB + maxSessions x 8 KiB,
-	// which the defaults keep well inside the manager's 256 MiB.
+	// roughly maxBufferedBytes + maxConnections x ~65 KiB (an MCP client's open GET
+	// stream with its upstream connection, the costliest connection measured;
+	// an idle event stream is ~8 KiB) + maxSessions x 8 KiB, which the defaults keep
+	// inside the manager's 256 MiB (BenchmarkMCPSessionsAcrossReplicas,
+	// BenchmarkIdleSSESubscribers).
 	DefaultReadHeaderTimeout  = 10 * time.Second
 	DefaultBodyReadTimeout    = 30 * time.Second
 	DefaultIdleTimeout        = 120 * time.Second

@@ -16,8 +16,9 @@ import (
 const scopedTokens = "full:tok-full\nscoped:tok-scoped\nb:tok-b\nc:tok-c\n"
 
 // startHealingGateway assembles the gateway as the manager does (hub, healer
-// without a cluster, events, reports, MCP), from yaml.
-func startHealingGateway(t *testing.T, yaml string) (*gw, *healing.Hub) {
+// without a cluster, events, reports, MCP with the configured sessions and limits),
+// from yaml; opts come last (a benchmark discards the debug log).
+func startHealingGateway(t testing.TB, yaml string, opts ...gateway.Option) (*gw, *healing.Hub) {
 	t.Helper()
 	up := newFakeAnthropic(t)
 	var g *gw
@@ -28,9 +29,11 @@ func startHealingGateway(t *testing.T, yaml string) (*gw, *healing.Hub) {
 		streams := healing.StreamOptions{Budget: budget, Streams: limits.NewStreams("sse", cfg.Limits.GetMaxSubscribers(), cfg.Limits.GetMaxSubscribersPerClient())}
 		var ups []mcp.Upstream
 		for _, u := range cfg.Upstreams {
-			ups = append(ups, mcp.Upstream{Name: u.Name, URL: u.URL, Namespace: u.Namespace, Service: u.Service})
+			ups = append(ups, mcp.Upstream{Name: u.Name, URL: u.URL, Namespace: u.Namespace, Service: u.Service,
+				CallTimeout: u.GetCallTimeout(), Replay: mcp.ReplayMode(u.GetReplay())})
 		}
-		proxy, err := mcp.NewProxy(mcp.Options{Upstreams: ups, Budget: budget})
+		proxy, err := mcp.NewProxy(mcp.Options{Upstreams: ups, Budget: budget, AllowedOrigins: cfg.AllowedOrigins,
+			SessionKey: cfg.Sessions.Key(), MaxSessions: cfg.Limits.GetMaxSessions(), SessionIdleTimeout: cfg.Limits.GetSessionIdleTimeout()})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -42,7 +45,7 @@ func startHealingGateway(t *testing.T, yaml string) (*gw, *healing.Hub) {
 			gateway.OnShutdown(hub.Close),
 		}
 	}
-	g = startGateway(t, up.srv.URL, gwSetup{tokens: scopedTokens, yaml: yaml, configure: mount})
+	g = startGateway(t, up.srv.URL, gwSetup{tokens: scopedTokens, yaml: yaml, configure: mount, opts: opts})
 	return g, hub
 }
 
@@ -130,12 +133,8 @@ func nextEvent(t *testing.T, r *sse.Reader) (string, string) {
 	return ev.Type, ev.Data
 }
 
-// A scoped token sees only its upstreams' healings, reports only their Services and
-// calls only its upstreams; nobody reports a Service the config does not name.
-// Catches: every client seeing every namespace; any Service in an allowed namespace
-// (or "default") being reportable; 503 with a doubled message instead of 403.
-func TestScopedTokens(t *testing.T) {
-	g, hub := startHealingGateway(t, `
+// scopedConfig limits the token "scoped" to the upstream tools (team-a), of two.
+const scopedConfig = `
 anthropic: {baseURL: UPSTREAM, apiKey: {env: TEST_ANTHROPIC_KEY}}
 auth:
   tokensFile: TOKENS
@@ -145,7 +144,14 @@ auth:
 upstreams:
 - {name: tools, url: "http://127.0.0.1:1/mcp", namespace: team-a, service: tools}
 - {name: billing, url: "http://127.0.0.1:1/mcp", namespace: team-b, service: billing}
-healing:
+`
+
+// A scoped token sees only its upstreams' healings, reports only their Services and
+// calls only its upstreams; nobody reports a Service the config does not name.
+// Catches: every client seeing every namespace; any Service in an allowed namespace
+// (or "default") being reportable; 503 with a doubled message instead of 403.
+func TestScopedTokens(t *testing.T) {
+	g, hub := startHealingGateway(t, scopedConfig+`healing:
   targets:
   - {namespace: team-b, service: billing-db}
 `)

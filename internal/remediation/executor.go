@@ -9,6 +9,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/go-logr/logr"
 	appsv1 "k8s.io/api/apps/v1"
 	autoscalingv1 "k8s.io/api/autoscaling/v1"
 	corev1 "k8s.io/api/core/v1"
@@ -109,11 +110,26 @@ func (e *Executor) Execute(ctx context.Context, namespace string, step Step, sna
 	}
 	log := ctrl.LoggerFrom(ctx).WithValues("action", step.Type, "workload", step.Workload.String(), "namespace", namespace)
 
+	// The workload as diagnosed goes first: the restart and the scale carry its
+	// resourceVersion, so the API server applies them only if nothing changed the
+	// workload since the diagnosis, which showed the action not yet run. That is the
+	// uncached confirmation, made atomically with the write. A conflict (the cache was
+	// behind, or the action already ran) reads the workload uncached and decides again.
+	if obj := diagnosedWorkload(namespace, step, snap); obj != nil {
+		msg, err := e.apply(ctx, log, step, obj)
+		if !apierrors.IsConflict(err) {
+			return msg, err
+		}
+	}
 	obj, err := e.liveWorkload(ctx, namespace, step.Workload, snap)
 	if err != nil {
 		return "", err
 	}
+	return e.apply(ctx, log, step, obj)
+}
 
+// apply performs step on obj, a workload read with the resourceVersion to write on.
+func (e *Executor) apply(ctx context.Context, log logr.Logger, step Step, obj client.Object) (string, error) {
 	switch step.Type {
 	case selfhealv1alpha1.ActionRolloutRestart:
 		log.Info("Restarting workload")
@@ -126,6 +142,45 @@ func (e *Executor) Execute(ctx context.Context, namespace string, step Step, sna
 		return e.deleteFailedPods(ctx, obj, step.Workload)
 	}
 	return "", fmt.Errorf("%w: unknown action %q", ErrInvalidStep, step.Type)
+}
+
+// diagnosedWorkload is a copy of the workload snap diagnosed when, going by it, step
+// would write (a restart not yet stamped on a Deployment not paused, a scale of zero
+// replicas), so that the API server confirms it; otherwise nil, and a decision not to
+// write is made on the uncached read only. Deleting failed pods lists them uncached.
+func diagnosedWorkload(namespace string, step Step, snap *diagnostics.Snapshot) client.Object {
+	if snap == nil {
+		return nil
+	}
+	var obj client.Object
+	switch {
+	case step.Workload.Kind == selfhealv1alpha1.WorkloadDeployment && snap.Deployment != nil:
+		if snap.Deployment.Spec.Paused {
+			return nil
+		}
+		obj = snap.Deployment.DeepCopy()
+	case step.Workload.Kind == selfhealv1alpha1.WorkloadStatefulSet && snap.StatefulSet != nil:
+		obj = snap.StatefulSet.DeepCopy()
+	default:
+		return nil
+	}
+	if obj.GetName() != step.Workload.Name || obj.GetNamespace() != namespace ||
+		obj.GetResourceVersion() == "" || obj.GetDeletionTimestamp() != nil {
+		return nil
+	}
+	switch step.Type {
+	case selfhealv1alpha1.ActionRolloutRestart:
+		if podTemplateAnnotations(obj)[RestartedAtAnnotation] == RestartStamp(step.At) || step.At.IsZero() {
+			return nil
+		}
+	case selfhealv1alpha1.ActionScaleFromZero:
+		if replicas, _ := diagnostics.DesiredReplicas(obj); replicas != 0 {
+			return nil
+		}
+	default:
+		return nil
+	}
+	return obj
 }
 
 // validWorkload accepts a Deployment or StatefulSet with a name.

@@ -538,3 +538,71 @@ func TestExecuteRestartRacesWithPause(t *testing.T) {
 func deploy(name string) selfhealv1alpha1.WorkloadReference {
 	return selfhealv1alpha1.WorkloadReference{Kind: selfhealv1alpha1.WorkloadDeployment, Name: name}
 }
+
+// countingReader counts the uncached reads the executor makes.
+type countingReader struct {
+	client.Reader
+	gets int
+}
+
+func (r *countingReader) Get(ctx context.Context, key client.ObjectKey, obj client.Object, opts ...client.GetOption) error {
+	r.gets++
+	return r.Reader.Get(ctx, key, obj, opts...)
+}
+
+// TestExecuteFromTheDiagnosedWorkload: the workload as diagnosed is written on with
+// its resourceVersion, with no read first; when it changed since (the cache was
+// behind, someone scaled or restarted it), the API server refuses that write and the
+// executor decides again on an uncached read, so a stale diagnosis never overrides a
+// newer state.
+func TestExecuteFromTheDiagnosedWorkload(t *testing.T) {
+	f := newExecFixture(t, nil)
+	reads := &countingReader{Reader: f.c}
+	f.exec.APIReader = reads
+	snapOf := func(name string) *diagnostics.Snapshot {
+		return &diagnostics.Snapshot{Target: diagnostics.Target{Namespace: f.ns}, Deployment: f.getDeployment(t, name)}
+	}
+	scale := func(name string) Step { return Step{Type: selfhealv1alpha1.ActionScaleFromZero, Workload: deploy(name)} }
+
+	// Fresh: scaled with no uncached read.
+	f.deployment(t, "fresh", 0, false)
+	if _, err := f.exec.Execute(f.ctx, f.ns, scale("fresh"), snapOf("fresh")); err != nil {
+		t.Fatal(err)
+	}
+	if got := *f.getDeployment(t, "fresh").Spec.Replicas; got != 1 || reads.gets != 0 {
+		t.Fatalf("replicas %d after %d uncached reads, want 1 after none", got, reads.gets)
+	}
+
+	// Stale: scaled to 3 by someone after the diagnosis saw 0.
+	f.deployment(t, "stale", 0, false)
+	stale := snapOf("stale")
+	live := f.getDeployment(t, "stale")
+	live.Spec.Replicas = ptr.To(int32(3))
+	if err := f.c.Update(f.ctx, live); err != nil {
+		t.Fatal(err)
+	}
+	msg, err := f.exec.Execute(f.ctx, f.ns, scale("stale"), stale)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := *f.getDeployment(t, "stale").Spec.Replicas; got != 3 || !strings.Contains(msg, "already wants 3 replicas") || reads.gets != 1 {
+		t.Fatalf("replicas %d (%q) after %d uncached reads, want 3 untouched after one", got, msg, reads.gets)
+	}
+
+	// Stale: restarted for this intent already (a manager that acted and died), then
+	// the intent is executed again from the diagnosis before it.
+	f.deployment(t, "restarted", 1, false)
+	before := snapOf("restarted")
+	restart := Step{Type: selfhealv1alpha1.ActionRolloutRestart, Workload: deploy("restarted"), At: f.clock.Now()}
+	if _, err := f.exec.Execute(f.ctx, f.ns, restart, before); err != nil {
+		t.Fatal(err)
+	}
+	generation := f.getDeployment(t, "restarted").Generation
+	msg, err = f.exec.Execute(f.ctx, f.ns, restart, before)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := f.getDeployment(t, "restarted").Generation; got != generation || !strings.Contains(msg, "already restarted for this intent") {
+		t.Fatalf("generation %d -> %d (%q): the intent ran twice", generation, got, msg)
+	}
+}

@@ -296,7 +296,7 @@ func Waiting(out *selfhealv1alpha1.Outcomes) int {
 	n := 0
 	if out != nil {
 		for _, m := range out.ManualInterventions {
-			if m.ResolvedAt == nil {
+			if m.IsWaiting() {
 				n++
 			}
 		}

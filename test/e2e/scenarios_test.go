@@ -222,9 +222,21 @@ func restartedAt(ctx context.Context) string {
 	return dep.Spec.Template.Annotations["kubectl.kubernetes.io/restartedAt"]
 }
 
+// restoreHealthy puts the policy back and the MCP server exactly as Start deployed it,
+// verified (stack.ResetMCPServer), whatever a scenario left; after a failure it first
+// prints the state the scenario left.
+func restoreHealthy(ctx SpecContext) {
+	if CurrentSpecReport().Failed() {
+		fmt.Fprintf(GinkgoWriter, "state after the failure:\n%s", describeTarget(ctx))
+	}
+	Expect(env.ApplyPolicy(ctx, e2ePolicy())).To(Succeed())
+	env.Alerts.SetHang(false)
+	Expect(env.ResetMCPServer(ctx)).To(Succeed(), func() string { return describeTarget(ctx) })
+}
+
 // Ordered: scenario 4 reads the metrics of the healings before it, and 12 replaces
 // the controllers the others scrape, so it runs last. ContinueOnFailure: every scenario
-// starts from the verified baseline (ResetMCPServer), so one failure hides no other.
+// starts from the verified baseline (restoreHealthy), so one failure hides no other.
 var _ = Describe("selfheal", Ordered, ContinueOnFailure, func() {
 	BeforeAll(func(ctx SpecContext) {
 		Expect(env.ApplyPolicy(ctx, e2ePolicy())).To(Succeed())
@@ -232,14 +244,7 @@ var _ = Describe("selfheal", Ordered, ContinueOnFailure, func() {
 
 	// Every scenario leaves the MCP server exactly as Start deployed it (verified), the
 	// policy in place and the server answering, even when it failed half-way.
-	AfterEach(func(ctx SpecContext) {
-		if CurrentSpecReport().Failed() {
-			fmt.Fprintf(GinkgoWriter, "state after the failure:\n%s", describeTarget(ctx))
-		}
-		Expect(env.ApplyPolicy(ctx, e2ePolicy())).To(Succeed())
-		env.Alerts.SetHang(false)
-		Expect(env.ResetMCPServer(ctx)).To(Succeed(), func() string { return describeTarget(ctx) })
-	}, NodeTimeout(3*time.Minute))
+	AfterEach(restoreHealthy, NodeTimeout(3*time.Minute))
 
 	It("1. heals a service scaled to zero while the question waits, streaming each step", func(ctx SpecContext) {
 		c := newClient()

@@ -170,6 +170,17 @@ func (s *Server) Calls() int { return int(s.calls.Load()) }
 // Requests counts the HTTP requests received, over all generations.
 func (s *Server) Requests() int { return int(s.requests.Load()) }
 
+// Sessions is the number of MCP sessions the current process holds.
+func (s *Server) Sessions() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	n := 0
+	for range s.mcp.Sessions() {
+		n++
+	}
+	return n
+}
+
 // Held is the number of requests currently held by hang mode; tests wait on it
 // instead of sleeping.
 func (s *Server) Held() int { return int(s.held.Load()) }

@@ -84,6 +84,8 @@ type Stack struct {
 	SecondGatewayURL string
 	// Token is a client token the gateway accepts.
 	Token string
+	// TokensFile holds it ("chat:<token>"): where a person finds it to log in to /ui.
+	TokensFile string
 	// Kubeconfig is an administrator kubeconfig for kubectl.
 	Kubeconfig string
 	// Kubectl is the kubectl binary built with the control plane.
@@ -320,6 +322,7 @@ func (s *Stack) startManager(ctx context.Context, o Options, apiKey, baseURL str
 	if err := os.WriteFile(tokens, []byte("# demo client\nchat:"+s.Token+"\n"), 0o600); err != nil {
 		return err
 	}
+	s.TokensFile = tokens
 	anthropic := "  apiKey:\n    env: SELFHEAL_ANTHROPIC_API_KEY\n"
 	if baseURL != "" {
 		anthropic = "  baseURL: " + baseURL + "\n" + anthropic

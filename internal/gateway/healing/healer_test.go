@@ -9,7 +9,6 @@ import (
 	"net/http/httptest"
 	"os"
 	"slices"
-	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -32,11 +31,6 @@ import (
 var cp *controlplane.ControlPlane
 
 func TestMain(m *testing.M) {
-	if spec := os.Getenv(benchClientEnv); spec != "" {
-		addr, count, _ := strings.Cut(spec, ",")
-		n, _ := strconv.Atoi(count)
-		runBenchClient(addr, n)
-	}
 	ctrl.SetLogger(logr.Discard())
 	var err error
 	cp, err = controlplane.Start(context.Background(), controlplane.Options{Progress: os.Stderr})
@@ -912,4 +906,37 @@ func TestAReplicaStartedAfterAHealingEndedResumesIt(t *testing.T) {
 	if !oldMissed || len(oldBacklog) != 0 {
 		t.Fatalf("history older than %s was replayed: missed %t, %d events", ResumableHistory, oldMissed, len(oldBacklog))
 	}
+}
+
+// Held counts the calls following a request while they wait, and none once it has
+// ended. Catches: the /ui page's held calls never moving, or never going back.
+func TestHeldCountsTheWaitingCalls(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	ns := freshNamespace(t)
+	h := startHealer(t, ctx, ns, NewHub(HubOptions{}))
+	name, err := h.Trigger(ctx, refused(ns))
+	if err != nil {
+		t.Fatal(err)
+	}
+	first, second := h.Wait(ctx, ns, name), h.Follow(ctx, ns, name, true)
+	eventually := func(want int) {
+		t.Helper()
+		for h.Held(ns, name) != want {
+			if ctx.Err() != nil {
+				t.Fatalf("Held = %d, want %d", h.Held(ns, name), want)
+			}
+			time.Sleep(5 * time.Millisecond)
+		}
+	}
+	eventually(2)
+	if h.Held(ns, "other") != 0 {
+		t.Fatal("another request counts the calls")
+	}
+	playController(t, ns, name, finish(selfhealv1alpha1.PhaseHealed, selfhealv1alpha1.IssueNoPods, selfhealv1alpha1.ReasonHealed, "serving"))
+	for range first {
+	}
+	for range second {
+	}
+	eventually(0)
 }

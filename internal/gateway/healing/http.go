@@ -272,7 +272,7 @@ func (c *deadlineConn) Write(b []byte) (int, error) {
 }
 
 func (s *sseWriter) event(ev *Event) {
-	data, err := json.Marshal(ev)
+	data, err := ev.marshal()
 	if err != nil {
 		return // an Event always marshals; nothing sensible to send otherwise
 	}

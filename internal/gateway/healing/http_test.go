@@ -114,6 +114,31 @@ func progress(hub *Hub, service, request string, i int) Event {
 		Phase: "Diagnosing", Message: fmt.Sprintf("step %d", i)})
 }
 
+// Publish encodes an event once for all its subscribers: each stream carries it as
+// json.Marshal writes it, with the time the hub stamped. Catches: an encoding made
+// before the stamp, or one that misses a field.
+func TestEveryStreamCarriesThePublishedEvent(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	hub := NewHub(HubOptions{})
+	srv := httptest.NewServer(NewEventsHandler(hub, StreamOptions{}))
+	defer srv.Close()
+	var readers []*sseReader
+	for range 3 {
+		resp, r := subscribe(t, ctx, srv.URL, "")
+		defer resp.Body.Close()
+		readers = append(readers, r)
+	}
+	published := hub.Publish(Event{ID: eventID("ns", "tools-1", 0), Type: EventHealingStart, Namespace: "ns", Service: "tools",
+		Request: "tools-1", Findings: []FindingSummary{{Check: "PodStatus", Result: "Fail", Message: "crashloop"}}})
+	want, _ := json.Marshal(published)
+	for i, r := range readers {
+		if f := r.nextEvent(); string(f.data) != string(want) || published.Time.IsZero() {
+			t.Fatalf("subscriber %d read %s, want %s", i, f.data, want)
+		}
+	}
+}
+
 func TestEventsResumeAfterReconnectLosesNoEvent(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()

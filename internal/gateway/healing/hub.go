@@ -4,6 +4,7 @@
 package healing
 
 import (
+	"encoding/json"
 	"math"
 	"strconv"
 	"strings"
@@ -70,6 +71,17 @@ type Event struct {
 	// started (its watch's initial list), not as it happened: among other requests'
 	// events its place is the list's order, not the healings'.
 	replayed bool
+
+	// encoded is the event's JSON, made once by Publish for every subscriber's stream.
+	encoded []byte
+}
+
+// marshal is the event's JSON.
+func (e *Event) marshal() ([]byte, error) {
+	if e.encoded != nil {
+		return e.encoded, nil
+	}
+	return json.Marshal(e)
 }
 
 // Terminal reports whether the event ends a healing.
@@ -152,6 +164,8 @@ func (h *Hub) Publish(e Event) Event {
 	if e.Time.IsZero() {
 		e.Time = h.clock.Now()
 	}
+	shared := e
+	shared.encoded, _ = json.Marshal(e) // an Event always marshals; without it each stream does
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	if h.closed {
@@ -159,7 +173,8 @@ func (h *Hub) Publish(e Event) Event {
 	}
 	h.nextID++
 	e.Seq = h.nextID
-	ev := &e
+	shared.Seq = e.Seq
+	ev := &shared
 	if len(h.ring) < cap(h.ring) {
 		h.ring = append(h.ring, ev)
 	} else {

@@ -120,6 +120,7 @@ type Healer struct {
 	active  map[string]string        // namespace/service -> name of the active request
 	ended   map[string]endedRequest  // namespace/service -> its latest ended request
 	created int                      // requests this process created, for tests and metrics
+	held    map[string]int           // namespace/name -> calls following it now (held calls, report streams)
 	// deadlines is closed (and replaced) whenever a request's status.deadline is first
 	// seen or changes, so that waiters re-time themselves.
 	deadlines chan struct{}
@@ -194,6 +195,7 @@ func New(opts Options) *Healer {
 		states:     map[string]*requestState{},
 		active:     map[string]string{},
 		ended:      map[string]endedRequest{},
+		held:       map[string]int{},
 		deadlines:  make(chan struct{}),
 	}
 }

@@ -357,6 +357,7 @@ func (h *Healer) Follow(ctx context.Context, namespace, request string, replay b
 
 func (h *Healer) follow(ctx context.Context, out chan<- Event, namespace, request string, replay bool) {
 	defer close(out)
+	defer h.hold(namespace, request)()
 	f := &follower{ctx: ctx, out: out, current: request}
 	start := h.clock.Now()
 	var lastID uint64
@@ -446,6 +447,29 @@ func (h *Healer) follow(ctx context.Context, out chan<- Event, namespace, reques
 		}
 		resume = true // dropped while the caller was slow: resume from the ring
 	}
+}
+
+// hold counts a call following a request until the returned func is called.
+func (h *Healer) hold(namespace, request string) func() {
+	key := stateKey(namespace, request)
+	h.mu.Lock()
+	h.held[key]++
+	h.mu.Unlock()
+	return func() {
+		h.mu.Lock()
+		defer h.mu.Unlock()
+		if h.held[key]--; h.held[key] <= 0 {
+			delete(h.held, key)
+		}
+	}
+}
+
+// Held is how many calls on this gateway replica wait for the request now: MCP calls
+// held until it ends, and report streams following it.
+func (h *Healer) Held(namespace, request string) int {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.held[stateKey(namespace, request)]
 }
 
 // follower forwards the events of one request, switching to the request it defers to.

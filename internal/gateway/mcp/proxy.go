@@ -480,6 +480,16 @@ func copyResponseHeaders(dst, src http.Header, clientSessionID string) {
 	}
 }
 
+// A relayed stream may stay open and idle for as long as its session (an MCP client's
+// standalone GET): it waits in a read into a small buffer, and borrows the copy
+// buffer only while bytes flow.
+const (
+	relayWaitSize   = 512
+	relayBufferSize = 32 << 10
+)
+
+var relayBuffers = sync.Pool{New: func() any { return new([relayBufferSize]byte) }}
+
 // relay copies an upstream response to the client, flushing as bytes arrive.
 func relay(w http.ResponseWriter, resp *http.Response, clientSessionID string) error {
 	defer closeQuietly(resp.Body)
@@ -487,24 +497,48 @@ func relay(w http.ResponseWriter, resp *http.Response, clientSessionID string) e
 	w.WriteHeader(resp.StatusCode)
 	rc := http.NewResponseController(w)
 	_ = rc.Flush()
-	buf := make([]byte, 32<<10)
+	wait := make([]byte, relayWaitSize)
 	for {
-		n, err := resp.Body.Read(buf)
-		if n > 0 {
-			if _, werr := w.Write(buf[:n]); werr != nil {
-				return werr
-			}
-			if ferr := rc.Flush(); ferr != nil {
-				return ferr
-			}
+		n, err := resp.Body.Read(wait)
+		if werr := writeFlushed(w, rc, wait[:n]); werr != nil {
+			return werr
 		}
-		if err == io.EOF {
+		if err == nil && n == len(wait) {
+			err = relayBurst(w, rc, resp.Body) // more is likely there
+		}
+		if errors.Is(err, io.EOF) {
 			return nil
 		}
 		if err != nil {
 			return err
 		}
 	}
+}
+
+// relayBurst copies with a borrowed copy buffer until a read does not fill it (what
+// had arrived is relayed), then gives the buffer back.
+func relayBurst(w http.ResponseWriter, rc *http.ResponseController, body io.Reader) error {
+	buf := relayBuffers.Get().(*[relayBufferSize]byte)
+	defer relayBuffers.Put(buf)
+	for {
+		n, err := body.Read(buf[:])
+		if werr := writeFlushed(w, rc, buf[:n]); werr != nil {
+			return werr
+		}
+		if err != nil || n < len(buf) {
+			return err
+		}
+	}
+}
+
+func writeFlushed(w http.ResponseWriter, rc *http.ResponseController, p []byte) error {
+	if len(p) == 0 {
+		return nil
+	}
+	if _, err := w.Write(p); err != nil {
+		return err
+	}
+	return rc.Flush()
 }
 
 func (p *Proxy) servePOST(w http.ResponseWriter, r *http.Request, up *upstream) {

@@ -4,19 +4,16 @@ import (
 	"bytes"
 	"compress/flate"
 	"context"
-	"crypto/aes"
-	"crypto/cipher"
-	"crypto/rand"
-	"encoding/base64"
 	"encoding/json"
 	"errors"
-	"fmt"
 	"io"
 	"strings"
+
+	"github.com/selfheal-dev/selfheal/internal/gateway/seal"
 )
 
 // SessionKeySize is the size of the key that seals session ids (AES-256-GCM).
-const SessionKeySize = 32
+const SessionKeySize = seal.KeySize
 
 // sealedPrefix starts every sealed session id (and names its format's version).
 const sealedPrefix = "shs1."
@@ -33,24 +30,17 @@ type sealedState struct {
 	ProtocolVersion string `json:"v,omitempty"`
 }
 
-// sealer seals session state into the id the client holds, with AES-GCM: the client
-// can neither read it nor forge one, and the upstream's name is authenticated with
-// it, so a session of one upstream is no session of another.
-type sealer struct{ aead cipher.AEAD }
+// sealer seals session state into the id the client holds: the client can neither
+// read it nor forge one, and the upstream's name is authenticated with it, so a
+// session of one upstream is no session of another.
+type sealer struct{ box *seal.Box }
 
 func newSealer(key []byte) (*sealer, error) {
-	if len(key) != SessionKeySize {
-		return nil, fmt.Errorf("session key: %d bytes, want %d", len(key), SessionKeySize)
-	}
-	block, err := aes.NewCipher(key)
+	box, err := seal.New(key)
 	if err != nil {
-		return nil, fmt.Errorf("session key: %w", err)
+		return nil, err
 	}
-	aead, err := cipher.NewGCM(block)
-	if err != nil {
-		return nil, fmt.Errorf("session key: %w", err)
-	}
-	return &sealer{aead: aead}, nil
+	return &sealer{box: box}, nil
 }
 
 func additionalData(upstream string) []byte {
@@ -67,12 +57,11 @@ func (s *sealer) seal(upstream string, st sealedState) (string, error) {
 	fw, _ := flate.NewWriter(&z, flate.BestCompression)
 	_, _ = fw.Write(plain)
 	_ = fw.Close()
-	nonce := make([]byte, s.aead.NonceSize(), s.aead.NonceSize()+z.Len()+s.aead.Overhead())
-	if _, err := rand.Read(nonce); err != nil {
+	out, err := s.box.Seal(z.Bytes(), additionalData(upstream))
+	if err != nil {
 		return "", err
 	}
-	out := s.aead.Seal(nonce, nonce, z.Bytes(), additionalData(upstream))
-	return sealedPrefix + base64.RawURLEncoding.EncodeToString(out), nil
+	return sealedPrefix + out, nil
 }
 
 // errNotSealed is any id that is not a session id this key sealed for the upstream.
@@ -84,12 +73,7 @@ func (s *sealer) open(upstream, id string) (sealedState, error) {
 	if !ok || len(enc) > maxSealedIDLen {
 		return sealedState{}, errNotSealed
 	}
-	raw, err := base64.RawURLEncoding.DecodeString(enc)
-	if err != nil || len(raw) < s.aead.NonceSize()+s.aead.Overhead() {
-		return sealedState{}, errNotSealed
-	}
-	n := s.aead.NonceSize()
-	z, err := s.aead.Open(nil, raw[:n], raw[n:], additionalData(upstream))
+	z, err := s.box.Open(enc, additionalData(upstream))
 	if err != nil {
 		return sealedState{}, errNotSealed
 	}

@@ -133,7 +133,13 @@ func buildGateway(restCfg *rest.Config, o options) (*gatewayRunnable, []string, 
 	if err != nil {
 		return nil, nil, fmt.Errorf("gateway config %s: %w", o.gatewayConfig, err)
 	}
-	g.server, err = gateway.New(cfg,
+	var readiness []gateway.Option
+	if restCfg != nil {
+		// A replica that started before its HealingRequest watch synced would answer
+		// "healing unavailable" and resume no event stream: not ready until then.
+		readiness = append(readiness, gateway.WithReadyCheck("HealingRequest watch not synced yet", g.healer.Available))
+	}
+	g.server, err = gateway.New(cfg, append(readiness,
 		gateway.WithBindAddress(o.gatewayAddr),
 		gateway.WithAuthenticator(auth),
 		gateway.WithTransport(transport),
@@ -146,7 +152,7 @@ func buildGateway(restCfg *rest.Config, o options) (*gatewayRunnable, []string, 
 		gateway.MountPublic("/ui", page), // the page's own cookie login
 		gateway.MountPublic("/ui/", page),
 		gateway.OnShutdown(hub.Close),
-	)
+	)...)
 	if err != nil {
 		return nil, nil, err
 	}

@@ -265,23 +265,36 @@ func (r *HealingRequestReconciler) findPolicy(ctx context.Context, s *scope) (*s
 			return nil, nil
 		}
 	}
-	svc := &corev1.Service{}
-	svcLabels := labels.Set{}
-	if err := r.Client.Get(ctx, types.NamespacedName{Namespace: hr.Namespace, Name: hr.Spec.Target.Service}, svc); err == nil {
-		svcLabels = svc.Labels
-	} else if !apierrors.IsNotFound(err) {
+	svcLabels, err := serviceLabels(ctx, r.Client, hr)
+	if err != nil {
 		return nil, err
 	}
 	if p := matchPolicy(list.Items, svcLabels); p != nil {
 		return p, nil
 	}
-	// "No policy" ends the healing; a policy created a moment ago may not be in the
-	// cache yet, so ask the API server before concluding.
+	// "No policy" ends the healing; a policy, or the Service, created a moment ago may
+	// not be in the cache yet, so ask the API server before concluding.
 	if err := r.APIReader.List(ctx, &list, client.InNamespace(hr.Namespace)); err != nil {
 		return nil, err
 	}
 	s.policies = list.Items
+	if svcLabels, err = serviceLabels(ctx, r.APIReader, hr); err != nil {
+		return nil, err
+	}
 	return matchPolicy(list.Items, svcLabels), nil
+}
+
+// serviceLabels are the labels of the request's Service as reader has it; none when it
+// does not exist.
+func serviceLabels(ctx context.Context, reader client.Reader, hr *selfhealv1alpha1.HealingRequest) (labels.Set, error) {
+	svc := &corev1.Service{}
+	if err := reader.Get(ctx, types.NamespacedName{Namespace: hr.Namespace, Name: hr.Spec.Target.Service}, svc); err != nil {
+		if apierrors.IsNotFound(err) {
+			return labels.Set{}, nil
+		}
+		return nil, err
+	}
+	return svc.Labels, nil
 }
 
 // matchPolicy returns the oldest policy whose service selector matches, so the choice

@@ -63,6 +63,15 @@ func TestClassify(t *testing.T) {
 		{"paused but healthy", snapshot(healthyPods(), func(s *Snapshot) { paused(s.Deployment) }), selfhealv1alpha1.IssueHealthy, ""},
 		{"scaled to zero", snapshot(nil, func(s *Snapshot) { scaledToZero(s.Deployment); s.EndpointSlices = nil }),
 			selfhealv1alpha1.IssueNoPods, "deployment web wants 0 replicas"},
+		// A leftover pod of an old ReplicaSet, not deleted yet, is not the cause: the
+		// workload wants none. Catches: reporting the leftover's ImagePullBackOff or
+		// OOMKilled (not healable) instead of NoPods (healed by scaling up).
+		{"scaled to zero, a leftover pod cannot pull its image", snapshot([]corev1.Pod{pullPod}, func(s *Snapshot) { scaledToZero(s.Deployment); s.EndpointSlices = nil }),
+			selfhealv1alpha1.IssueNoPods, "deployment web wants 0 replicas"},
+		{"scaled to zero, a leftover pod was OOMKilled", snapshot([]corev1.Pod{runningPod("web-a", crashLooping(137, "OOMKilled", 4))}, func(s *Snapshot) {
+			scaledToZero(s.Deployment)
+			s.EndpointSlices = nil
+		}), selfhealv1alpha1.IssueNoPods, "deployment web wants 0 replicas"},
 		{"only failed pods", snapshot([]corev1.Pod{runningPod("web-e", evicted)}), selfhealv1alpha1.IssueNoPods, ""},
 		{"running but not ready", snapshot([]corev1.Pod{runningPod("web-a", runningNotReady), runningPod("web-b", runningNotReady)}),
 			selfhealv1alpha1.IssueNoReadyPods, "running but not ready"},

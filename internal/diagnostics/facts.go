@@ -53,8 +53,10 @@ func computeFacts(s *Snapshot) *Facts {
 		f.Workload = workloadFacts(&Snapshot{})
 		return f
 	}
-	f.Pods = analyzePods(s)
 	f.Workload = workloadFacts(s)
+	// A workload that wants no pod is scaled to zero, whatever its leftover pods
+	// (an old ReplicaSet's, not deleted yet) still show.
+	f.Pods = analyzePods(s, f.Workload.Found && f.Workload.DesiredReplicas == 0)
 	f.Endpoints = endpointFacts(s, f.Pods.readyNames)
 	f.Policies = evaluateNetworkPolicies(s)
 	return f

@@ -152,16 +152,22 @@ func podCondition(p *corev1.Pod, t corev1.PodConditionType) *corev1.PodCondition
 }
 
 // analyzePods reads every pod once. Events refine image pull failures with their cause.
-func analyzePods(s *Snapshot) PodFacts {
+// When the workload wants no pod (leftovers), every pod is on its way out, like a
+// terminating one: none is active, and their containers' failures (OOMKilled
+// included) are not the workload's; Failed pods are still cleanup candidates.
+func analyzePods(s *Snapshot, leftovers bool) PodFacts {
 	f := PodFacts{readyNames: map[string]bool{}}
 	for i := range s.Pods {
 		p := &s.Pods[i]
 		f.Total++
-		active := podActive(p)
+		active := podActive(p) && !leftovers
 		ready := active && PodReady(p)
 		f.Pods = append(f.Pods, PodFact{Name: p.Name, Active: active, Ready: ready, RestartedAt: p.Annotations[RestartedAtAnnotation]})
 		if p.Status.Phase == corev1.PodFailed && p.DeletionTimestamp == nil {
 			f.Failed = append(f.Failed, PodIssue{Pod: p.Name, Reason: p.Status.Reason, Message: p.Status.Message, Detail: oneLine(p.Status.Message)})
+		}
+		if leftovers {
+			continue
 		}
 		for init, st := range allStatuses(p) {
 			if isOOMKilled(st) {

@@ -60,6 +60,13 @@ type Server struct {
 	handler     http.Handler
 	bodyTimeout time.Duration
 	ready       atomic.Bool
+	readyChecks []readyCheck
+}
+
+// readyCheck is one more condition of /readyz, named in its refusal.
+type readyCheck struct {
+	name string
+	ok   func() bool
 }
 
 // Option configures a Server.
@@ -104,6 +111,14 @@ func Mount(pattern string, h http.Handler) Option {
 // MountPublic serves h at pattern without authentication.
 func MountPublic(pattern string, h http.Handler) Option {
 	return func(s *Server) { s.mounts = append(s.mounts, mount{pattern: pattern, handler: h, public: true}) }
+}
+
+// WithReadyCheck makes /readyz answer 503, naming the check, while ok reports false:
+// a replica that cannot serve some route yet (its HealingRequest watch has not synced,
+// so it could neither join a healing nor resume its events) is kept out of the
+// Service's endpoints, as a restarted pod must be.
+func WithReadyCheck(name string, ok func() bool) Option {
+	return func(s *Server) { s.readyChecks = append(s.readyChecks, readyCheck{name: name, ok: ok}) }
 }
 
 // OnShutdown runs f when shutdown begins, before in-flight calls are
@@ -167,8 +182,8 @@ func New(cfg *Config, opts ...Option) (*Server, error) {
 	rt := newRoutes()
 	rt.handle("GET /healthz", http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { _, _ = w.Write([]byte("ok")) }))
 	rt.handle("GET /readyz", http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
-		if !s.ready.Load() {
-			http.Error(w, "not ready", http.StatusServiceUnavailable)
+		if why := s.notReady(); why != "" {
+			http.Error(w, why, http.StatusServiceUnavailable)
 			return
 		}
 		_, _ = w.Write([]byte("ok"))
@@ -201,8 +216,22 @@ func (s *Server) Handler() http.Handler { return s.handler }
 // NeedLeaderElection is false: every replica serves.
 func (s *Server) NeedLeaderElection() bool { return false }
 
-// Ready reports whether the server is serving (the /readyz answer).
-func (s *Server) Ready() bool { return s.ready.Load() }
+// Ready reports whether the server is serving and every ready check holds (the
+// /readyz answer).
+func (s *Server) Ready() bool { return s.notReady() == "" }
+
+// notReady says why the server is not ready; empty when it is.
+func (s *Server) notReady() string {
+	if !s.ready.Load() {
+		return "not ready"
+	}
+	for _, c := range s.readyChecks {
+		if !c.ok() {
+			return "not ready: " + c.name
+		}
+	}
+	return ""
+}
 
 // Start serves until ctx is done, then stops accepting, lets OnShutdown
 // hooks end long-lived streams and drains in-flight calls for up to

@@ -10,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -308,4 +309,24 @@ func TestShutdownDrainsInFlight(t *testing.T) {
 		t.Fatalf("Start returned %v", err)
 	}
 	g.done <- nil // for the cleanup
+}
+
+// A replica is kept out of the Service until its ready checks hold, and says which
+// does not. Catches: /readyz answering ok while the HealingRequest watch of a
+// restarted gateway has not synced (its calls then got "healing unavailable").
+func TestReadyzWaitsForReadyChecks(t *testing.T) {
+	up := newFakeAnthropic(t)
+	var synced atomic.Bool
+	g := startGateway(t, up.srv.URL, gwSetup{opts: []gateway.Option{gateway.WithReadyCheck("HealingRequest watch not synced yet", synced.Load)}})
+	status, _, body := do(t, http.MethodGet, g.url+"/readyz", nil, "")
+	if status != http.StatusServiceUnavailable || !strings.Contains(body, "HealingRequest watch not synced yet") || g.server.Ready() {
+		t.Fatalf("before the check holds: %d %q (Ready %t), want 503 naming the check", status, body, g.server.Ready())
+	}
+	if status, _, _ := do(t, http.MethodGet, g.url+"/healthz", nil, ""); status != http.StatusOK {
+		t.Fatalf("healthz %d: liveness does not wait for readiness", status)
+	}
+	synced.Store(true)
+	if status, _, body := do(t, http.MethodGet, g.url+"/readyz", nil, ""); status != http.StatusOK || !g.server.Ready() {
+		t.Fatalf("after the check holds: %d %q, want 200", status, body)
+	}
 }

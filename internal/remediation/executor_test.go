@@ -562,7 +562,9 @@ func TestExecuteFromTheDiagnosedWorkload(t *testing.T) {
 	snapOf := func(name string) *diagnostics.Snapshot {
 		return &diagnostics.Snapshot{Target: diagnostics.Target{Namespace: f.ns}, Deployment: f.getDeployment(t, name)}
 	}
-	scale := func(name string) Step { return Step{Type: selfhealv1alpha1.ActionScaleFromZero, Workload: deploy(name)} }
+	scale := func(name string) Step {
+		return Step{Type: selfhealv1alpha1.ActionScaleFromZero, Workload: deploy(name)}
+	}
 
 	// Fresh: scaled with no uncached read.
 	f.deployment(t, "fresh", 0, false)

@@ -130,7 +130,7 @@ func handover(ctx SpecContext) {
 				g.Expect(env.Client.Get(ctx, client.ObjectKeyFromObject(hr), hr)).To(Succeed())
 				g.Expect(hr.Status.Phase.IsTerminal()).To(BeTrue(), "progress: %v", hr.Status.Progress)
 			}).WithTimeout(2 * time.Minute).Should(Succeed())
-			Expect(hr.Status.Phase).To(Equal(selfhealv1alpha1.PhaseHealed), "progress: %v", hr.Status.Progress)
+			Expect(hr.Status.Phase).To(Equal(selfhealv1alpha1.PhaseHealed), "progress: %v; pods:\n%s", hr.Status.Progress, describePods(ctx, name))
 			Expect(executedActions(*hr)).To(Equal([]selfhealv1alpha1.ActionType{selfhealv1alpha1.ActionScaleFromZero}))
 			dep := &appsv1.Deployment{}
 			Expect(env.Client.Get(ctx, client.ObjectKey{Namespace: stack.Namespace, Name: name}, dep)).To(Succeed())

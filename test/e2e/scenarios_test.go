@@ -11,6 +11,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	. "github.com/onsi/ginkgo/v2"
@@ -18,6 +19,7 @@ import (
 	appsv1 "k8s.io/api/apps/v1"
 	authorizationv1 "k8s.io/api/authorization/v1"
 	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -155,14 +157,15 @@ func executedActions(hr selfhealv1alpha1.HealingRequest) []selfhealv1alpha1.Acti
 	return out
 }
 
-func readyMessage(hr selfhealv1alpha1.HealingRequest) string {
-	for _, c := range hr.Status.Conditions {
-		if c.Type == selfhealv1alpha1.ConditionReady {
-			return c.Message
-		}
+// readyCondition is the request's Ready condition; empty when it has none.
+func readyCondition(hr selfhealv1alpha1.HealingRequest) metav1.Condition {
+	if c := meta.FindStatusCondition(hr.Status.Conditions, selfhealv1alpha1.ConditionReady); c != nil {
+		return *c
 	}
-	return ""
+	return metav1.Condition{}
 }
+
+func readyMessage(hr selfhealv1alpha1.HealingRequest) string { return readyCondition(hr).Message }
 
 // inOrder asserts that start comes first, at least one progress event follows, and the
 // given terminal event ends the sequence.
@@ -186,6 +189,25 @@ func crashLoopAll(ctx context.Context, details map[string]string) {
 	Expect(env.WaitServing(ctx, false)).To(Succeed())
 }
 
+// onlyPodsWaiting waits until the MCP server has pods, none terminating, and every
+// container of each waits for reason: the breakage a scenario set up is in place.
+func onlyPodsWaiting(ctx context.Context, reason string) {
+	GinkgoHelper()
+	Eventually(func(g Gomega) {
+		var list corev1.PodList
+		g.Expect(env.Client.List(ctx, &list, client.InNamespace(stack.Namespace), client.MatchingLabels{"app": stack.Service})).To(Succeed())
+		g.Expect(list.Items).NotTo(BeEmpty())
+		for _, p := range list.Items {
+			g.Expect(p.DeletionTimestamp).To(BeNil(), "pod %s is terminating", p.Name)
+			g.Expect(p.Status.ContainerStatuses).NotTo(BeEmpty(), "pod %s has no container status yet", p.Name)
+			for _, st := range p.Status.ContainerStatuses {
+				g.Expect(st.State.Waiting).NotTo(BeNil(), "pod %s container %s", p.Name, st.Name)
+				g.Expect(st.State.Waiting.Reason).To(Equal(reason), "pod %s container %s", p.Name, st.Name)
+			}
+		}
+	}).WithContext(ctx).WithTimeout(time.Minute).WithPolling(50 * time.Millisecond).Should(Succeed())
+}
+
 func patchDeployment(ctx context.Context, mutate func(*appsv1.Deployment)) {
 	dep, err := env.Deployment(ctx)
 	Expect(err).NotTo(HaveOccurred())
@@ -200,29 +222,29 @@ func restartedAt(ctx context.Context) string {
 	return dep.Spec.Template.Annotations["kubectl.kubernetes.io/restartedAt"]
 }
 
-// restoreHealthy puts the policy back and the service healthy and serving, whatever
-// a scenario left.
+// restoreHealthy puts the policy back and the MCP server exactly as Start deployed it,
+// verified (stack.ResetMCPServer), whatever a scenario left; after a failure it first
+// prints the state the scenario left.
 func restoreHealthy(ctx SpecContext) {
+	if CurrentSpecReport().Failed() {
+		fmt.Fprintf(GinkgoWriter, "state after the failure:\n%s", describeTarget(ctx))
+	}
 	Expect(env.ApplyPolicy(ctx, e2ePolicy())).To(Succeed())
 	env.Alerts.SetHang(false)
-	patchDeployment(ctx, func(d *appsv1.Deployment) {
-		if ptr.Deref(d.Spec.Replicas, 0) == 0 {
-			d.Spec.Replicas = ptr.To[int32](1)
-		}
-		delete(d.Spec.Template.Labels, controlplane.StateLabel)
-		d.Spec.Strategy = appsv1.DeploymentStrategy{Type: appsv1.RollingUpdateDeploymentStrategyType}
-	})
-	Expect(env.WaitHealthy(ctx)).To(Succeed())
+	Expect(env.ResetMCPServer(ctx)).To(Succeed(), func() string { return describeTarget(ctx) })
 }
 
-var _ = Describe("selfheal", Ordered, func() {
+// Ordered: scenario 4 reads the metrics of the healings before it, and 12 replaces
+// the controllers the others scrape, so it runs last. ContinueOnFailure: every scenario
+// starts from the verified baseline (restoreHealthy), so one failure hides no other.
+var _ = Describe("selfheal", Ordered, ContinueOnFailure, func() {
 	BeforeAll(func(ctx SpecContext) {
 		Expect(env.ApplyPolicy(ctx, e2ePolicy())).To(Succeed())
 	})
 
-	// Every scenario leaves the service healthy and serving, and the policy in place,
-	// even when it failed half-way.
-	AfterEach(restoreHealthy)
+	// Every scenario leaves the MCP server exactly as Start deployed it (verified), the
+	// policy in place and the server answering, even when it failed half-way.
+	AfterEach(restoreHealthy, NodeTimeout(3*time.Minute))
 
 	It("1. heals a service scaled to zero while the question waits, streaming each step", func(ctx SpecContext) {
 		c := newClient()
@@ -352,6 +374,9 @@ spec:
 			d.Spec.Strategy = appsv1.DeploymentStrategy{Type: appsv1.RecreateDeploymentStrategyType}
 			d.Spec.Template.Labels[controlplane.StateLabel] = string(controlplane.StateImagePull)
 		})
+		// Recreate removes the old pod before the new one exists: a call in between
+		// finds no pod (NoPods), or one not yet staged (pending): wait for the failure.
+		onlyPodsWaiting(ctx, "ImagePullBackOff")
 		Expect(env.WaitServing(ctx, false)).To(Succeed())
 		restarted := restartedAt(ctx)
 		start := time.Now()
@@ -368,11 +393,6 @@ spec:
 		Expect(hr.Status.Actions).To(BeEmpty())
 		Expect(restartedAt(ctx)).To(Equal(restarted), "no restart attempted")
 		Eventually(func() []string { return events.forRequest(hr.Name) }).Should(ContainElement(chat.EventHealingFailed))
-
-		patchDeployment(ctx, func(d *appsv1.Deployment) {
-			delete(d.Spec.Template.Labels, controlplane.StateLabel)
-			d.Spec.Strategy = appsv1.DeploymentStrategy{Type: appsv1.RollingUpdateDeploymentStrategyType}
-		})
 	})
 
 	It("7. reports OOMKilled as needing a person, with the reason", func(ctx SpecContext) {
@@ -388,10 +408,6 @@ spec:
 		Expect(hr.Status.Issue).To(Equal(selfhealv1alpha1.IssueOOMKilled))
 		Expect(readyMessage(hr)).To(ContainSubstring("256Mi"))
 		Expect(restartedAt(ctx)).To(Equal(restarted), "a restart would be OOMKilled again")
-
-		// Put it back as a person would after raising the limit.
-		_, err = env.KubectlRun(ctx, "rollout", "restart", "-n", stack.Namespace, "deployment/"+stack.Service)
-		Expect(err).NotTo(HaveOccurred())
 	})
 
 	It("8. only diagnoses and reports when no HealingPolicy exists", func(ctx SpecContext) {
@@ -411,8 +427,6 @@ spec:
 		dep, err := env.Deployment(ctx)
 		Expect(err).NotTo(HaveOccurred())
 		Expect(*dep.Spec.Replicas).To(Equal(int32(0)), "nothing changed")
-
-		Expect(env.Scale(ctx, 1)).To(Succeed())
 	})
 
 	It("9. turns a storm of failing calls into one healing and one restart, and answers them all", func(ctx SpecContext) {
@@ -507,6 +521,20 @@ spec:
 	})
 
 	It("13. serves one MCP session from either gateway replica, through a healing", replicas)
+
+	It("14. resumes a healing's event stream on the other gateway replica with Last-Event-ID, missing nothing", resumeOnTheOtherReplica)
+
+	It("15. a gateway SIGKILLed mid-healing: the call is retried in its session on the restarted gateway, the events resume, the healing ends once",
+		restartMidHealing(syscall.SIGKILL, false))
+
+	It("16. a gateway stopped with SIGTERM mid-healing: the same, after its graceful stop", restartMidHealing(syscall.SIGTERM, false))
+
+	It("17. turns 1,000 failure reports over 3 s, on both gateway replicas, into one HealingRequest and one action", reportsMakeOneRequest)
+
+	It("18. ends a request that needed no action Skipped, not counted as a healing", noActionIsNoHealing)
+
+	It("19. a healing that ends while its gateway is down (SIGKILL): the restarted gateway resumes its events to the end",
+		restartMidHealing(syscall.SIGKILL, true))
 
 	It("12. SIGKILLed leaders mid-healing: the standby takes over, each healing ends once with one action", handover)
 })

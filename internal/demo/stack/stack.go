@@ -98,6 +98,7 @@ type Stack struct {
 	managerBinary string
 	cancel        context.CancelFunc
 	followDone    chan struct{}
+	gateways      []*gatewayReplica
 }
 
 // Start brings everything up; on error what was started is stopped.
@@ -245,16 +246,17 @@ func (s *Stack) create(ctx context.Context, obj client.Object) error {
 	return nil
 }
 
-func (s *Stack) deployMCPServer(ctx context.Context) error {
-	labels := map[string]string{"app": Service}
-	if err := s.create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: Namespace}}); err != nil {
-		return err
-	}
-	dep := &appsv1.Deployment{
+// mcpServerDeployment is the MCP server's Deployment as Start creates it: the baseline
+// ResetMCPServer returns to. The strategy is spelled out as the API server defaults it.
+func mcpServerDeployment() *appsv1.Deployment {
+	quarter := intstr.FromString("25%")
+	return &appsv1.Deployment{
 		ObjectMeta: metav1.ObjectMeta{Namespace: Namespace, Name: Service},
 		Spec: appsv1.DeploymentSpec{
 			Replicas: ptr.To[int32](1),
-			Selector: &metav1.LabelSelector{MatchLabels: labels},
+			Selector: &metav1.LabelSelector{MatchLabels: map[string]string{"app": Service}},
+			Strategy: appsv1.DeploymentStrategy{Type: appsv1.RollingUpdateDeploymentStrategyType,
+				RollingUpdate: &appsv1.RollingUpdateDeployment{MaxUnavailable: &quarter, MaxSurge: &quarter}},
 			Template: corev1.PodTemplateSpec{
 				ObjectMeta: metav1.ObjectMeta{Labels: map[string]string{"app": Service}},
 				Spec: corev1.PodSpec{Containers: []corev1.Container{{
@@ -267,6 +269,14 @@ func (s *Stack) deployMCPServer(ctx context.Context) error {
 			},
 		},
 	}
+}
+
+func (s *Stack) deployMCPServer(ctx context.Context) error {
+	labels := map[string]string{"app": Service}
+	if err := s.create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: Namespace}}); err != nil {
+		return err
+	}
+	dep := mcpServerDeployment()
 	svc := &corev1.Service{
 		ObjectMeta: metav1.ObjectMeta{Namespace: Namespace, Name: Service, Labels: map[string]string{"selfheal.dev/heal": "true"}},
 		Spec: corev1.ServiceSpec{
@@ -351,35 +361,22 @@ sessions:
 		}
 	}
 	// Two gateway replicas, as config/default deploys them; the demo talks to the first.
-	var gateways []*process
 	for i, addr := range [][2]string{{gw, gwMetrics}, {gw2, gw2Metrics}} {
-		name := "gateway"
+		g := &gatewayReplica{name: "gateway", url: "http://" + addr[0], env: []string{"SELFHEAL_ANTHROPIC_API_KEY=" + apiKey},
+			args: []string{"--enable-controllers=false", "--metrics-bind-address=" + addr[1], "--metrics-secure=false",
+				"--gateway-config=" + cfgPath, "--gateway-bind-address=" + addr[0], "--zap-log-level=info"}}
 		if i > 0 {
-			name = fmt.Sprintf("gateway-%d", i+1)
+			g.name = fmt.Sprintf("gateway-%d", i+1)
 		}
-		p, err := s.startProcess(o.ManagerBinary, name, GatewaySA, []string{"SELFHEAL_ANTHROPIC_API_KEY=" + apiKey},
-			"--enable-controllers=false", "--metrics-bind-address="+addr[1], "--metrics-secure=false",
-			"--gateway-config="+cfgPath, "--gateway-bind-address="+addr[0], "--zap-log-level=info")
-		if err != nil {
+		if err := s.startGateway(g); err != nil {
 			return err
 		}
-		gateways = append(gateways, p)
+		s.gateways = append(s.gateways, g)
 	}
 	s.GatewayURL, s.GatewayMetricsURL, s.SecondGatewayURL = "http://"+gw, "http://"+gwMetrics, "http://"+gw2
 	leader := s.leader()
 	s.ProbeURL, s.MetricsURL = leader.probeURL, leader.metricsURL
-	err = wait.PollUntilContextTimeout(ctx, 100*time.Millisecond, 60*time.Second, true, func(context.Context) (bool, error) {
-		for _, g := range gateways {
-			if g.exited() {
-				return false, fmt.Errorf("%s exited; see %s", g.name, g.logPath)
-			}
-		}
-		return httpOK(s.GatewayURL+"/readyz") && httpOK(s.SecondGatewayURL+"/readyz"), nil
-	})
-	if err != nil {
-		return fmt.Errorf("waiting for the gateways: %w (logs in %s)", err, s.Dir)
-	}
-	return nil
+	return s.waitGateways(ctx, s.gateways...)
 }
 
 // Lease timing of the stack's controllers: short, so a killed leader is replaced

@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"os"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -18,6 +19,8 @@ import (
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/rest"
+	clocktesting "k8s.io/utils/clock/testing"
+	"k8s.io/utils/ptr"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
@@ -64,6 +67,12 @@ func freshNamespace(t *testing.T) string {
 // the namespace and an uncached client.
 func startHealer(t *testing.T, ctx context.Context, ns string, hub *Hub) *Healer {
 	t.Helper()
+	return startHealerWith(t, ctx, ns, Options{Hub: hub})
+}
+
+// startHealerWith is startHealer with options; the client and namespace are set here.
+func startHealerWith(t *testing.T, ctx context.Context, ns string, opts Options) *Healer {
+	t.Helper()
 	c, err := NewInformerCache(cp.Config, []string{ns})
 	if err != nil {
 		t.Fatal(err)
@@ -71,7 +80,8 @@ func startHealer(t *testing.T, ctx context.Context, ns string, hub *Hub) *Healer
 	cctx, cancel := context.WithCancel(ctx)
 	t.Cleanup(cancel)
 	go func() { _ = c.Start(cctx) }()
-	h := New(Options{Client: cp.Client, Hub: hub, Namespaces: []string{ns}})
+	opts.Client, opts.Namespaces = cp.Client, []string{ns}
+	h := New(opts)
 	if err := h.Start(cctx, c); err != nil {
 		t.Fatal(err)
 	}
@@ -735,6 +745,166 @@ func TestOnlyFailuresSeenBeforeTheEndJoinIt(t *testing.T) {
 	}
 	if n := len(listRequests(t, ns)); n != 2 {
 		t.Fatalf("%d HealingRequests, want 2", n)
+	}
+}
+
+// Two healings of one Service that end within one second, as the e2e suite's
+// back-to-back scenarios do: a failure seen after the second ended is a new incident,
+// never the first one's straggler. Catches: joining any ended request whose
+// completionTime (whole seconds, plus a second of slack) is after the failure, and
+// joining the name that follows an older request (creation timestamps tie within the
+// second): the e2e flake where scenario 8's call got scenario 6's ImagePullBackOff.
+func TestAFailureAfterALaterHealingEndedJoinsNoEarlierOne(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	e := newEndings(t, ctx)
+	first := e.failAt(e.now.Add(-3 * time.Second))
+	e.heal(first, e.now.Add(-2*time.Second))
+	second := e.failAt(e.now.Add(100 * time.Millisecond))
+	if second == first {
+		t.Fatalf("a failure seen after %s ended joined it", first)
+	}
+	e.heal(second, e.now.Add(-time.Second))
+
+	third := e.failAt(e.now.Add(200 * time.Millisecond))
+	if third == first || third == second {
+		t.Fatalf("a failure seen after both healings ended joined %s (first %s, second %s); want a new incident", third, first, second)
+	}
+	if n := len(listRequests(t, e.ns)); n != 3 {
+		t.Fatalf("%d HealingRequests, want 3", n)
+	}
+}
+
+// The same when the name that follows the newest finished request (creation time,
+// then name: timestamps tie within the second) is an earlier incident's successor
+// that already ended: that successor is not the last incident, so a failure seen
+// after the last one ended does not join it. Catches: joining the request found at
+// the computed name (AlreadyExists) without asking whether it is the last incident.
+func TestAFailureJoinsNoEarlierIncidentFoundByName(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	e := newEndings(t, ctx)
+	// Named so that, created within one second, "tools-zz-first" sorts newest.
+	first := e.create("tools-zz-first")
+	e.heal(first, e.now.Add(-3*time.Second))
+	successor := e.create(RequestName("tools", first))
+	e.heal(successor, e.now.Add(-2*time.Second))
+	last := e.create("tools-00-last")
+	e.heal(last, e.now.Add(-time.Second))
+
+	got := e.failAt(e.now.Add(200 * time.Millisecond))
+	if got == first || got == successor || got == last {
+		t.Fatalf("a failure seen after %s (the last incident) ended joined %s; want a new incident", last, got)
+	}
+}
+
+// endings plays a target's incidents ending within one second, on a healer whose
+// clock stands half a second into that second (both completion times read as its
+// start, plus the second of slack a listed request gets).
+type endings struct {
+	t   *testing.T
+	ctx context.Context
+	ns  string
+	now time.Time
+	h   *Healer
+}
+
+func newEndings(t *testing.T, ctx context.Context) *endings {
+	ns := freshNamespace(t)
+	now := time.Now().Truncate(time.Second).Add(500 * time.Millisecond)
+	h := startHealerWith(t, ctx, ns, Options{Hub: NewHub(HubOptions{}), Clock: clocktesting.NewFakeClock(now)})
+	return &endings{t: t, ctx: ctx, ns: ns, now: now, h: h}
+}
+
+// failAt triggers a failure of service tools seen at seen and returns its request.
+func (e *endings) failAt(seen time.Time) string {
+	e.t.Helper()
+	f := refused(e.ns)
+	f.Seen = seen
+	name, err := e.h.Trigger(e.ctx, f)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	return name
+}
+
+// create makes a request for tools named name, as another replica would.
+func (e *endings) create(name string) string {
+	e.t.Helper()
+	createRequest(e.t, e.ctx, e.ns, name)
+	return name
+}
+
+// createRequest creates a request for service tools named name, as a gateway does.
+func createRequest(t *testing.T, ctx context.Context, ns, name string) {
+	t.Helper()
+	hr := &selfhealv1alpha1.HealingRequest{
+		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name},
+		Spec: selfhealv1alpha1.HealingRequestSpec{Target: selfhealv1alpha1.HealingTarget{Service: "tools"},
+			Trigger: selfhealv1alpha1.HealingTrigger{Source: selfhealv1alpha1.TriggerSourceGateway, FailureClass: selfhealv1alpha1.FailureConnectionRefused}},
+	}
+	if err := cp.Client.Create(ctx, hr); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// heal ends the request Healed, started at started, completed "now", and waits until
+// the healer saw it end (it is then the target's latest ended one).
+func (e *endings) heal(name string, started time.Time) {
+	e.t.Helper()
+	playController(e.t, e.ns, name, func(s *selfhealv1alpha1.HealingRequestStatus) {
+		s.Phase = selfhealv1alpha1.PhaseHealed
+		s.StartTime = ptr.To(metav1.NewMicroTime(started))
+		s.CompletionTime = &metav1.Time{Time: e.now}
+	})
+	waitUntil(e.t, func() bool { got, ok := e.h.recentlyEnded(e.ns+"/tools", time.Time{}); return ok && got == name })
+}
+
+// A replica that starts after a healing ended (it was restarting while the healing
+// ended) keeps that healing's events for resume, as the replicas that saw it do: a
+// client resumes with the Last-Event-ID it read elsewhere and gets the rest and the
+// end, nothing missed, and nothing of another healing the replica replayed after it
+// (its start-up order is the list's, not the healings'). History older than
+// ResumableHistory is remembered, not replayed. Catches: a restarted gateway
+// answering events_missed, and never the end, to a client that followed the healing
+// before the restart; or sending it the other healing's steps as if they came next.
+func TestAReplicaStartedAfterAHealingEndedResumesIt(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	ns := freshNamespace(t)
+	ended := func(name string, completed time.Time) {
+		t.Helper()
+		createRequest(t, ctx, ns, name)
+		playController(t, ns, name, func(s *selfhealv1alpha1.HealingRequestStatus) {
+			addProgress(selfhealv1alpha1.PhaseHealed, "Received", "Diagnosed NoPods", "Healed")(s)
+			s.CompletionTime = &metav1.Time{Time: completed}
+		})
+	}
+	ended("recent", time.Now())
+	ended("other", time.Now()) // replayed before or after "recent": the list decides
+	ended("old", time.Now().Add(-2*ResumableHistory))
+
+	hub := NewHub(HubOptions{})
+	startHealer(t, ctx, ns, hub)
+	for _, name := range []string{"recent", "other"} {
+		sub, backlog, missed := hub.Resume(Filter{Service: "tools"}, eventID(ns, name, 1))
+		sub.Close()
+		var got []string
+		for _, ev := range backlog {
+			got = append(got, ev.ID)
+		}
+		want := []string{eventID(ns, name, 2), eventID(ns, name, 3), ns + "/" + name + "/end"}
+		if missed || !slices.Equal(got, want) {
+			t.Fatalf("resume after %s/%s/1 on a replica started after the end: missed %t, events %v; want %v", ns, name, missed, got, want)
+		}
+		if backlog[len(backlog)-1].Type != EventHealingComplete {
+			t.Fatalf("the resumed stream ends with %s, want %s", backlog[len(backlog)-1].Type, EventHealingComplete)
+		}
+	}
+	old, oldBacklog, oldMissed := hub.Resume(Filter{Request: "old"}, eventID(ns, "old", 1))
+	defer old.Close()
+	if !oldMissed || len(oldBacklog) != 0 {
+		t.Fatalf("history older than %s was replayed: missed %t, %d events", ResumableHistory, oldMissed, len(oldBacklog))
 	}
 }
 

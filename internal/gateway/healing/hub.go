@@ -67,6 +67,10 @@ type Event struct {
 	Findings    []FindingSummary `json:"findings,omitempty"`
 	Attempt     int              `json:"attempt,omitempty"`
 	WaitMillis  int64            `json:"waitMs,omitempty"`
+	// replayed marks an event this process published from a request's state when it
+	// started (its watch's initial list), not as it happened: among other requests'
+	// events its place is the list's order, not the healings'.
+	replayed bool
 
 	// encoded is the event's JSON, made once by Publish for every subscriber's stream.
 	encoded []byte
@@ -305,7 +309,13 @@ func (h *Hub) Resume(f Filter, lastEventID string) (s *Subscription, backlog []*
 	}
 	missed = pos < 0
 	for i := pos + 1; i < n; i++ {
-		if ev := at(i); f.matches(ev) && !s.skip.covers(ev) {
+		ev := at(i)
+		// Another request's replayed events are not after the client's last one in
+		// time, only in this ring: they are not part of its resume.
+		if ok && ev.replayed && !cur.sameRequest(eventIDOf(ev)) {
+			continue
+		}
+		if f.matches(ev) && !s.skip.covers(ev) {
 			backlog = append(backlog, ev)
 		}
 	}
@@ -406,6 +416,12 @@ func ParseEventID(s string) (EventID, bool) {
 		id.Step = n
 	}
 	return id, true
+}
+
+// eventIDOf is ev's id as an EventID; the zero EventID when it has none.
+func eventIDOf(ev *Event) EventID {
+	id, _ := ParseEventID(ev.ID)
+	return id
 }
 
 func eventID(namespace, name string, step int) string {

@@ -138,6 +138,11 @@ const (
 	DefaultUnclaimedTimeout = time.Minute
 	// DefaultJoinEndedWithin is Options.JoinEndedWithin's default.
 	DefaultJoinEndedWithin = 30 * time.Second
+	// ResumableHistory is how long ago a healing may have ended, when this process
+	// starts, for its events to be kept for Last-Event-ID resume: a client whose
+	// replica restarted (a rolling update, a crash) while the healing ended resumes
+	// on this one and gets the end. Older history is remembered, not replayed.
+	ResumableHistory = 5 * time.Minute
 )
 
 // endedRequest is the latest healing of a target that ended (not as a duplicate).
@@ -402,7 +407,7 @@ func (h *Healer) createOrJoin(ctx context.Context, f Failure) (string, bool, err
 		if err := h.reader.List(ctx, &list, client.InNamespace(f.Namespace)); err != nil {
 			return "", false, fmt.Errorf("%w: listing HealingRequests in %s: %w", ErrHealingUnavailable, f.Namespace, err)
 		}
-		var active, newestDone, recentEnd *selfhealv1alpha1.HealingRequest
+		var active, newestDone, lastEnded *selfhealv1alpha1.HealingRequest
 		for i := range list.Items {
 			hr := &list.Items[i]
 			if hr.Spec.Target.Service != f.Service || hr.DeletionTimestamp != nil {
@@ -414,8 +419,8 @@ func (h *Healer) createOrJoin(ctx context.Context, f Failure) (string, bool, err
 				if newestDone == nil || selfhealv1alpha1.CreatedBefore(newestDone, hr) {
 					newestDone = hr
 				}
-				if h.joinsListed(key, hr, f.Seen) && (recentEnd == nil || selfhealv1alpha1.CreatedBefore(recentEnd, hr)) {
-					recentEnd = hr
+				if hr.Status.DuplicateOf == "" && (lastEnded == nil || startedBefore(lastEnded, hr)) {
+					lastEnded = hr
 				}
 				continue
 			}
@@ -431,9 +436,12 @@ func (h *Healer) createOrJoin(ctx context.Context, f Failure) (string, bool, err
 			log.V(1).Info("Joining active HealingRequest", "healingRequest", active.Name)
 			return active.Name, false, nil
 		}
-		if recentEnd != nil {
-			log.V(1).Info("Joining a HealingRequest that just ended", "healingRequest", recentEnd.Name)
-			return recentEnd.Name, false, nil
+		// Only the target's last incident can be joined: a failure seen after a later
+		// healing ended belongs to none of the earlier ones, however recently they
+		// ended.
+		if lastEnded != nil && h.joinsListed(key, lastEnded, f.Seen) {
+			log.V(1).Info("Joining a HealingRequest that just ended", "healingRequest", lastEnded.Name)
+			return lastEnded.Name, false, nil
 		}
 		predecessor := walk
 		if predecessor == "" && newestDone != nil {
@@ -463,7 +471,8 @@ func (h *Healer) createOrJoin(ctx context.Context, f Failure) (string, bool, err
 				h.setActive(key, existing.Name)
 				return existing.Name, false, nil
 			}
-			if h.joinsListed(key, &existing, f.Seen) {
+			last := lastEnded == nil || !startedBefore(&existing, lastEnded)
+			if last && h.joinsListed(key, &existing, f.Seen) {
 				return existing.Name, false, nil
 			}
 			walk = existing.Name
@@ -474,6 +483,18 @@ func (h *Healer) createOrJoin(ctx context.Context, f Failure) (string, bool, err
 		}
 	}
 	return "", false, fmt.Errorf("%w: no stable HealingRequest for %s after %d attempts", ErrHealingUnavailable, key, maxCreateAttempts)
+}
+
+// startedBefore orders a target's incidents by when a controller first saw them
+// (status.startTime, with microseconds): creation timestamps have whole seconds, and the
+// suite's back-to-back healings of one Service begin and end within one. Requests not
+// started yet fall back to CreatedBefore.
+func startedBefore(a, b *selfhealv1alpha1.HealingRequest) bool {
+	sa, sb := a.Status.StartTime, b.Status.StartTime
+	if sa == nil || sb == nil || sa.Equal(sb) {
+		return selfhealv1alpha1.CreatedBefore(a, b)
+	}
+	return sa.Before(sb)
 }
 
 // maxCreateAttempts bounds the list-create rounds of one trigger.

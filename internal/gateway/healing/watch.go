@@ -118,7 +118,7 @@ func (h *Healer) observe(hr *selfhealv1alpha1.HealingRequest, initial bool) {
 		h.deadlines = make(chan struct{})
 	}
 	if st.terminal == nil && !st.started {
-		if initial && hr.Status.Phase.IsTerminal() {
+		if initial && hr.Status.Phase.IsTerminal() && !h.resumable(hr) {
 			// History from before this process started: remember, do not replay.
 			st.started = true
 			st.seen = len(hr.Status.Progress)
@@ -139,6 +139,7 @@ func (h *Healer) observe(hr *selfhealv1alpha1.HealingRequest, initial bool) {
 		Namespace: hr.Namespace,
 		Service:   hr.Spec.Target.Service,
 		Upstream:  hr.Spec.Trigger.Upstream,
+		replayed:  initial,
 	}
 	if !st.started {
 		st.started = true
@@ -188,16 +189,28 @@ func (h *Healer) observe(hr *selfhealv1alpha1.HealingRequest, initial bool) {
 		if h.active[targetKey] == hr.Name {
 			delete(h.active, targetKey)
 		}
-		h.noteEndedLocked(targetKey, hr, false)
+		// A request that had ended before this process started (resumable history)
+		// was not seen ending here.
+		h.noteEndedLocked(targetKey, hr, initial)
 		if st.duplicateOf != "" {
 			// A duplicate ends by deferring; its outcome is the other request's.
 			ev := h.terminalEvent(hr)
 			st.terminal = &ev
 			return
 		}
-		ev := h.hub.Publish(h.terminalEvent(hr))
+		end := h.terminalEvent(hr)
+		end.replayed = initial
+		ev := h.hub.Publish(end)
 		st.terminal = &ev
 	}
+}
+
+// resumable reports whether a request that had ended when this process started
+// ended recently enough (ResumableHistory) for its events to be published, so a
+// client resumes it here as on any other replica.
+func (h *Healer) resumable(hr *selfhealv1alpha1.HealingRequest) bool {
+	c := hr.Status.CompletionTime
+	return c != nil && h.clock.Since(c.Time) < ResumableHistory
 }
 
 func orPending(p selfhealv1alpha1.HealingPhase) selfhealv1alpha1.HealingPhase {

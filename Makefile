@@ -90,11 +90,11 @@ controlplane: ## Build (or reuse) the local control plane binaries; prints their
 	@hack/controlplane.sh
 
 .PHONY: test
-test: build ## Run every test (unit, envtest, e2e) with the race detector on the local control plane.
+test: build chromium ## Run every test (unit, envtest, e2e, the /ui page in Chromium) with the race detector on the local control plane.
 	KUBEBUILDER_ASSETS="$$(hack/controlplane.sh)" go test -race -count=1 -timeout $(TEST_TIMEOUT) ./...
 
 .PHONY: test-e2e
-test-e2e: build ## Run the e2e suite alone.
+test-e2e: build chromium ## Run the e2e suite alone.
 	KUBEBUILDER_ASSETS="$$(hack/controlplane.sh)" go test -race -count=1 -timeout $(TEST_TIMEOUT) ./test/e2e/... -v -ginkgo.v
 
 .PHONY: bench

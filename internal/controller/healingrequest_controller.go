@@ -88,6 +88,9 @@ func (s *scope) requeueAfter(d time.Duration) {
 	}
 }
 
+// verifyRecheck is how long Verifying waits for a watch event before looking again.
+const verifyRecheck = 2 * time.Second
+
 // errStop ends the phase list for this reconcile without an error.
 var errStop = errors.New("stop")
 
@@ -443,7 +446,13 @@ func (r *HealingRequestReconciler) verify(ctx context.Context, s *scope) error {
 	}
 	setCondition(hr, selfhealv1alpha1.ConditionVerified, metav1.ConditionFalse, selfhealv1alpha1.ReasonWaitingForRollout, v.Message)
 	if v.Outcome != remediation.VerdictAttemptFailed {
-		return errStop // Unobserved or Waiting: the watches (or the deadline) bring the next look
+		// Unobserved or Waiting: the watches on the workload and its EndpointSlices
+		// bring the next look. Informers are not ordered with one another, though: the
+		// event that the last pod became ready can arrive before the pod cache shows
+		// it, and then no later event comes. A look every verifyRecheck (cached
+		// reads only) bounds that wait.
+		s.requeueAfter(verifyRecheck)
+		return errStop
 	}
 	hr.Status.Issue = v.Issue
 	if hr.Status.Attempts >= maxAttempts(s.policy) {

@@ -83,8 +83,9 @@ func TestMain(m *testing.M) {
 }
 
 // startManager runs the controllers as the manager's ServiceAccount until the returned
-// stop is called (which waits for the manager to exit).
-func startManager(t testing.TB) (stop func()) {
+// stop is called (which waits for the manager to exit). with, when given, changes the
+// controllers' options (a test's diagnostics engine).
+func startManager(t testing.TB, with ...func(ctrl.Manager, *controller.Options)) (stop func()) {
 	t.Helper()
 	cfg, err := cluster.AddUser(controlplane.ServiceAccountUser(managerNamespace, managerSA), controlplane.ServiceAccountGroups(managerNamespace))
 	if err != nil {
@@ -101,11 +102,15 @@ func startManager(t testing.TB) (stop func()) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := controller.Setup(mgr, controller.Options{
+	o := controller.Options{
 		MaxConcurrentReconciles: 4,
 		Clock:                   clk,
 		Caller:                  controller.Caller{Namespace: "chat", Labels: map[string]string{"app": "gateway"}},
-	}); err != nil {
+	}
+	for _, w := range with {
+		w(mgr, &o)
+	}
+	if err := controller.Setup(mgr, o); err != nil {
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())

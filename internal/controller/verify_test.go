@@ -1,0 +1,85 @@
+package controller_test
+
+import (
+	"context"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	. "github.com/onsi/gomega"
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/client-go/kubernetes"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	selfhealv1alpha1 "github.com/selfheal-dev/selfheal/api/v1alpha1"
+	"github.com/selfheal-dev/selfheal/internal/controller"
+	"github.com/selfheal-dev/selfheal/internal/diagnostics"
+)
+
+// laggingPods observes as a pod cache behind the other caches does: until it has
+// served lagFor observations in which every pod is ready, it reports the pods not
+// ready. Informers are not ordered with one another, so the event that the last pod
+// became ready (on the EndpointSlice, the Deployment) can be handled before the pod
+// cache shows it.
+type laggingPods struct {
+	diagnostics.Engine
+	namespace string
+	lagFor    int64
+	ready     atomic.Int64 // observations of the target in which every pod was ready
+}
+
+func (l *laggingPods) Observe(ctx context.Context, t diagnostics.Target) (*diagnostics.Snapshot, error) {
+	snap, err := l.Engine.Observe(ctx, t)
+	if err != nil || snap == nil || t.Namespace != l.namespace || len(snap.Pods) == 0 {
+		return snap, err
+	}
+	for i := range snap.Pods {
+		if !diagnostics.PodReady(&snap.Pods[i]) {
+			return snap, nil
+		}
+	}
+	if l.ready.Add(1) > l.lagFor {
+		return snap, nil
+	}
+	for i := range snap.Pods {
+		for j := range snap.Pods[i].Status.Conditions {
+			if c := &snap.Pods[i].Status.Conditions[j]; c.Type == corev1.PodReady || c.Type == corev1.ContainersReady {
+				c.Status = corev1.ConditionFalse
+			}
+		}
+	}
+	return snap, nil
+}
+
+// TestVerifyingLooksAgainWithoutAnEvent: a verification that read a pod cache behind
+// the event that woke it is not left waiting for an event that already came; it looks
+// again on its own and ends Healed long before the deadline. Catches: Verifying that
+// only waits for watch events (the healing then sits in Verifying until its deadline,
+// as once seen after a leader handover).
+func TestVerifyingLooksAgainWithoutAnEvent(t *testing.T) {
+	ns := newNamespace(t)
+	// Five looks at the ready state are reported not ready: more than the watch
+	// events that follow a scale-up bring, so only looking again gets past them.
+	lag := &laggingPods{namespace: ns, lagFor: 5}
+	defer startManager(t, func(mgr ctrl.Manager, o *controller.Options) {
+		kube, err := kubernetes.NewForConfig(mgr.GetConfig())
+		if err != nil {
+			t.Fatal(err)
+		}
+		g := diagnostics.NewGatherer(mgr.GetClient(), kube, o.Clock, diagnostics.Options{UseEventIndex: true})
+		lag.Engine = diagnostics.NewEngine(g, diagnostics.DefaultChecks()...)
+		o.Diagnoser = lag
+	})()
+	app(t, ns, "sandfly", 0)
+	policy(t, ns)
+	hr := request(t, ns, "sandfly")
+	// Healed well inside the 2-minute deadline (a loaded machine gets 90 s): looking
+	// again ended it, not the deadline (which would end it Failed).
+	got := &selfhealv1alpha1.HealingRequest{}
+	NewWithT(t).Eventually(func(g Gomega) {
+		g.Expect(k8s.Get(context.Background(), client.ObjectKeyFromObject(hr), got)).To(Succeed())
+		g.Expect(got.Status.Phase).To(Equal(selfhealv1alpha1.PhaseHealed), "progress: %v", got.Status.Progress)
+	}).WithTimeout(90 * time.Second).WithPolling(poll).Should(Succeed())
+	NewWithT(t).Expect(lag.ready.Load()).To(BeNumerically(">", lag.lagFor), "healed only once the pods were seen ready")
+}

@@ -184,7 +184,12 @@ func plural(n int64, word string) string {
 
 // seconds prints a time to heal; outcomes keep whole seconds, so fractions only come
 // from averaging.
+// seconds formats an average of times to heal, each recorded in whole seconds
+// (rounded): 0 means each took under half a second.
 func seconds(v float64) string {
+	if v == 0 {
+		return "<1s"
+	}
 	if v == float64(int64(v)) {
 		return fmt.Sprintf("%ds", int64(v))
 	}

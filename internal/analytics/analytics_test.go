@@ -71,4 +71,9 @@ func TestLineWithoutHealings(t *testing.T) {
 	if got, want := s.Line(), "analytics: 3 healings, 100% healed, avg time to heal 0.7s, manual interventions waiting 0"; got != want {
 		t.Fatalf("got %q, want %q", got, want)
 	}
+	// Times to heal are recorded in whole seconds: an average of 0 is under a second.
+	s = Summary{Healings: 1, Healed: 1, SuccessRate: 100}
+	if got, want := s.Line(), "analytics: 1 healing, 100% healed, avg time to heal <1s, manual interventions waiting 0"; got != want {
+		t.Fatalf("got %q, want %q", got, want)
+	}
 }

@@ -25,7 +25,9 @@ function clock(t) {
   return isNaN(d) ? "" : d.toLocaleTimeString();
 }
 
+// Times to heal are recorded in whole seconds (rounded): 0 is under a second.
 function secs(v) {
+  if (v === 0) return "<1s";
   return Number.isInteger(v) ? v + "s" : v.toFixed(1) + "s";
 }
 

@@ -6,6 +6,7 @@ import (
 	"io"
 	"net"
 	"os"
+	"slices"
 	"sync"
 	"syscall"
 	"testing"
@@ -143,10 +144,19 @@ func TestProcessFollowsDeployment(t *testing.T) {
 	g.Expect(lastChange().ReadyPods).To(HaveLen(1))
 	generation := srv.Generation()
 
-	// Rollout restart: every pod is replaced, so the process restarts once.
+	// Rollout restart: every pod is replaced, so the process restarts once. The
+	// change that restarted it need not be the last: the old pod leaving is one more.
+	mu.Lock()
+	before := len(changes)
+	mu.Unlock()
+	restarted := func() bool {
+		mu.Lock()
+		defer mu.Unlock()
+		return slices.ContainsFunc(changes[before:], func(s follow.State) bool { return s.Restarted })
+	}
 	g.Expect(cluster.Client.Patch(ctx, deploy, client.RawPatch(client.Merge.Type(),
 		[]byte(`{"spec":{"template":{"metadata":{"annotations":{"kubectl.kubernetes.io/restartedAt":"2026-03-14T12:00:00Z"}}}}}`)))).To(Succeed())
-	g.Eventually(lastChange, 2*time.Minute).Should(HaveField("Restarted", BeTrue()))
+	g.Eventually(restarted, 2*time.Minute).Should(BeTrue())
 	g.Expect(srv.Generation()).To(Equal(generation + 1))
 	g.Expect(srv.Serving()).To(BeTrue())
 	g.Eventually(func() error { return callTool(ctx, srv.URL()) }, 2*time.Minute, 100*time.Millisecond).Should(Succeed())

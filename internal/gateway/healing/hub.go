@@ -247,10 +247,7 @@ func (h *Hub) removeLocked(s *Subscription, err error) {
 func (h *Hub) Subscribe(f Filter, lastID uint64, resume bool) (s *Subscription, backlog []*Event, missed bool) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	s = &Subscription{hub: h, filter: f, ch: make(chan *Event, h.bufferSize)}
-	if h.closed {
-		s.err = ErrHubClosed
-		close(s.ch)
+	if s = h.register(f); s.err != nil {
 		return s, nil, false
 	}
 	if resume && lastID < h.nextID {
@@ -263,7 +260,6 @@ func (h *Hub) Subscribe(f Filter, lastID uint64, resume bool) (s *Subscription, 
 			}
 		}
 	}
-	h.subs[s] = struct{}{}
 	return s, backlog, missed
 }
 
@@ -280,10 +276,7 @@ func (h *Hub) Subscribe(f Filter, lastID uint64, resume bool) (s *Subscription, 
 func (h *Hub) Resume(f Filter, lastEventID string) (s *Subscription, backlog []*Event, missed bool) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	s = &Subscription{hub: h, filter: f, ch: make(chan *Event, h.bufferSize)}
-	if h.closed {
-		s.err = ErrHubClosed
-		close(s.ch)
+	if s = h.register(f); s.err != nil {
 		return s, nil, false
 	}
 	cur, ok := ParseEventID(lastEventID)
@@ -319,8 +312,20 @@ func (h *Hub) Resume(f Filter, lastEventID string) (s *Subscription, backlog []*
 			backlog = append(backlog, ev)
 		}
 	}
-	h.subs[s] = struct{}{}
 	return s, backlog, missed
+}
+
+// register adds a subscriber for f, or returns it already ended when the hub is
+// closed. The caller holds h.mu, and computes its backlog under the same lock.
+func (h *Hub) register(f Filter) *Subscription {
+	s := &Subscription{hub: h, filter: f, ch: make(chan *Event, h.bufferSize)}
+	if h.closed {
+		s.err = ErrHubClosed
+		close(s.ch)
+		return s
+	}
+	h.subs[s] = struct{}{}
+	return s
 }
 
 // Subscription is one subscriber's bounded queue.

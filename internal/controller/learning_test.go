@@ -42,7 +42,6 @@ func waitHealings(t *testing.T, ns string, n int64) *selfhealv1alpha1.Outcomes {
 // three, with no action and no ledger entry.
 func TestLearningStopsARestartThatNeverHeals(t *testing.T) {
 	defer startManager(t)()
-	ctx := context.Background()
 	ns := newNamespace(t)
 	policy(t, ns, func(p *selfhealv1alpha1.HealingPolicy) {
 		p.Spec.MaxAttempts = ptr.To[int32](1)
@@ -54,12 +53,7 @@ func TestLearningStopsARestartThatNeverHeals(t *testing.T) {
 	var failed []string
 	var lastRestart selfhealv1alpha1.HealingAction
 	for i := range 3 {
-		hr := request(t, ns, "sandfly")
-		got := &selfhealv1alpha1.HealingRequest{}
-		g.Eventually(func(g Gomega) {
-			g.Expect(k8s.Get(ctx, client.ObjectKeyFromObject(hr), got)).To(Succeed())
-			g.Expect(got.Status.Phase.IsTerminal()).To(BeTrue(), "phase %s, progress %v", got.Status.Phase, got.Status.Progress)
-		}).WithTimeout(3 * eventually).WithPolling(poll).Should(Succeed())
+		got := terminalWithin(t, request(t, ns, "sandfly"), 3*eventually)
 		g.Expect(got.Status.Phase).To(Equal(selfhealv1alpha1.PhaseFailed), "healing %d: progress %v", i+1, got.Status.Progress)
 		g.Expect(readyReasonOf(got)).To(Equal(selfhealv1alpha1.ReasonAttemptsExhausted))
 		g.Expect(executed(got)).To(HaveLen(1))

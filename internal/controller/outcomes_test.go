@@ -79,18 +79,12 @@ func counterValue(g Gomega, name string, labels map[string]string) float64 {
 // available.)
 func TestRestartThatCannotHealExhaustsTheAttempts(t *testing.T) {
 	defer startManager(t)()
-	ctx := context.Background()
 	ns := newNamespace(t)
 	policy(t, ns)
 	crashloopingApp(t, ns)
 	g := NewWithT(t)
 
-	hr := request(t, ns, "sandfly")
-	got := &selfhealv1alpha1.HealingRequest{}
-	g.Eventually(func(g Gomega) {
-		g.Expect(k8s.Get(ctx, client.ObjectKeyFromObject(hr), got)).To(Succeed())
-		g.Expect(got.Status.Phase.IsTerminal()).To(BeTrue(), "phase %s, progress %v", got.Status.Phase, got.Status.Progress)
-	}).WithTimeout(3 * eventually).WithPolling(poll).Should(Succeed())
+	got := terminalWithin(t, request(t, ns, "sandfly"), 3*eventually)
 	expectStatusInvariants(t, got)
 
 	g.Expect(got.Status.Phase).To(Equal(selfhealv1alpha1.PhaseFailed), "progress: %v", got.Status.Progress)

@@ -252,11 +252,18 @@ func request(t testing.TB, ns, service string, mutate ...func(*selfhealv1alpha1.
 // terminal waits for the request to reach a terminal phase and returns it.
 func terminal(t testing.TB, hr *selfhealv1alpha1.HealingRequest) *selfhealv1alpha1.HealingRequest {
 	t.Helper()
+	return terminalWithin(t, hr, eventually)
+}
+
+// terminalWithin is terminal for a healing that may take longer than eventually (two
+// attempts at a crashloop, a verification that must look again).
+func terminalWithin(t testing.TB, hr *selfhealv1alpha1.HealingRequest, timeout time.Duration) *selfhealv1alpha1.HealingRequest {
+	t.Helper()
 	got := &selfhealv1alpha1.HealingRequest{}
 	NewWithT(t).Eventually(func(g Gomega) {
 		g.Expect(k8s.Get(context.Background(), client.ObjectKeyFromObject(hr), got)).To(Succeed())
 		g.Expect(got.Status.Phase.IsTerminal()).To(BeTrue(), "phase %s, progress %v", got.Status.Phase, got.Status.Progress)
-	}).WithTimeout(eventually).WithPolling(poll).Should(Succeed())
+	}).WithTimeout(timeout).WithPolling(poll).Should(Succeed())
 	return got
 }
 

@@ -10,7 +10,6 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/client-go/kubernetes"
 	ctrl "sigs.k8s.io/controller-runtime"
-	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	selfhealv1alpha1 "github.com/selfheal-dev/selfheal/api/v1alpha1"
 	"github.com/selfheal-dev/selfheal/internal/controller"
@@ -73,13 +72,10 @@ func TestVerifyingLooksAgainWithoutAnEvent(t *testing.T) {
 	})()
 	app(t, ns, "sandfly", 0)
 	policy(t, ns)
-	hr := request(t, ns, "sandfly")
 	// Healed well inside the 2-minute deadline (a loaded machine gets 90 s): looking
 	// again ended it, not the deadline (which would end it Failed).
-	got := &selfhealv1alpha1.HealingRequest{}
-	NewWithT(t).Eventually(func(g Gomega) {
-		g.Expect(k8s.Get(context.Background(), client.ObjectKeyFromObject(hr), got)).To(Succeed())
-		g.Expect(got.Status.Phase).To(Equal(selfhealv1alpha1.PhaseHealed), "progress: %v", got.Status.Progress)
-	}).WithTimeout(90 * time.Second).WithPolling(poll).Should(Succeed())
-	NewWithT(t).Expect(lag.ready.Load()).To(BeNumerically(">", lag.lagFor), "healed only once the pods were seen ready")
+	got := terminalWithin(t, request(t, ns, "sandfly"), 90*time.Second)
+	g := NewWithT(t)
+	g.Expect(got.Status.Phase).To(Equal(selfhealv1alpha1.PhaseHealed), "progress: %v", got.Status.Progress)
+	g.Expect(lag.ready.Load()).To(BeNumerically(">", lag.lagFor), "healed only once the pods were seen ready")
 }

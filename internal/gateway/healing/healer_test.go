@@ -89,6 +89,21 @@ func startHealerWith(t *testing.T, ctx context.Context, ns string, opts Options)
 	return h
 }
 
+// reportedRefusal starts a healer on a fresh namespace and reports a refused connection to
+// it: the context (a minute), the healer, the namespace and the request created.
+func reportedRefusal(t *testing.T) (context.Context, *Healer, string, string) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	t.Cleanup(cancel)
+	ns := freshNamespace(t)
+	h := startHealer(t, ctx, ns, NewHub(HubOptions{}))
+	name, err := h.Trigger(ctx, refused(ns))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return ctx, h, ns, name
+}
+
 func listRequests(t *testing.T, ns string) []selfhealv1alpha1.HealingRequest {
 	t.Helper()
 	var list selfhealv1alpha1.HealingRequestList
@@ -282,14 +297,7 @@ func TestWatchPublishesEachProgressEntryOnceAndTheOutcome(t *testing.T) {
 }
 
 func TestFailedHealingCarriesTheDiagnosis(t *testing.T) {
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-	defer cancel()
-	ns := freshNamespace(t)
-	h := startHealer(t, ctx, ns, NewHub(HubOptions{}))
-	name, err := h.Trigger(ctx, refused(ns))
-	if err != nil {
-		t.Fatal(err)
-	}
+	ctx, h, ns, name := reportedRefusal(t)
 	events := h.Wait(ctx, ns, name)
 	playController(t, ns, name, finish(selfhealv1alpha1.PhaseFailed, selfhealv1alpha1.IssueImagePullBackOff, selfhealv1alpha1.ReasonNotHealable,
 		`image "tools:v9" cannot be pulled`,
@@ -306,14 +314,7 @@ func TestFailedHealingCarriesTheDiagnosis(t *testing.T) {
 }
 
 func TestDuplicateRequestFollowsTheActiveOne(t *testing.T) {
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-	defer cancel()
-	ns := freshNamespace(t)
-	h := startHealer(t, ctx, ns, NewHub(HubOptions{}))
-	primary, err := h.Trigger(ctx, refused(ns))
-	if err != nil {
-		t.Fatal(err)
-	}
+	ctx, h, ns, primary := reportedRefusal(t)
 	dup := &selfhealv1alpha1.HealingRequest{
 		ObjectMeta: metav1.ObjectMeta{Name: "tools-manual", Namespace: ns},
 		Spec: selfhealv1alpha1.HealingRequestSpec{Target: selfhealv1alpha1.HealingTarget{Service: "tools"},
@@ -717,14 +718,7 @@ func TestReportsJustAfterAHealingEndedJoinIt(t *testing.T) {
 // not the old healing's outcome. Catches: joining on arrival alone, which answers a
 // new failure with an old, unrelated outcome and heals nothing for the window.
 func TestOnlyFailuresSeenBeforeTheEndJoinIt(t *testing.T) {
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-	defer cancel()
-	ns := freshNamespace(t)
-	h := startHealer(t, ctx, ns, NewHub(HubOptions{}))
-	first, err := h.Trigger(ctx, refused(ns))
-	if err != nil {
-		t.Fatal(err)
-	}
+	ctx, h, ns, first := reportedRefusal(t)
 	end := time.Now()
 	playController(t, ns, first, func(s *selfhealv1alpha1.HealingRequestStatus) {
 		s.Phase = selfhealv1alpha1.PhaseHealed
@@ -911,14 +905,7 @@ func TestAReplicaStartedAfterAHealingEndedResumesIt(t *testing.T) {
 // Held counts the calls following a request while they wait, and none once it has
 // ended. Catches: the /ui page's held calls never moving, or never going back.
 func TestHeldCountsTheWaitingCalls(t *testing.T) {
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-	defer cancel()
-	ns := freshNamespace(t)
-	h := startHealer(t, ctx, ns, NewHub(HubOptions{}))
-	name, err := h.Trigger(ctx, refused(ns))
-	if err != nil {
-		t.Fatal(err)
-	}
+	ctx, h, ns, name := reportedRefusal(t)
 	first, second := h.Wait(ctx, ns, name), h.Follow(ctx, ns, name, true)
 	eventually := func(want int) {
 		t.Helper()

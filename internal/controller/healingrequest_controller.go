@@ -77,6 +77,8 @@ type scope struct {
 	result ctrl.Result
 	// events wait for the status patch that records their transition.
 	events []pendingEvent
+	// duplicate is the duplicate check under way, joined before anything is written.
+	duplicate *duplicateCheck
 }
 
 func (s *scope) requeueAfter(d time.Duration) {
@@ -169,6 +171,12 @@ func (r *HealingRequestReconciler) pass(ctx context.Context, s *scope, phases []
 			}
 			break
 		}
+	}
+	switch err := r.joinDuplicate(s); {
+	case errors.Is(err, errStop):
+		phaseErr = nil // a duplicate: what failed meanwhile no longer matters
+	case err != nil:
+		phaseErr = errors.Join(phaseErr, err)
 	}
 	// What the phases before a failure changed is written too (the first sight, the
 	// findings), as it was before a failed step.
@@ -325,31 +333,75 @@ func matchPolicy(policies []selfhealv1alpha1.HealingPolicy, svcLabels labels.Set
 
 // checkDuplicate makes a second request for a target that already has an active
 // healing defer to it and act on nothing. It reads uncached: two requests created
-// together must each see the other.
+// together must each see the other. The read runs while the pass goes on to diagnose
+// and plan, which only read, and is joined (joinDuplicate) before the pass writes
+// anything: before a reservation, after the access review, whose round trip it
+// overlaps, and at the latest before the status patch.
 func (r *HealingRequestReconciler) checkDuplicate(ctx context.Context, s *scope) error {
 	hr := s.hr
 	if hr.Status.Phase != selfhealv1alpha1.PhasePending {
 		return nil
 	}
-	// spec.target.service is a selectable field of the CRD: the API server sends only
-	// this target's requests, however many the namespace retains.
-	var list selfhealv1alpha1.HealingRequestList
-	if err := r.APIReader.List(ctx, &list, client.InNamespace(hr.Namespace),
-		client.MatchingFields{indexTargetService: hr.Spec.Target.Service}); err != nil {
-		return err
-	}
-	for i := range list.Items {
-		o := &list.Items[i]
-		if o.UID == hr.UID || o.Spec.Target.Service != hr.Spec.Target.Service ||
-			o.Status.Phase.IsTerminal() || o.Status.DuplicateOf != "" || !selfhealv1alpha1.CreatedBefore(o, hr) {
-			continue
+	d := &duplicateCheck{done: make(chan struct{}), status: *hr.Status.DeepCopy(), events: len(s.events)}
+	// The goroutine reads only these copies; the phases go on changing hr's status.
+	self := hr.ObjectMeta.DeepCopy()
+	ns, service := hr.Namespace, hr.Spec.Target.Service
+	go func() {
+		defer close(d.done)
+		// spec.target.service is a selectable field of the CRD: the API server sends
+		// only this target's requests, however many the namespace retains.
+		var list selfhealv1alpha1.HealingRequestList
+		if d.err = r.APIReader.List(ctx, &list, client.InNamespace(ns),
+			client.MatchingFields{indexTargetService: service}); d.err != nil {
+			return
 		}
-		hr.Status.DuplicateOf = o.Name
-		r.finish(s, selfhealv1alpha1.PhaseSkipped, selfhealv1alpha1.ReasonDuplicate,
-			fmt.Sprintf("Healing %s is already active for service %s; following it", o.Name, hr.Spec.Target.Service))
-		return errStop
-	}
+		for i := range list.Items {
+			o := &list.Items[i]
+			if o.UID != self.UID && o.Spec.Target.Service == service && !o.Status.Phase.IsTerminal() &&
+				o.Status.DuplicateOf == "" && selfhealv1alpha1.CreatedBefore(o, self) {
+				d.of = o.Name
+				return
+			}
+		}
+	}()
+	s.duplicate = d
 	return nil
+}
+
+// duplicateCheck is checkDuplicate's read under way. status and events are the
+// request's as they were when it started: a duplicate, or a failed check, returns
+// the request to them, so it stays Pending (and checked again) or ends a duplicate
+// with nothing of the diagnosis it did meanwhile.
+type duplicateCheck struct {
+	done   chan struct{}
+	of     string // the active request this one follows; empty when none
+	err    error
+	status selfhealv1alpha1.HealingRequestStatus
+	events int
+}
+
+// joinDuplicate waits for the duplicate check under way, if any. It returns errStop
+// when the request is a duplicate and has been ended as one.
+func (r *HealingRequestReconciler) joinDuplicate(s *scope) error {
+	d := s.duplicate
+	if d == nil {
+		return nil
+	}
+	<-d.done
+	s.duplicate = nil
+	if d.err == nil && d.of == "" {
+		return nil
+	}
+	hr := s.hr
+	hr.Status = d.status
+	s.events = s.events[:d.events]
+	if d.err != nil {
+		return fmt.Errorf("checking for an active healing of service %s: %w", hr.Spec.Target.Service, d.err)
+	}
+	hr.Status.DuplicateOf = d.of
+	r.finish(s, selfhealv1alpha1.PhaseSkipped, selfhealv1alpha1.ReasonDuplicate,
+		fmt.Sprintf("Healing %s is already active for service %s; following it", d.of, hr.Spec.Target.Service))
+	return errStop
 }
 
 // checkDeadline ends the healing at its deadline; no action is taken after it. An
@@ -527,23 +579,35 @@ func (r *HealingRequestReconciler) plan(ctx context.Context, s *scope) error {
 	if err != nil {
 		return err
 	}
-	// The ledger as cached, without this request's own reservation for the attempt
-	// being planned: a reconcile that reserved and then failed to record the intent
-	// must not be refused by its own entry. reserve grants that entry again.
-	var ledger []selfhealv1alpha1.LedgerEntry
-	var history []selfhealv1alpha1.TargetHistory
-	if s.holder != nil {
-		ledger, _ = remediation.Release(s.holder.Status.Ledger, hr.Name,
-			func(e selfhealv1alpha1.LedgerEntry) bool { return e.Attempt != hr.Status.Attempts+1 })
-		if o := s.holder.Status.Outcomes; o != nil {
-			history = o.History
+	decide := func() remediation.Decision {
+		// The ledger without this request's own reservation for the attempt being
+		// planned: a reconcile that reserved and then failed to record the intent must
+		// not be refused by its own entry. reserve grants that entry again.
+		var ledger []selfhealv1alpha1.LedgerEntry
+		var history []selfhealv1alpha1.TargetHistory
+		if s.holder != nil {
+			ledger, _ = remediation.Release(s.holder.Status.Ledger, hr.Name,
+				func(e selfhealv1alpha1.LedgerEntry) bool { return e.Attempt != hr.Status.Attempts+1 })
+			if o := s.holder.Status.Outcomes; o != nil {
+				history = o.History
+			}
 		}
+		return remediation.Plan(remediation.Input{
+			Issue: s.report.Issue, Snapshot: s.report.Snapshot, Policy: s.policy,
+			DryRun: hr.Spec.DryRun, Now: s.now, Ledger: ledger, LastHealingEnded: lastEnded,
+			History: history,
+		})
 	}
-	d := remediation.Plan(remediation.Input{
-		Issue: s.report.Issue, Snapshot: s.report.Snapshot, Policy: s.policy,
-		DryRun: hr.Spec.DryRun, Now: s.now, Ledger: ledger, LastHealingEnded: lastEnded,
-		History: history,
-	})
+	d := decide()
+	if d.Refused() && d.Refusal.CountsLedger() && s.holder != nil {
+		// Refused by the cached ledger: a refusal writes nothing, so no resourceVersion
+		// check would correct a stale copy (one still showing entries released since).
+		// It is decided again on the API server's ledger.
+		if s.holder, err = r.freshHolder(ctx, s); err != nil {
+			return fmt.Errorf("reading the ledger of policy %s: %w", s.holderName, err)
+		}
+		d = decide()
+	}
 	if !d.Refused() && !d.DryRun && len(d.Steps) > 0 {
 		if d, err = r.admit(ctx, s, d); err != nil {
 			return err
@@ -609,6 +673,10 @@ func (r *HealingRequestReconciler) recordIntent(s *scope, st remediation.Step) {
 func (r *HealingRequestReconciler) admit(ctx context.Context, s *scope, d remediation.Decision) (remediation.Decision, error) {
 	missing, err := r.Executor.Missing(ctx, s.hr.Namespace, d.Steps)
 	if err != nil {
+		return d, err
+	}
+	// The first write (the reservation) waits for the duplicate check.
+	if err := r.joinDuplicate(s); err != nil {
 		return d, err
 	}
 	if len(missing) > 0 {

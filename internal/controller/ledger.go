@@ -2,6 +2,7 @@ package controller
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"time"
 
@@ -20,14 +21,20 @@ import (
 //
 // Every disruptive action is reserved in one object per namespace, the status of the
 // ledger policy, before its intent is recorded and long before it runs. A reservation
-// reads the policy from the API server, counts, appends and writes the status back
-// with an update that carries the resourceVersion it read. The API server applies
-// such an update only if nothing changed the object since: of two reservations that
-// counted the same ledger, one is written and the other gets a conflict, reads again
-// and counts the first. So the count a reservation is checked against is always the
-// count it is written over, whatever the number of workers, processes or replicas
-// (an old leader still finishing a reconcile during a handover included). Nothing is
-// counted from HealingRequests, which retention and people delete.
+// reads the policy, counts, appends and writes the status back with an update that
+// carries the resourceVersion it read. The API server applies such an update only if
+// nothing changed the object since: of two reservations that counted the same ledger,
+// one is written and the other gets a conflict, reads again and counts the first. So
+// the count a reservation is checked against is always the count it is written over,
+// whatever the number of workers, processes or replicas (an old leader still
+// finishing a reconcile during a handover included). Nothing is counted from
+// HealingRequests, which retention and people delete.
+//
+// The first read is the cached copy (see holderRead): a stale one cannot be written
+// over, for its resourceVersion is no longer current, so the cache only saves the
+// round trip when it is up to date. A decision that writes nothing (a refusal, an
+// entry found reserved already) is never taken from the cache: the API server has no
+// say in it, so it is taken again from a fresh read.
 //
 // A reservation is idempotent per (request, attempt): a controller that reserved and
 // died before recording the intent finds its own entry and uses it. A reservation that
@@ -47,8 +54,9 @@ func (r *HealingRequestReconciler) reserve(ctx context.Context, s *scope, st rem
 	hr := s.hr
 	entry := remediation.LedgerEntryFor(hr, s.policy.Name, hr.Status.Attempts+1, st, s.now)
 	var refusal *remediation.Refusal
-	err := retry.RetryOnConflict(ledgerBackoff, func() error {
-		holder, err := r.freshHolder(ctx, s)
+	read := r.holderRead(s)
+	err := retry.OnError(ledgerBackoff, retryLedger, func() error {
+		holder, cached, err := read(ctx)
 		if err != nil {
 			return err
 		}
@@ -57,12 +65,22 @@ func (r *HealingRequestReconciler) reserve(ctx context.Context, s *scope, st rem
 		}, s.now)
 		refusal = denied
 		if !added {
+			if cached {
+				return errUnconfirmed
+			}
 			return nil // refused, or reserved already by an earlier reconcile
 		}
 		holder.Status.Ledger = ledger
+		// The holder's own count as its controller would write it, in the same update:
+		// during a burst of healings, one write per reservation instead of two.
+		holder.Status.ActionsInWindow, _ = remediation.CountInWindow(ledger, holder.Name, s.now, holder.Spec.GetBreakerWindow())
 		// Update, not patch: it carries the resourceVersion read above (see the comment
 		// at the top of this file).
-		return r.Client.Status().Update(ctx, holder)
+		if err := r.Client.Status().Update(ctx, holder); err != nil {
+			return err
+		}
+		s.holder = holder // current: the next step's reservation starts from it
+		return nil
 	})
 	if err != nil {
 		return nil, fmt.Errorf("reserving %s on %s in the ledger: %w", st.Type, st.Workload, err)
@@ -127,9 +145,10 @@ func (r *HealingRequestReconciler) settle(ctx context.Context, s *scope, hr *sel
 		return nil
 	}
 	var recorded bool
-	err := retry.RetryOnConflict(ledgerBackoff, func() error {
+	read := r.holderRead(s)
+	err := retry.OnError(ledgerBackoff, retryLedger, func() error {
 		recorded = false
-		holder, err := r.freshHolder(ctx, s)
+		holder, cached, err := read(ctx)
 		if apierrors.IsNotFound(err) {
 			return nil
 		}
@@ -142,6 +161,9 @@ func (r *HealingRequestReconciler) settle(ctx context.Context, s *scope, hr *sel
 		}
 		recorded = remediation.Record(holder.Status.Outcomes, outcome)
 		if !released && !recorded {
+			if cached {
+				return errUnconfirmed
+			}
 			return nil
 		}
 		if released {
@@ -169,8 +191,34 @@ func performed(hr *selfhealv1alpha1.HealingRequest) func(selfhealv1alpha1.Ledger
 	return func(e selfhealv1alpha1.LedgerEntry) bool { t, ok := done[e.Attempt]; return ok && t == e.Action }
 }
 
-// freshHolder reads the ledger policy from the API server: a reservation counted on a
-// stale cached copy would only conflict.
+// errUnconfirmed asks for the ledger to be read again from the API server: a decision
+// taken from the cached copy would write nothing, so nothing would confirm it.
+var errUnconfirmed = errors.New("ledger decision taken from the cache; reading it again")
+
+// retryLedger is when a ledger read-decide-update is tried again: it lost a race, or
+// its decision from the cache needs a fresh read.
+func retryLedger(err error) bool {
+	return apierrors.IsConflict(err) || errors.Is(err, errUnconfirmed)
+}
+
+// holderRead returns the reads of the ledger policy for one read-decide-update: the
+// copy this reconcile has from the cache first, then the API server's. Deciding on the
+// cached copy saves a round trip when it is current; when it is not, its update
+// conflicts (see the comment at the top of this file).
+func (r *HealingRequestReconciler) holderRead(s *scope) func(context.Context) (_ *selfhealv1alpha1.HealingPolicy, cached bool, _ error) {
+	tried := false
+	return func(ctx context.Context) (*selfhealv1alpha1.HealingPolicy, bool, error) {
+		if !tried && s.holder != nil {
+			tried = true
+			return s.holder.DeepCopy(), true, nil
+		}
+		tried = true
+		p, err := r.freshHolder(ctx, s)
+		return p, false, err
+	}
+}
+
+// freshHolder reads the ledger policy from the API server.
 func (r *HealingRequestReconciler) freshHolder(ctx context.Context, s *scope) (*selfhealv1alpha1.HealingPolicy, error) {
 	if s.holderName == "" {
 		return nil, apierrors.NewNotFound(selfhealv1alpha1.GroupVersion.WithResource("healingpolicies").GroupResource(), "")

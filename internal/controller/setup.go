@@ -32,6 +32,10 @@ type Options struct {
 	Clock clock.PassiveClock
 	// Diagnoser replaces the default diagnostics engine (tests).
 	Diagnoser diagnostics.Engine
+	// Client and APIReader replace the manager's cached client and uncached reader in
+	// the HealingRequest controller (tests: a cache that lags, reads that fail).
+	Client    client.Client
+	APIReader client.Reader
 }
 
 // restartedAtAnnotation is the one pod annotation the cache keeps: verification tells
@@ -83,9 +87,15 @@ func Setup(mgr ctrl.Manager, o Options) error {
 		g := diagnostics.NewGatherer(mgr.GetClient(), kube, o.Clock, diagnostics.Options{UseEventIndex: true})
 		engine = diagnostics.NewEngine(g, diagnostics.DefaultChecks()...)
 	}
+	if o.Client == nil {
+		o.Client = mgr.GetClient()
+	}
+	if o.APIReader == nil {
+		o.APIReader = mgr.GetAPIReader()
+	}
 	hr := &HealingRequestReconciler{
-		Client:    mgr.GetClient(),
-		APIReader: mgr.GetAPIReader(),
+		Client:    o.Client,
+		APIReader: o.APIReader,
 		Clock:     o.Clock,
 		Diagnoser: engine,
 		Executor: &remediation.Executor{

@@ -166,6 +166,12 @@ type Refusal struct {
 	Phase selfhealv1alpha1.HealingPhase
 }
 
+// CountsLedger reports whether the refusal is a limit counted from the ledger (the
+// circuit breaker, the storm limit).
+func (r *Refusal) CountsLedger() bool {
+	return r.Reason == selfhealv1alpha1.ReasonCircuitOpen || r.Reason == selfhealv1alpha1.ReasonStormLimit
+}
+
 // Decision is what Plan decided. Exactly one of these holds:
 //   - Refusal != nil: nothing runs; the healing ends in Refusal.Phase.
 //   - Steps non-empty: run them in order (or, with DryRun, record them and run none);

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"sort"
+	"sync"
 	"time"
 
 	appsv1 "k8s.io/api/apps/v1"
@@ -15,6 +16,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/apimachinery/pkg/util/resourceversion"
 	"k8s.io/utils/clock"
 	"k8s.io/utils/ptr"
 	ctrl "sigs.k8s.io/controller-runtime"
@@ -57,6 +59,9 @@ type HealingRequestReconciler struct {
 	Executor  *remediation.Executor
 	Recorder  recorder.EventRecorder
 	Caller    Caller
+	// written holds, per request, the resourceVersion of this process's last status
+	// write until the cache shows it (see Reconcile).
+	written sync.Map
 }
 
 // scope is what one reconcile learns, read by the phase functions after it.
@@ -102,7 +107,15 @@ var errStop = errors.New("stop")
 func (r *HealingRequestReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, error) {
 	hr := &selfhealv1alpha1.HealingRequest{}
 	if err := r.Client.Get(ctx, req.NamespacedName, hr); err != nil {
+		r.written.Delete(req.NamespacedName)
 		return ctrl.Result{}, client.IgnoreNotFound(err)
+	}
+	if r.behindOwnWrite(req.NamespacedName, hr) {
+		// The cache has not shown this process's last status write yet: a reconcile
+		// woken by an older event would redo, from the copy before it, what that write
+		// recorded (execute an intent again, only for its status patch to conflict).
+		// The write's own event brings the request back.
+		return ctrl.Result{}, nil
 	}
 	if !hr.DeletionTimestamp.IsZero() {
 		return ctrl.Result{}, nil
@@ -206,8 +219,25 @@ func (r *HealingRequestReconciler) patchStatus(ctx context.Context, before, hr *
 		}
 		return fmt.Errorf("patching status: %w", err)
 	}
+	r.written.Store(client.ObjectKeyFromObject(hr), hr.ResourceVersion)
 	observeTransition(before, hr)
 	return nil
+}
+
+// behindOwnWrite reports whether the cached hr is older than this process's last
+// status write of it. Resource versions of one resource compare as integers on the
+// API server's etcd storage (resourceversion.CompareResourceVersion); one that does
+// not parse is taken as current, as before this check existed.
+func (r *HealingRequestReconciler) behindOwnWrite(key types.NamespacedName, hr *selfhealv1alpha1.HealingRequest) bool {
+	v, ok := r.written.Load(key)
+	if !ok {
+		return false
+	}
+	if cmp, err := resourceversion.CompareResourceVersion(hr.ResourceVersion, v.(string)); err == nil && cmp < 0 {
+		return true
+	}
+	r.written.CompareAndDelete(key, v)
+	return false
 }
 
 // start records the first sight of the request.

@@ -11,14 +11,12 @@ import (
 	. "github.com/onsi/gomega"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/client-go/kubernetes"
 	"k8s.io/utils/ptr"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	selfhealv1alpha1 "github.com/selfheal-dev/selfheal/api/v1alpha1"
 	"github.com/selfheal-dev/selfheal/internal/controller"
-	"github.com/selfheal-dev/selfheal/internal/diagnostics"
 )
 
 // The HealingRequest controller under reads that lag (a cache behind the API server)
@@ -182,14 +180,7 @@ func TestFailedDuplicateCheckIsCheckedAgain(t *testing.T) {
 	ns := newNamespace(t)
 	lag := &laggingPods{namespace: ns, lagFor: 1 << 40} // the first healing stays in Verifying
 	lists := &failingLists{namespace: ns}
-	defer startManager(t, func(mgr ctrl.Manager, o *controller.Options) {
-		kube, err := kubernetes.NewForConfig(mgr.GetConfig())
-		if err != nil {
-			t.Fatal(err)
-		}
-		g := diagnostics.NewGatherer(mgr.GetClient(), kube, o.Clock, diagnostics.Options{UseEventIndex: true})
-		lag.Engine = diagnostics.NewEngine(g, diagnostics.DefaultChecks()...)
-		o.Diagnoser = lag
+	defer startManager(t, lag.use(t), func(mgr ctrl.Manager, o *controller.Options) {
 		lists.Reader = mgr.GetAPIReader()
 		o.APIReader = lists
 	})()

@@ -108,7 +108,7 @@ func BenchmarkScale(b *testing.B) {
 
 // scaleFigures are one round of BenchmarkScale, per healing.
 type scaleFigures struct {
-	created                              time.Duration // to create every request, the API server's pace
+	created            time.Duration // to create every request, the API server's pace
 	min, p50, p95, max time.Duration // failure to action
 	sight50, sight95   time.Duration // to the controller's first sight
 	requests, cpu      float64

@@ -51,6 +51,19 @@ func (l *laggingPods) Observe(ctx context.Context, t diagnostics.Target) (*diagn
 	return snap, nil
 }
 
+// use makes the manager's controllers diagnose through l, over the default engine.
+func (l *laggingPods) use(t testing.TB) func(ctrl.Manager, *controller.Options) {
+	return func(mgr ctrl.Manager, o *controller.Options) {
+		kube, err := kubernetes.NewForConfig(mgr.GetConfig())
+		if err != nil {
+			t.Fatal(err)
+		}
+		g := diagnostics.NewGatherer(mgr.GetClient(), kube, o.Clock, diagnostics.Options{UseEventIndex: true})
+		l.Engine = diagnostics.NewEngine(g, diagnostics.DefaultChecks()...)
+		o.Diagnoser = l
+	}
+}
+
 // TestVerifyingLooksAgainWithoutAnEvent: a verification that read a pod cache behind
 // the event that woke it is not left waiting for an event that already came; it looks
 // again on its own and ends Healed long before the deadline. Catches: Verifying that
@@ -61,15 +74,7 @@ func TestVerifyingLooksAgainWithoutAnEvent(t *testing.T) {
 	// Five looks at the ready state are reported not ready: more than the watch
 	// events that follow a scale-up bring, so only looking again gets past them.
 	lag := &laggingPods{namespace: ns, lagFor: 5}
-	defer startManager(t, func(mgr ctrl.Manager, o *controller.Options) {
-		kube, err := kubernetes.NewForConfig(mgr.GetConfig())
-		if err != nil {
-			t.Fatal(err)
-		}
-		g := diagnostics.NewGatherer(mgr.GetClient(), kube, o.Clock, diagnostics.Options{UseEventIndex: true})
-		lag.Engine = diagnostics.NewEngine(g, diagnostics.DefaultChecks()...)
-		o.Diagnoser = lag
-	})()
+	defer startManager(t, lag.use(t))()
 	app(t, ns, "sandfly", 0)
 	policy(t, ns)
 	// Healed well inside the 2-minute deadline (a loaded machine gets 90 s): looking

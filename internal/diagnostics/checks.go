@@ -82,7 +82,7 @@ func PodStatusCheck(s *Snapshot, f *Facts) selfhealv1alpha1.Finding {
 		for _, p := range facts.Failed {
 			ev.add("%s", p)
 		}
-		if f.Workload.Found && f.Workload.DesiredReplicas == 0 {
+		if f.Workload.ScaledToZero() {
 			return finding(check, fail, ev, "Service %s has no running pods%s; %d left over are going away.", s.Service.Name, workloadReplicasNote(s, f), facts.Total)
 		}
 		return finding(check, fail, ev, "All %d pods of service %s have terminated; none is running.", facts.Total, s.Service.Name)

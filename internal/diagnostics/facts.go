@@ -56,7 +56,7 @@ func computeFacts(s *Snapshot) *Facts {
 	f.Workload = workloadFacts(s)
 	// A workload that wants no pod is scaled to zero, whatever its leftover pods
 	// (an old ReplicaSet's, not deleted yet) still show.
-	f.Pods = analyzePods(s, f.Workload.Found && f.Workload.DesiredReplicas == 0)
+	f.Pods = analyzePods(s, f.Workload.ScaledToZero())
 	f.Endpoints = endpointFacts(s, f.Pods.readyNames)
 	f.Policies = evaluateNetworkPolicies(s)
 	return f
@@ -119,6 +119,9 @@ type WorkloadFacts struct {
 	ProgressDeadlineExceeded *appsv1.DeploymentCondition
 	Rollout                  Rollout
 }
+
+// ScaledToZero: the workload was read and wants no pod.
+func (w WorkloadFacts) ScaledToZero() bool { return w.Found && w.DesiredReplicas == 0 }
 
 // Rollout is where the workload's rollout stands, as its controller reports it.
 type Rollout struct {

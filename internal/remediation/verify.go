@@ -110,7 +110,7 @@ func attemptFailed(issue selfhealv1alpha1.IssueType, f *diagnostics.Facts) bool 
 	switch issue {
 	case selfhealv1alpha1.IssueNoPods:
 		// Scaled to zero (again): waiting will not bring pods.
-		return f.Workload.DesiredReplicas == 0
+		return f.Workload.ScaledToZero()
 	case selfhealv1alpha1.IssueHealthy, selfhealv1alpha1.IssueNoReadyPods, selfhealv1alpha1.IssueEndpointsMissing:
 		// Pods that are starting look like this too: wait for the watches.
 		return false
@@ -131,7 +131,7 @@ func unobservedAction(attempt []selfhealv1alpha1.HealingAction, f *diagnostics.F
 				return "Waiting to observe the restart of " + a.Workload.String()
 			}
 		case selfhealv1alpha1.ActionScaleFromZero:
-			if f.Workload.DesiredReplicas == 0 {
+			if f.Workload.ScaledToZero() {
 				return "Waiting to observe the scale-up of " + a.Workload.String()
 			}
 		}

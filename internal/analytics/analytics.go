@@ -182,8 +182,6 @@ func plural(n int64, word string) string {
 	return fmt.Sprintf("%d %ss", n, word)
 }
 
-// seconds prints a time to heal; outcomes keep whole seconds, so fractions only come
-// from averaging.
 // seconds formats an average of times to heal, each recorded in whole seconds
 // (rounded): 0 means each took under half a second.
 func seconds(v float64) string {

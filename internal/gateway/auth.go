@@ -347,15 +347,23 @@ func (a *Authenticator) Identify(tok string) (string, TokenDigest, bool) {
 // Current reports whether the token named name with this digest is still a client
 // token (the file may have changed since the login), and returns its access.
 func (a *Authenticator) Current(name string, digest TokenDigest) (*access.Client, bool) {
-	ts := a.tokens.Load()
+	if !a.tokens.Load().holds(name, digest) {
+		return nil, false
+	}
+	return a.clientFor(name), true
+}
+
+// holds reports whether ts has the token named name with this digest, comparing
+// every entry like Match; nil (a zero Authenticator) holds none.
+func (ts *TokenSet) holds(name string, digest TokenDigest) bool {
+	if ts == nil {
+		return false
+	}
 	found := 0
 	for i := range ts.entries {
 		found |= subtle.ConstantTimeCompare(digest[:], ts.entries[i].hash[:]) & boolInt(ts.entries[i].name == name)
 	}
-	if found == 0 {
-		return nil, false
-	}
-	return a.clientFor(name), true
+	return found == 1
 }
 
 func boolInt(b bool) int {

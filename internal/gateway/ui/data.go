@@ -71,7 +71,8 @@ type History struct {
 	Total int `json:"total"`
 }
 
-// namespaces the viewer may read: the watched ones it is allowed, or nil for all.
+// namespaces the viewer may read: the watched ones it is allowed, or [""] (all) when
+// the gateway watches every namespace (Summarize and AllowsTarget then filter).
 func (h *Handler) namespaces(c *access.Client) []string {
 	if len(h.opts.Namespaces) == 0 {
 		return []string{""}

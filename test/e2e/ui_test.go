@@ -221,12 +221,12 @@ var _ = Describe("selfheal /ui", Ordered, func() {
 		// The steps are the start and the request's progress log, in its order; the end
 		// is the outcome line, which carries the last event's id.
 		Expect(st.Steps).To(Equal(want))
-		ids := make([]string, 0, len(want))
+		stepIDs := make([]string, 0, len(want))
 		for i := range want {
-			ids = append(ids, key+"/"+strconv.Itoa(i))
+			stepIDs = append(stepIDs, stepID(&hr, i))
 		}
-		Expect(st.StepIDs).To(Equal(ids))
-		Expect(st.OutcomeID).To(Equal(key + "/end"))
+		Expect(st.StepIDs).To(Equal(stepIDs))
+		Expect(st.OutcomeID).To(Equal(endID(&hr)))
 
 		By("seeing the charts and the history update")
 		Eventually(func(g Gomega) {

@@ -214,13 +214,19 @@ func verifyingRequest(ctx context.Context, before map[string]bool) *selfhealv1al
 	return &hr
 }
 
-// healed waits until hr ended and returns it; it must have ended Healed.
-func healed(ctx context.Context, hr *selfhealv1alpha1.HealingRequest) *selfhealv1alpha1.HealingRequest {
+// ended waits until hr is in a terminal phase, reading it into hr.
+func ended(ctx context.Context, hr *selfhealv1alpha1.HealingRequest) {
 	GinkgoHelper()
 	Eventually(func(g Gomega) {
 		g.Expect(env.Client.Get(ctx, client.ObjectKeyFromObject(hr), hr)).To(Succeed())
 		g.Expect(hr.Status.Phase.IsTerminal()).To(BeTrue())
 	}).WithContext(ctx).WithTimeout(time.Minute).Should(Succeed())
+}
+
+// healed waits until hr ended and returns it; it must have ended Healed.
+func healed(ctx context.Context, hr *selfhealv1alpha1.HealingRequest) *selfhealv1alpha1.HealingRequest {
+	GinkgoHelper()
+	ended(ctx, hr)
 	Expect(hr.Status.Phase).To(Equal(selfhealv1alpha1.PhaseHealed), "progress: %v", hr.Status.Progress)
 	return hr
 }

@@ -108,10 +108,7 @@ func noActionIsNoHealing(ctx SpecContext) {
 		},
 	}
 	Expect(env.Client.Create(ctx, hr)).To(Succeed())
-	Eventually(func(g Gomega) {
-		g.Expect(env.Client.Get(ctx, client.ObjectKeyFromObject(hr), hr)).To(Succeed())
-		g.Expect(hr.Status.Phase.IsTerminal()).To(BeTrue())
-	}).WithContext(ctx).WithTimeout(time.Minute).Should(Succeed())
+	ended(ctx, hr)
 	Expect(hr.Status.Phase).To(Equal(selfhealv1alpha1.PhaseSkipped))
 	Expect(readyCondition(*hr).Reason).To(Equal(selfhealv1alpha1.ReasonAlreadyHealthy))
 	Expect(hr.Status.Actions).To(BeEmpty())

@@ -153,6 +153,11 @@ func stepID(hr *selfhealv1alpha1.HealingRequest, n int) string {
 	return fmt.Sprintf("%s/%s/%d", hr.Namespace, hr.Name, n)
 }
 
+// endID is the event id of a healing's end (healing_complete or healing_failed).
+func endID(hr *selfhealv1alpha1.HealingRequest) string {
+	return hr.Namespace + "/" + hr.Name + "/end"
+}
+
 // expectWholeHealing asserts that got is the healing hr, which ended Healed, event for
 // event: its start, one event per progress entry with that entry's text, in order,
 // then healing_complete with the Ready message; nothing repeated, nothing missing,
@@ -163,7 +168,7 @@ func expectWholeHealing(got []streamEvent, hr *selfhealv1alpha1.HealingRequest) 
 	for i := range hr.Status.Progress {
 		want = append(want, stepID(hr, i+1))
 	}
-	want = append(want, hr.Namespace+"/"+hr.Name+"/end")
+	want = append(want, endID(hr))
 	Expect(ids(got)).To(Equal(want), "the events the client read, against the request's progress %v", hr.Status.Progress)
 	Expect(got[0].Type).To(Equal(chat.EventHealingStart))
 	for i, p := range hr.Status.Progress {
@@ -209,13 +214,19 @@ func verifyingRequest(ctx context.Context, before map[string]bool) *selfhealv1al
 	return &hr
 }
 
-// healed waits until hr ended and returns it; it must have ended Healed.
-func healed(ctx context.Context, hr *selfhealv1alpha1.HealingRequest) *selfhealv1alpha1.HealingRequest {
+// ended waits until hr is in a terminal phase, reading it into hr.
+func ended(ctx context.Context, hr *selfhealv1alpha1.HealingRequest) {
 	GinkgoHelper()
 	Eventually(func(g Gomega) {
 		g.Expect(env.Client.Get(ctx, client.ObjectKeyFromObject(hr), hr)).To(Succeed())
 		g.Expect(hr.Status.Phase.IsTerminal()).To(BeTrue())
 	}).WithContext(ctx).WithTimeout(time.Minute).Should(Succeed())
+}
+
+// healed waits until hr ended and returns it; it must have ended Healed.
+func healed(ctx context.Context, hr *selfhealv1alpha1.HealingRequest) *selfhealv1alpha1.HealingRequest {
+	GinkgoHelper()
+	ended(ctx, hr)
 	Expect(hr.Status.Phase).To(Equal(selfhealv1alpha1.PhaseHealed), "progress: %v", hr.Status.Progress)
 	return hr
 }
@@ -252,7 +263,7 @@ func resumeOnTheOtherReplica(ctx SpecContext) {
 	second := openEvents(ctx, env.SecondGatewayURL, read[len(read)-1].ID)
 	read = append(read, second.through(stepID(hr, len(hr.Status.Progress)))...)
 	releasePods(ctx, stack.Service)
-	read = append(read, second.through(hr.Namespace+"/"+hr.Name+"/end")...)
+	read = append(read, second.through(endID(hr))...)
 	Eventually(answer).WithTimeout(time.Minute).Should(Receive(BeNil()))
 
 	expectWholeHealing(read, healed(ctx, hr))
@@ -394,7 +405,7 @@ func restartMidHealing(sig syscall.Signal, endsWhileDown bool) func(SpecContext)
 		Eventually(retried).WithTimeout(time.Minute).Should(Receive(BeNil()))
 		Expect(session.ID()).To(Equal(sid), "the client kept its session across the restart")
 
-		read = append(read, resumed.through(hr.Namespace+"/"+hr.Name+"/end")...)
+		read = append(read, resumed.through(endID(hr))...)
 		hr = healed(ctx, hr)
 		expectWholeHealing(read, hr)
 		Expect(executedActions(*hr)).To(Equal([]selfhealv1alpha1.ActionType{selfhealv1alpha1.ActionScaleFromZero}))

@@ -90,19 +90,19 @@ func get[T any](bctx context.Context, a chromedp.Action[T]) T {
 
 // pageState is what the page shows, read from its DOM.
 type pageState struct {
-	URL       string   `json:"url"`
-	Cookie    string   `json:"cookie"`
-	Status    string   `json:"status"`
-	Target    string   `json:"target"`
-	StepIDs   []string `json:"stepIds"`
-	Steps     []string `json:"steps"`
-	Outcome   string   `json:"outcome"`
-	OutcomeID string   `json:"outcomeId"`
-	Healings  string   `json:"healings"`
-	IssueRuns string   `json:"issueHealings"`
-	IssueText string   `json:"issueText"`
-	Row       string   `json:"row"`
-	Phone     bool     `json:"fitsWidth"`
+	URL           string   `json:"url"`
+	Cookie        string   `json:"cookie"`
+	Status        string   `json:"status"`
+	Target        string   `json:"target"`
+	StepIDs       []string `json:"stepIds"`
+	Steps         []string `json:"steps"`
+	Outcome       string   `json:"outcome"`
+	OutcomeID     string   `json:"outcomeId"`
+	Healings      string   `json:"healings"`
+	IssueHealings string   `json:"issueHealings"`
+	IssueText     string   `json:"issueText"`
+	Row           string   `json:"row"`
+	FitsWidth     bool     `json:"fitsWidth"`
 }
 
 // readPage reads the live card of request (ns/name) and the charts' NoPods bar.
@@ -190,7 +190,7 @@ var _ = Describe("selfheal /ui", Ordered, func() {
 		Expect(first.URL).To(Equal(env.UIURL()))
 		Expect(first.URL).NotTo(ContainSubstring(env.Token))
 		Expect(first.Cookie).NotTo(ContainSubstring(ui.CookieName), "document.cookie must not read the session")
-		healingsBefore, err := strconv.Atoi(first.IssueRuns)
+		healingsBefore, err := strconv.Atoi(first.IssueHealings)
 		Expect(err).NotTo(HaveOccurred())
 
 		By("breaking the MCP server and asking the question that needs it")
@@ -221,17 +221,17 @@ var _ = Describe("selfheal /ui", Ordered, func() {
 		// The steps are the start and the request's progress log, in its order; the end
 		// is the outcome line, which carries the last event's id.
 		Expect(st.Steps).To(Equal(want))
-		ids := make([]string, 0, len(want))
+		stepIDs := make([]string, 0, len(want))
 		for i := range want {
-			ids = append(ids, key+"/"+strconv.Itoa(i))
+			stepIDs = append(stepIDs, stepID(&hr, i))
 		}
-		Expect(st.StepIDs).To(Equal(ids))
-		Expect(st.OutcomeID).To(Equal(key + "/end"))
+		Expect(st.StepIDs).To(Equal(stepIDs))
+		Expect(st.OutcomeID).To(Equal(endID(&hr)))
 
 		By("seeing the charts and the history update")
 		Eventually(func(g Gomega) {
 			st = readPage(bctx, key)
-			g.Expect(st.IssueRuns).To(Equal(strconv.Itoa(healingsBefore + 1)))
+			g.Expect(st.IssueHealings).To(Equal(strconv.Itoa(healingsBefore + 1)))
 			g.Expect(st.Row).To(ContainSubstring("Healed"))
 		}).WithContext(ctx).WithTimeout(60 * time.Second).WithPolling(200 * time.Millisecond).Should(Succeed())
 		Expect(st.IssueText).To(MatchRegexp(fmt.Sprintf(`^\d+%% \(\d+/%d\)$`, healingsBefore+1)))
@@ -246,7 +246,7 @@ var _ = Describe("selfheal /ui", Ordered, func() {
 		Expect(os.WriteFile(phone, get(bctx, chromedp.FullScreenshot(100)), 0o644)).To(Succeed())
 		AddReportEntry("screenshots", laptop+" "+phone)
 		fmt.Fprintf(os.Stderr, "/ui screenshots: %s %s\n", laptop, phone)
-		Expect(readPage(bctx, key).Phone).To(BeTrue(), "the page fits a phone's width without scrolling sideways")
+		Expect(readPage(bctx, key).FitsWidth).To(BeTrue(), "the page fits a phone's width without scrolling sideways")
 
 		By("logging out: the data endpoints refuse the browser again")
 		Expect(do(bctx, chromedp.Click(chromedp.CSS("header form button")), chromedp.WaitVisible(chromedp.CSS("#token")))).To(Succeed())

@@ -292,13 +292,7 @@ func TestUIRemovedTokenEndsSession(t *testing.T) {
 	if err := os.WriteFile(u.tokens, []byte("full:tok-full-rotated\nscoped:tok-scoped\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	deadline := time.Now().Add(30 * time.Second)
-	for u.auth.Reloads() == before {
-		if time.Now().After(deadline) {
-			t.Fatal("the tokens file was not reloaded")
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	waitUntil(t, func() bool { return u.auth.Reloads() != before })
 	if res, _ := u.do(t, "GET", "/ui/api/history", nil, full); res.StatusCode != 401 {
 		t.Fatalf("session of a rotated token: %d", res.StatusCode)
 	}

@@ -907,16 +907,7 @@ func TestAReplicaStartedAfterAHealingEndedResumesIt(t *testing.T) {
 func TestHeldCountsTheWaitingCalls(t *testing.T) {
 	ctx, h, ns, name := reportedRefusal(t)
 	first, second := h.Wait(ctx, ns, name), h.Follow(ctx, ns, name, true)
-	eventually := func(want int) {
-		t.Helper()
-		for h.Held(ns, name) != want {
-			if ctx.Err() != nil {
-				t.Fatalf("Held = %d, want %d", h.Held(ns, name), want)
-			}
-			time.Sleep(5 * time.Millisecond)
-		}
-	}
-	eventually(2)
+	waitUntil(t, func() bool { return h.Held(ns, name) == 2 })
 	if h.Held(ns, "other") != 0 {
 		t.Fatal("another request counts the calls")
 	}
@@ -925,5 +916,5 @@ func TestHeldCountsTheWaitingCalls(t *testing.T) {
 	}
 	for range second {
 	}
-	eventually(0)
+	waitUntil(t, func() bool { return h.Held(ns, name) == 0 })
 }

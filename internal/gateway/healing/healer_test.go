@@ -918,3 +918,30 @@ func TestHeldCountsTheWaitingCalls(t *testing.T) {
 	}
 	waitUntil(t, func() bool { return h.Held(ns, name) == 0 })
 }
+
+// TestLatestEndedIncidentIsTheLaterStart: two healings of one Service that ended in
+// the same second (completionTime has whole seconds) are seen end in either order;
+// the one remembered, which a failure then joins, is the later incident by start, as
+// the API server's list orders them. Catches: keeping the end seen last on a tie (at
+// start-up that is list order, and a failure then joined the earlier incident).
+func TestLatestEndedIncidentIsTheLaterStart(t *testing.T) {
+	end := metav1.NewTime(time.Now().Truncate(time.Second))
+	ended := func(name string, start time.Time) *selfhealv1alpha1.HealingRequest {
+		return &selfhealv1alpha1.HealingRequest{
+			ObjectMeta: metav1.ObjectMeta{Name: name, CreationTimestamp: end},
+			Status: selfhealv1alpha1.HealingRequestStatus{Phase: selfhealv1alpha1.PhaseHealed,
+				StartTime: ptr.To(metav1.NewMicroTime(start)), CompletionTime: &end},
+		}
+	}
+	// Names sort against starts, so the creation-name fallback cannot pass for it.
+	first, second := ended("z-first", end.Add(10*time.Millisecond)), ended("a-second", end.Add(400*time.Millisecond))
+	for _, order := range [][]*selfhealv1alpha1.HealingRequest{{first, second}, {second, first}} {
+		h := New(Options{JoinEndedWithin: time.Minute})
+		for _, hr := range order {
+			h.noteEndedLocked("ns/sandfly", hr, true)
+		}
+		if got, ok := h.recentlyEnded("ns/sandfly", time.Time{}); !ok || got != second.Name {
+			t.Errorf("seen ending %s then %s: joins %q (%v), want %s", order[0].Name, order[1].Name, got, ok, second.Name)
+		}
+	}
+}

@@ -148,6 +148,9 @@ const (
 // endedRequest is the latest healing of a target that ended (not as a duplicate).
 type endedRequest struct {
 	name string
+	// incident is its name, creation and start, which order it among the target's
+	// incidents (startedBefore), as the API server's list is ordered.
+	incident *selfhealv1alpha1.HealingRequest
 	// completed is its status.completionTime (the controller's clock, to the
 	// second): how long ago it ended.
 	completed time.Time

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/client-go/rest"
 	toolscache "k8s.io/client-go/tools/cache"
@@ -591,8 +592,14 @@ func (h *Healer) noteEndedLocked(targetKey string, hr *selfhealv1alpha1.HealingR
 	if history {
 		observed = completed.Add(time.Second)
 	}
-	if e, ok := h.ended[targetKey]; ok && e.completed.After(completed) {
+	// The latest incident by start, not by completionTime: that has whole seconds,
+	// and back-to-back healings of one Service end within one.
+	if e, ok := h.ended[targetKey]; ok && startedBefore(hr, e.incident) {
 		return
 	}
-	h.ended[targetKey] = endedRequest{name: hr.Name, completed: completed, observed: observed}
+	incident := &selfhealv1alpha1.HealingRequest{
+		ObjectMeta: metav1.ObjectMeta{Name: hr.Name, CreationTimestamp: hr.CreationTimestamp},
+		Status:     selfhealv1alpha1.HealingRequestStatus{StartTime: hr.Status.StartTime},
+	}
+	h.ended[targetKey] = endedRequest{name: hr.Name, incident: incident, completed: completed, observed: observed}
 }

@@ -302,6 +302,16 @@ func TestUIRemovedTokenEndsSession(t *testing.T) {
 	if res, _ := u.do(t, "GET", "/ui/api/history", nil, scoped); res.StatusCode != 200 {
 		t.Fatalf("session of a kept token: %d", res.StatusCode)
 	}
+	// The name "scoped" removed, its secret kept under another name (with that name's
+	// access): the session of the removed name ends too.
+	before = u.auth.Reloads()
+	if err := os.WriteFile(u.tokens, []byte("full:tok-full-rotated\nrenamed:tok-scoped\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	waitUntil(t, func() bool { return u.auth.Reloads() != before })
+	if res, _ := u.do(t, "GET", "/ui/api/history", nil, scoped); res.StatusCode != 401 {
+		t.Fatalf("session of a removed token name: %d", res.StatusCode)
+	}
 }
 
 // The data endpoints show a scoped token only its upstreams' healings and

@@ -226,10 +226,15 @@ type LedgerEntry struct {
 	Action ActionType `json:"action"`
 
 	// request is the HealingRequest that reserved the action, and attempt its attempt:
-	// together they make a reservation idempotent.
+	// together (with requestUID) they make a reservation idempotent.
 	// +required
 	// +kubebuilder:validation:MaxLength=253
 	Request string `json:"request"`
+
+	// requestUID tells a request from an earlier one of the same name.
+	// +optional
+	// +kubebuilder:validation:MaxLength=36
+	RequestUID string `json:"requestUID,omitempty"`
 
 	// +required
 	// +kubebuilder:validation:Minimum=1
@@ -244,6 +249,12 @@ type LedgerEntry struct {
 	// against the limits until reservedAt plus the window.
 	// +required
 	ReservedAt metav1.MicroTime `json:"reservedAt"`
+
+	// released: the healing ended and its status shows this reservation never became
+	// an action. It no longer counts against the limits; it stays until it leaves the
+	// window, so the same request and attempt can never be reserved, and act, again.
+	// +optional
+	Released bool `json:"released,omitempty"`
 }
 
 // Bounds of status.outcomes; the recording trims to them, the CRD enforces them.

@@ -260,8 +260,12 @@ func (a ActionType) Disruptive() bool {
 type ActionOutcome string
 
 const (
-	// OutcomeIntended is recorded before the action is executed, so a manager that
-	// restarts mid-action sees the intent and never repeats it.
+	// OutcomeIntended is an action decided and not yet known to have run: a further
+	// step of an attempt, or a reservation adopted from an earlier reconcile. It is
+	// persisted before it is executed, so a manager that restarts mid-action executes
+	// it again idempotently instead of acting anew. An attempt that acts in the pass
+	// that reserved it records the intent with its outcome (the ledger reservation is
+	// its intent).
 	OutcomeIntended  ActionOutcome = "Intended"
 	OutcomeSucceeded ActionOutcome = "Succeeded"
 	OutcomeFailed    ActionOutcome = "Failed"

@@ -84,6 +84,12 @@ type scope struct {
 	events []pendingEvent
 	// duplicate is the duplicate check under way, joined before anything is written.
 	duplicate *duplicateCheck
+	// reserved: this pass added the attempt's reservation to the ledger, so no other
+	// reconcile has reserved, or acted for, this request's attempt (see plan).
+	reserved bool
+	// adopted: this pass recorded, as an intent, a reservation an earlier reconcile
+	// made and did not record; it is executed only once that intent is persisted.
+	adopted bool
 }
 
 func (s *scope) requeueAfter(d time.Duration) {
@@ -128,6 +134,7 @@ func (r *HealingRequestReconciler) Reconcile(ctx context.Context, req ctrl.Reque
 		r.start,
 		r.resolvePolicy,
 		r.checkDuplicate,
+		r.adopt,
 		r.checkDeadline,
 		r.diagnose,
 		r.verify,
@@ -492,7 +499,7 @@ func (r *HealingRequestReconciler) diagnose(ctx context.Context, s *scope) error
 	if report.Snapshot != nil && report.Snapshot.Workload != nil {
 		hr.Status.Workload = report.Snapshot.Workload.DeepCopy()
 	}
-	if hr.Status.Phase == selfhealv1alpha1.PhasePending || hr.Status.Phase == selfhealv1alpha1.PhaseDiagnosing {
+	if hr.Status.Phase == selfhealv1alpha1.PhasePending || hr.Status.Phase == selfhealv1alpha1.PhaseDiagnosing || s.adopted {
 		hr.Status.Issue = report.Issue
 		if hr.Status.Phase == selfhealv1alpha1.PhasePending {
 			hr.Status.Phase = selfhealv1alpha1.PhaseDiagnosing
@@ -554,7 +561,7 @@ func (r *HealingRequestReconciler) verify(ctx context.Context, s *scope) error {
 func (r *HealingRequestReconciler) execute(ctx context.Context, s *scope) error {
 	hr := s.hr
 	a := intendedAction(hr)
-	if a == nil {
+	if a == nil || s.adopted {
 		return nil
 	}
 	log := ctrl.LoggerFrom(ctx).WithValues("action", a.Type, "workload", a.Workload.String(), "attempt", a.Attempt)
@@ -616,7 +623,7 @@ func (r *HealingRequestReconciler) plan(ctx context.Context, s *scope) error {
 		var ledger []selfhealv1alpha1.LedgerEntry
 		var history []selfhealv1alpha1.TargetHistory
 		if s.holder != nil {
-			ledger, _ = remediation.Release(s.holder.Status.Ledger, hr.Name,
+			ledger, _ = remediation.Release(s.holder.Status.Ledger, hr.Name, string(hr.UID),
 				func(e selfhealv1alpha1.LedgerEntry) bool { return e.Attempt != hr.Status.Attempts+1 })
 			if o := s.holder.Status.Outcomes; o != nil {
 				history = o.History
@@ -678,16 +685,46 @@ func (r *HealingRequestReconciler) plan(ctx context.Context, s *scope) error {
 	for _, st := range d.Steps {
 		r.recordIntent(s, st)
 	}
+	if !s.reserved || s.now.Sub(hr.CreationTimestamp.Time) >= actNowHorizon {
+		return errStop // executed once the intent is persisted (executeRecorded)
+	}
+	// The reservation is the intent: this pass added the request's attempt to the
+	// ledger, with an update the API server applied only over the ledger it was
+	// counted on, so no other reconcile, here or on another replica, has reserved
+	// this attempt or will: a reservation is never removed while its request may act
+	// (a released one is only marked, and every entry outlives the request's
+	// deadline, see remediation.MinLedgerRetention and actNowHorizon). The attempt's
+	// steps therefore run now, and the intent and the outcomes are recorded in one
+	// status write, which takes that write off the time from failure to action. A
+	// manager that dies before the write leaves the reservation, which the next
+	// reconcile adopts (see adopt) and executes idempotently: the restart stamp is
+	// the reservation's time.
+	for intendedAction(hr) != nil && hr.Status.Phase == selfhealv1alpha1.PhaseRemediating {
+		s.now = r.Clock.Now()
+		if err := r.execute(ctx, s); err != nil && !errors.Is(err, errStop) {
+			return err // the intents stay recorded and are executed again
+		}
+	}
 	return errStop
 }
 
-// recordIntent appends the action as Intended; it is executed by a later reconcile,
-// once this status is persisted.
+// actNowHorizon bounds, from a request's creation, when a reservation may be acted on
+// in the pass that made it: every reservation of the request is then younger than
+// remediation.MinLedgerRetention (a minute left for clock skew between the API
+// server and the managers), so still in the ledger.
+const actNowHorizon = remediation.MinLedgerRetention - time.Minute
+
+// recordIntent appends the action as Intended, started at the step's reservation
+// (or now, for a step that reserves nothing).
 func (r *HealingRequestReconciler) recordIntent(s *scope, st remediation.Step) {
 	hr := s.hr
+	at := s.now
+	if !st.At.IsZero() {
+		at = st.At
+	}
 	hr.Status.Actions = append(hr.Status.Actions, selfhealv1alpha1.HealingAction{
 		Type: st.Type, Attempt: hr.Status.Attempts, Workload: st.Workload, Outcome: selfhealv1alpha1.OutcomeIntended,
-		Message: diagnostics.Truncate(st.Reason, 1024), StartedAt: metav1.NewMicroTime(s.now),
+		Message: diagnostics.Truncate(st.Reason, 1024), StartedAt: metav1.NewMicroTime(at),
 	})
 	hr.Status.LastAction = st.Type
 	trimActions(hr)
@@ -713,19 +750,65 @@ func (r *HealingRequestReconciler) admit(ctx context.Context, s *scope, d remedi
 		return refusalDecision(&remediation.Refusal{Phase: selfhealv1alpha1.PhaseManualInterventionRequired,
 			Reason: selfhealv1alpha1.ReasonNotPermitted, Message: remediation.NotOptedIn(s.hr.Namespace, missing)}), nil
 	}
-	for _, st := range d.Steps {
+	for i, st := range d.Steps {
 		if !st.Type.Disruptive() {
 			continue
 		}
-		refusal, err := r.reserve(ctx, s, st)
+		granted, refusal, err := r.reserve(ctx, s, st)
 		if err != nil {
 			return d, err
 		}
 		if refusal != nil {
 			return refusalDecision(refusal), nil
 		}
+		// An earlier reconcile's reservation of this attempt is the attempt's action,
+		// whatever is planned now: it may have run.
+		d.Steps[i] = remediation.Step{Type: granted.Action, Workload: granted.Workload, At: granted.ReservedAt.Time, Reason: st.Reason}
+		if granted.Action != st.Type || granted.Workload != st.Workload {
+			d.Steps[i].Reason = adoptedReason(granted)
+		}
 	}
 	return d, nil
+}
+
+func adoptedReason(e selfhealv1alpha1.LedgerEntry) string {
+	return fmt.Sprintf("reserved by an earlier reconcile at %s and not recorded; it may have run", e.ReservedAt.UTC().Format(time.RFC3339Nano))
+}
+
+// adopt records, as this attempt's intent, a reservation of it that the cached ledger
+// shows and the status does not: a reconcile reserved it and died, or had its status
+// write refused, possibly after acting. The intent is executed (idempotently, with the
+// reservation's restart stamp) once it is persisted, or judged from the workload at
+// the deadline; the healing thus never ends without the action that may have run.
+// A reservation the cache does not show yet is found by reserve, which reads the
+// API server; one never found (the healing ends without planning an action) still
+// counts in the ledger: settle releases no reservation the status does not record.
+func (r *HealingRequestReconciler) adopt(_ context.Context, s *scope) error {
+	hr := s.hr
+	if s.holder == nil || intendedAction(hr) != nil {
+		return nil
+	}
+	switch hr.Status.Phase {
+	case selfhealv1alpha1.PhasePending, selfhealv1alpha1.PhaseDiagnosing, selfhealv1alpha1.PhaseVerifying:
+	default:
+		return nil
+	}
+	e, ok := remediation.Reserved(s.holder.Status.Ledger, hr.Name, string(hr.UID), hr.Status.Attempts+1)
+	if !ok || e.Released {
+		return nil
+	}
+	if hr.Status.StartTime.After(e.ReservedAt.Time) {
+		// Its first sight was lost with the status write: it was no later than the
+		// reservation, and the deadline counts from it.
+		deadline := hr.Status.Deadline.Sub(hr.Status.StartTime.Time)
+		hr.Status.StartTime = e.ReservedAt.DeepCopy()
+		hr.Status.Deadline = ptr.To(metav1.NewMicroTime(e.ReservedAt.Add(deadline)))
+	}
+	hr.Status.Attempts++
+	hr.Status.Phase = selfhealv1alpha1.PhaseRemediating
+	r.recordIntent(s, remediation.Step{Type: e.Action, Workload: e.Workload, At: e.ReservedAt.Time, Reason: adoptedReason(e)})
+	s.adopted = true
+	return nil
 }
 
 func refusalDecision(r *remediation.Refusal) remediation.Decision {

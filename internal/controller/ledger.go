@@ -17,18 +17,18 @@ import (
 	"github.com/selfheal-dev/selfheal/internal/remediation"
 )
 
-// Why the ledger makes the limits exact.
+// Why the ledger makes the limits exact, and each action happen once.
 //
 // Every disruptive action is reserved in one object per namespace, the status of the
-// ledger policy, before its intent is recorded and long before it runs. A reservation
-// reads the policy, counts, appends and writes the status back with an update that
-// carries the resourceVersion it read. The API server applies such an update only if
-// nothing changed the object since: of two reservations that counted the same ledger,
-// one is written and the other gets a conflict, reads again and counts the first. So
-// the count a reservation is checked against is always the count it is written over,
-// whatever the number of workers, processes or replicas (an old leader still
-// finishing a reconcile during a handover included). Nothing is counted from
-// HealingRequests, which retention and people delete.
+// ledger policy, before it runs. A reservation reads the policy, counts, appends and
+// writes the status back with an update that carries the resourceVersion it read. The
+// API server applies such an update only if nothing changed the object since: of two
+// reservations that counted the same ledger, one is written and the other gets a
+// conflict, reads again and counts the first. So the count a reservation is checked
+// against is always the count it is written over, whatever the number of workers,
+// processes or replicas (an old leader still finishing a reconcile during a handover
+// included). Nothing is counted from HealingRequests, which retention and people
+// delete.
 //
 // The first read is the cached copy (see holderRead): a stale one cannot be written
 // over, for its resourceVersion is no longer current, so the cache only saves the
@@ -36,12 +36,19 @@ import (
 // entry found reserved already) is never taken from the cache: the API server has no
 // say in it, so it is taken again from a fresh read.
 //
-// A reservation is idempotent per (request, attempt): a controller that reserved and
-// died before recording the intent finds its own entry and uses it. A reservation that
-// never turned into an action (the healing ended first) is released when the request
-// reaches its terminal phase, so the ledger records only what happened. A request
-// deleted between reservation and action leaves its entry: the ledger then counts one
-// action too many, never one too few.
+// A reservation is unique per (request, attempt), and it is the attempt's intent: the
+// reconcile whose update added it is the only one that ever will, so it acts at once
+// (see plan). One that finds the attempt reserved already adopts that reservation
+// (its action, workload and time) and records it as an intent in the request's status
+// first, with the request's resourceVersion, so a reconcile that works from a stale
+// copy of the request is refused before it acts. For the uniqueness to hold, no entry
+// leaves the ledger while its request may still act: a reservation that never became
+// an action (the healing ended first, or the action failed) is only marked released
+// when the request reaches its terminal phase, and every entry stays at least
+// remediation.MinLedgerRetention, longer than any healing's deadline. A reservation
+// the request's status never recorded is never released: its reconcile may have
+// acted and then lost its status write, so the ledger counts one action too many,
+// never one too few. So does a request deleted between reservation and action.
 
 // ledgerBackoff paces the retries of a reservation that lost a race: every worker of
 // every replica may be reserving in the same namespace at once (a storm), and each
@@ -49,21 +56,23 @@ import (
 var ledgerBackoff = wait.Backoff{Steps: 12, Duration: 5 * time.Millisecond, Factor: 1.5, Jitter: 1, Cap: 500 * time.Millisecond}
 
 // reserve records st in the namespace ledger for the next attempt, or returns the
-// refusal of the limit it would break.
-func (r *HealingRequestReconciler) reserve(ctx context.Context, s *scope, st remediation.Step) (*remediation.Refusal, error) {
+// refusal of the limit it would break. granted is the reservation: this one, or the
+// one an earlier reconcile made for the same attempt (s.reserved tells them apart).
+func (r *HealingRequestReconciler) reserve(ctx context.Context, s *scope, st remediation.Step) (granted selfhealv1alpha1.LedgerEntry, _ *remediation.Refusal, _ error) {
 	hr := s.hr
 	entry := remediation.LedgerEntryFor(hr, s.policy.Name, hr.Status.Attempts+1, st, s.now)
 	var refusal *remediation.Refusal
+	var added bool
 	read := r.holderRead(s)
 	err := retry.OnError(ledgerBackoff, retryLedger, func() error {
 		holder, cached, err := read(ctx)
 		if err != nil {
 			return err
 		}
-		ledger, added, denied := remediation.Reserve(holder.Status.Ledger, remediation.Reservation{
+		var ledger []selfhealv1alpha1.LedgerEntry
+		ledger, granted, added, refusal = remediation.Reserve(holder.Status.Ledger, remediation.Reservation{
 			Entry: entry, Spec: &s.policy.Spec, Namespace: hr.Namespace, Retain: longestWindow(s.policies),
 		}, s.now)
-		refusal = denied
 		if !added {
 			if cached {
 				return errUnconfirmed
@@ -83,13 +92,18 @@ func (r *HealingRequestReconciler) reserve(ctx context.Context, s *scope, st rem
 		return nil
 	})
 	if err != nil {
-		return nil, fmt.Errorf("reserving %s on %s in the ledger: %w", st.Type, st.Workload, err)
+		return granted, nil, fmt.Errorf("reserving %s on %s in the ledger: %w", st.Type, st.Workload, err)
 	}
-	if refusal == nil {
+	s.reserved = added
+	switch {
+	case added:
 		ctrl.LoggerFrom(ctx).Info("Reserved disruptive action", "action", st.Type, "workload", st.Workload.String(),
 			"attempt", entry.Attempt, "ledgerPolicy", s.holderName)
+	case refusal == nil:
+		ctrl.LoggerFrom(ctx).Info("Adopting the reservation an earlier reconcile made", "action", granted.Action,
+			"workload", granted.Workload.String(), "attempt", granted.Attempt, "reservedAt", granted.ReservedAt, "released", granted.Released)
 	}
-	return refusal, nil
+	return granted, refusal, nil
 }
 
 // Why every finished healing is recorded in the outcomes exactly once.
@@ -134,13 +148,14 @@ func (r *HealingRequestReconciler) settle(ctx context.Context, s *scope, hr *sel
 		return nil
 	}
 	keep := performed(hr)
+	uid := string(hr.UID)
 	outcome, _ := remediation.OutcomeOf(hr)
 	// A request that never planned reserved nothing; for one that did, the cache may
 	// not show its reservation yet, so the API server is asked. The outcome is recorded
 	// unless the cached policy shows it recorded already (the API server is asked
 	// before anything is written).
 	planned := meta.FindStatusCondition(hr.Status.Conditions, selfhealv1alpha1.ConditionRemediationAllowed) != nil
-	_, cached := remediation.Release(s.holder.Status.Ledger, hr.Name, keep)
+	_, cached := remediation.Release(s.holder.Status.Ledger, hr.Name, uid, keep)
 	if !cached && !planned && remediation.Recorded(s.holder.Status.Outcomes, outcome) {
 		return nil
 	}
@@ -155,7 +170,7 @@ func (r *HealingRequestReconciler) settle(ctx context.Context, s *scope, hr *sel
 		if err != nil {
 			return err
 		}
-		ledger, released := remediation.Release(holder.Status.Ledger, hr.Name, keep)
+		ledger, released := remediation.Release(holder.Status.Ledger, hr.Name, uid, keep)
 		if holder.Status.Outcomes == nil {
 			holder.Status.Outcomes = &selfhealv1alpha1.Outcomes{}
 		}
@@ -179,8 +194,9 @@ func (r *HealingRequestReconciler) settle(ctx context.Context, s *scope, hr *sel
 	return err
 }
 
-// performed says which ledger entries of hr stand for an action that ran (or may
-// have: an intent still open counts).
+// performed says which ledger entries of hr stand for an action that ran or may have:
+// an intent still open counts, and so does a reservation of an attempt the status
+// never recorded (its reconcile may have acted and then lost its status write).
 func performed(hr *selfhealv1alpha1.HealingRequest) func(selfhealv1alpha1.LedgerEntry) bool {
 	done := map[int32]selfhealv1alpha1.ActionType{}
 	for _, a := range hr.Status.Actions {
@@ -188,7 +204,10 @@ func performed(hr *selfhealv1alpha1.HealingRequest) func(selfhealv1alpha1.Ledger
 			done[a.Attempt] = a.Type
 		}
 	}
-	return func(e selfhealv1alpha1.LedgerEntry) bool { t, ok := done[e.Attempt]; return ok && t == e.Action }
+	return func(e selfhealv1alpha1.LedgerEntry) bool {
+		t, ok := done[e.Attempt]
+		return (ok && t == e.Action) || e.Attempt > hr.Status.Attempts
+	}
 }
 
 // errUnconfirmed asks for the ledger to be read again from the API server: a decision

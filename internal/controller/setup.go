@@ -33,7 +33,8 @@ type Options struct {
 	// Diagnoser replaces the default diagnostics engine (tests).
 	Diagnoser diagnostics.Engine
 	// Client and APIReader replace the manager's cached client and uncached reader in
-	// the HealingRequest controller (tests: a cache that lags, reads that fail).
+	// the HealingRequest controller and its executor (tests: a cache that lags, reads
+	// or writes that fail).
 	Client    client.Client
 	APIReader client.Reader
 }
@@ -99,7 +100,7 @@ func Setup(mgr ctrl.Manager, o Options) error {
 		Clock:     o.Clock,
 		Diagnoser: engine,
 		Executor: &remediation.Executor{
-			Client: mgr.GetClient(), APIReader: mgr.GetAPIReader(), Clock: o.Clock,
+			Client: o.Client, APIReader: o.APIReader, Clock: o.Clock,
 		},
 		Recorder: mgr.GetEventRecorder("selfheal-controller"),
 		Caller:   o.Caller,

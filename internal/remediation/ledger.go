@@ -2,6 +2,7 @@ package remediation
 
 import (
 	"fmt"
+	"slices"
 	"sort"
 	"time"
 
@@ -48,44 +49,67 @@ type Reservation struct {
 }
 
 // Reserve returns the ledger with the reservation added (added is true), or the
-// refusal of the limit it would break. It is idempotent: a reservation already in the ledger (same request
-// and attempt) is granted again without a second entry, so a controller that reserved
-// and then failed to record its intent does not reserve twice. Entries older than
-// Retain are dropped.
-func Reserve(ledger []selfhealv1alpha1.LedgerEntry, r Reservation, now time.Time) (_ []selfhealv1alpha1.LedgerEntry, added bool, _ *Refusal) {
-	for _, e := range ledger {
-		if e.Request == r.Entry.Request && e.Attempt == r.Entry.Attempt {
-			return ledger, false, nil
-		}
+// refusal of the limit it would break. It is idempotent: a reservation already in the
+// ledger for the same request and attempt, released or not, is returned as granted
+// without a second entry (added is false). Entries older than the retention are
+// dropped.
+func Reserve(ledger []selfhealv1alpha1.LedgerEntry, r Reservation, now time.Time) (_ []selfhealv1alpha1.LedgerEntry, granted selfhealv1alpha1.LedgerEntry, added bool, _ *Refusal) {
+	if e, ok := Reserved(ledger, r.Entry.Request, r.Entry.RequestUID, r.Entry.Attempt); ok {
+		return ledger, e, false, nil
 	}
 	if refusal := CheckLimits(ledger, r.Spec, r.Entry.Service, r.Namespace, now); refusal != nil {
-		return ledger, false, refusal
+		return ledger, r.Entry, false, refusal
 	}
 	kept := Prune(ledger, now, max(r.Retain, r.Spec.GetBreakerWindow()))
 	if len(kept) >= maxLedgerEntries {
-		return ledger, false, &Refusal{Phase: selfhealv1alpha1.PhaseSkipped, Reason: selfhealv1alpha1.ReasonStormLimit,
+		return ledger, r.Entry, false, &Refusal{Phase: selfhealv1alpha1.PhaseSkipped, Reason: selfhealv1alpha1.ReasonStormLimit,
 			Message: fmt.Sprintf("The action ledger of namespace %q is full (%d actions within the longest breaker window)",
 				r.Namespace, len(kept))}
 	}
-	return append(kept, r.Entry), true, nil
+	return append(kept, r.Entry), r.Entry, true, nil
 }
 
-// Release removes the reservations of request for which keep is false: actions that
-// were reserved but never carried out (the healing ended first), so the ledger holds
-// only what happened. It reports whether anything was removed.
-func Release(ledger []selfhealv1alpha1.LedgerEntry, request string, keep func(selfhealv1alpha1.LedgerEntry) bool) ([]selfhealv1alpha1.LedgerEntry, bool) {
-	out := make([]selfhealv1alpha1.LedgerEntry, 0, len(ledger))
+// Reserved finds the reservation of a request's attempt (released or not).
+func Reserved(ledger []selfhealv1alpha1.LedgerEntry, request, uid string, attempt int32) (selfhealv1alpha1.LedgerEntry, bool) {
 	for _, e := range ledger {
-		if e.Request == request && !keep(e) {
-			continue
+		if owns(e, request, uid) && e.Attempt == attempt {
+			return e, true
 		}
-		out = append(out, e)
 	}
-	return out, len(out) != len(ledger)
+	return selfhealv1alpha1.LedgerEntry{}, false
 }
 
-// Prune keeps the entries reserved less than retain ago.
+// owns says whether e is a reservation of the request named request with UID uid; an
+// entry without a UID (written before entries had one) goes by the name.
+func owns(e selfhealv1alpha1.LedgerEntry, request, uid string) bool {
+	return e.Request == request && (e.RequestUID == "" || uid == "" || e.RequestUID == uid)
+}
+
+// Release marks released the reservations of a request for which keep is false:
+// actions that were reserved but never carried out (the healing ended first), so the
+// limits count only what happened. A released entry stays until it is pruned: the
+// request and attempt stay reserved, and no late reconcile can reserve them again and
+// act. It reports whether anything changed; the ledger given is not modified.
+func Release(ledger []selfhealv1alpha1.LedgerEntry, request, uid string, keep func(selfhealv1alpha1.LedgerEntry) bool) ([]selfhealv1alpha1.LedgerEntry, bool) {
+	out := slices.Clone(ledger)
+	changed := false
+	for i := range out {
+		if owns(out[i], request, uid) && !out[i].Released && !keep(out[i]) {
+			out[i].Released = true
+			changed = true
+		}
+	}
+	return out, changed
+}
+
+// MinLedgerRetention is the least time an entry is kept, whatever the windows: longer
+// than the longest deadline (10m) with room for clock skew, so every reservation of a
+// healing outlives the healing and its request and attempt stay unique while it may act.
+const MinLedgerRetention = 15 * time.Minute
+
+// Prune keeps the entries reserved less than retain (at least MinLedgerRetention) ago.
 func Prune(ledger []selfhealv1alpha1.LedgerEntry, now time.Time, retain time.Duration) []selfhealv1alpha1.LedgerEntry {
+	retain = max(retain, MinLedgerRetention)
 	out := make([]selfhealv1alpha1.LedgerEntry, 0, len(ledger)+1)
 	for _, e := range ledger {
 		if e.ReservedAt.Add(retain).After(now) {
@@ -123,7 +147,7 @@ func CheckLimits(ledger []selfhealv1alpha1.LedgerEntry, spec *selfhealv1alpha1.H
 // CountInWindow is how many entries governed by policy were reserved within window.
 func CountInWindow(ledger []selfhealv1alpha1.LedgerEntry, policy string, now time.Time, window time.Duration) (n int32, nextExpiry time.Duration) {
 	for _, e := range ledger {
-		if e.Policy != policy {
+		if e.Policy != policy || e.Released {
 			continue
 		}
 		if left := e.ReservedAt.Add(window).Sub(now); left > 0 {
@@ -140,7 +164,7 @@ func CountInWindow(ledger []selfhealv1alpha1.LedgerEntry, policy string, now tim
 func reservedSince(ledger []selfhealv1alpha1.LedgerEntry, since time.Time, match func(selfhealv1alpha1.LedgerEntry) bool) []time.Time {
 	var starts []time.Time
 	for _, e := range ledger {
-		if e.ReservedAt.After(since) && match(e) {
+		if !e.Released && e.ReservedAt.After(since) && match(e) {
 			starts = append(starts, e.ReservedAt.Time)
 		}
 	}
@@ -162,6 +186,6 @@ func untilBelowLimit(starts []time.Time, limit int32, window time.Duration, now 
 func LedgerEntryFor(hr *selfhealv1alpha1.HealingRequest, policy string, attempt int32, st Step, now time.Time) selfhealv1alpha1.LedgerEntry {
 	return selfhealv1alpha1.LedgerEntry{
 		Service: hr.Spec.Target.Service, Workload: st.Workload, Action: st.Type,
-		Request: hr.Name, Attempt: attempt, Policy: policy, ReservedAt: metav1.NewMicroTime(now),
+		Request: hr.Name, RequestUID: string(hr.UID), Attempt: attempt, Policy: policy, ReservedAt: metav1.NewMicroTime(now),
 	}
 }

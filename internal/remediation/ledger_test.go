@@ -1,6 +1,7 @@
 package remediation
 
 import (
+	"slices"
 	"testing"
 	"time"
 
@@ -61,15 +62,49 @@ func TestReserve(t *testing.T) {
 		{"entries out of the window neither count nor stay",
 			[]selfhealv1alpha1.LedgerEntry{reserved("a", selfhealv1alpha1.ActionRolloutRestart, 61*time.Minute), reserved("a", selfhealv1alpha1.ActionRolloutRestart, 2*time.Hour)},
 			reservation("a", "a-1", 1, spec), true, "", 1},
+		{"entries stay MinLedgerRetention however short the window",
+			[]selfhealv1alpha1.LedgerEntry{reserved("a", selfhealv1alpha1.ActionRolloutRestart, MinLedgerRetention-time.Minute), reserved("a", selfhealv1alpha1.ActionRolloutRestart, MinLedgerRetention+time.Minute)},
+			func() Reservation { r := reservation("a", "a-1", 1, limits(2, 3, time.Minute)); r.Retain = time.Minute; return r }(), true, "", 2},
+		{"a released reservation of the same request and attempt is found, not added again",
+			[]selfhealv1alpha1.LedgerEntry{func() selfhealv1alpha1.LedgerEntry {
+				e := reserved("a", selfhealv1alpha1.ActionRolloutRestart, time.Minute)
+				e.Request, e.Released = "a-1", true
+				return e
+			}()},
+			reservation("a", "a-1", 1, spec), false, "", 1},
+		{"a later request of the same name (another UID) is a new entry",
+			[]selfhealv1alpha1.LedgerEntry{func() selfhealv1alpha1.LedgerEntry {
+				e := reserved("a", selfhealv1alpha1.ActionRolloutRestart, time.Minute)
+				e.Request, e.RequestUID = "a-1", "uid-old"
+				return e
+			}()},
+			func() Reservation { r := reservation("a", "a-1", 1, spec); r.Entry.RequestUID = "uid-new"; return r }(), true, "", 2},
+		{"an entry without a UID goes by the name",
+			[]selfhealv1alpha1.LedgerEntry{func() selfhealv1alpha1.LedgerEntry {
+				e := reserved("a", selfhealv1alpha1.ActionRolloutRestart, time.Minute)
+				e.Request = "a-1"
+				return e
+			}()},
+			func() Reservation { r := reservation("a", "a-1", 1, spec); r.Entry.RequestUID = "uid-new"; return r }(), false, "", 1},
+		{"released entries do not count against the limits",
+			[]selfhealv1alpha1.LedgerEntry{reserved("a", selfhealv1alpha1.ActionRolloutRestart, time.Minute), func() selfhealv1alpha1.LedgerEntry {
+				e := reserved("a", selfhealv1alpha1.ActionScaleFromZero, 2*time.Minute)
+				e.Released = true
+				return e
+			}()},
+			reservation("a", "a-9", 1, spec), true, "", 3},
 		{"entries a longer window still needs are kept",
 			[]selfhealv1alpha1.LedgerEntry{reserved("a", selfhealv1alpha1.ActionRolloutRestart, 61*time.Minute)},
 			func() Reservation { r := reservation("a", "a-1", 1, spec); r.Retain = 3 * time.Hour; return r }(), true, "", 2},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			got, added, refusal := Reserve(tc.ledger, tc.r, now)
+			got, granted, added, refusal := Reserve(tc.ledger, tc.r, now)
 			if added != tc.added {
 				t.Errorf("added = %v, want %v", added, tc.added)
+			}
+			if refusal == nil && (granted.Request != tc.r.Entry.Request || granted.Attempt != tc.r.Entry.Attempt) {
+				t.Errorf("granted %+v, want the reservation of %s attempt %d", granted, tc.r.Entry.Request, tc.r.Entry.Attempt)
 			}
 			switch {
 			case tc.refusal == "" && refusal != nil:
@@ -94,7 +129,7 @@ func TestReserveCountsExactly(t *testing.T) {
 		r := reservation("svc-"+string(rune('a'+i)), "req-"+string(rune('a'+i)), 1, spec)
 		var added bool
 		var refusal *Refusal
-		ledger, added, refusal = Reserve(ledger, r, now.Add(time.Duration(i)*time.Second))
+		ledger, _, added, refusal = Reserve(ledger, r, now.Add(time.Duration(i)*time.Second))
 		if added {
 			granted++
 		} else if refusal == nil || refusal.Reason != selfhealv1alpha1.ReasonStormLimit {
@@ -108,16 +143,35 @@ func TestReserveCountsExactly(t *testing.T) {
 
 func TestRelease(t *testing.T) {
 	a1 := reserved("a", selfhealv1alpha1.ActionRolloutRestart, time.Minute)
-	a1.Request, a1.Attempt = "a-1", 1
+	a1.Request, a1.RequestUID, a1.Attempt = "a-1", "uid-a", 1
 	a2 := a1
 	a2.Attempt = 2
+	earlier := a1 // an earlier request of the same name
+	earlier.RequestUID, earlier.Attempt = "uid-earlier", 2
 	b := reserved("b", selfhealv1alpha1.ActionRolloutRestart, time.Minute)
-	got, changed := Release([]selfhealv1alpha1.LedgerEntry{a1, a2, b}, "a-1", func(e selfhealv1alpha1.LedgerEntry) bool { return e.Attempt == 1 })
-	if !changed || len(got) != 2 || got[0].Attempt != 1 || got[1].Service != "b" {
-		t.Fatalf("Release kept %+v (changed %v); want attempt 1 of a-1 and b's entry", got, changed)
+	ledger := []selfhealv1alpha1.LedgerEntry{a1, a2, earlier, b}
+	got, changed := Release(ledger, "a-1", "uid-a", func(e selfhealv1alpha1.LedgerEntry) bool { return e.Attempt == 1 })
+	released := func(l []selfhealv1alpha1.LedgerEntry) []bool {
+		out := make([]bool, len(l))
+		for i, e := range l {
+			out[i] = e.Released
+		}
+		return out
 	}
-	if _, changed := Release(got, "a-1", func(selfhealv1alpha1.LedgerEntry) bool { return true }); changed {
-		t.Error("nothing to release, yet changed")
+	if !changed || !slices.Equal(released(got), []bool{false, true, false, false}) {
+		t.Fatalf("Release marked %v (changed %v); want only attempt 2 of a-1 (uid-a)", released(got), changed)
+	}
+	if slices.ContainsFunc(ledger, func(e selfhealv1alpha1.LedgerEntry) bool { return e.Released }) {
+		t.Error("Release modified the ledger it was given")
+	}
+	if _, changed := Release(got, "a-1", "uid-a", func(selfhealv1alpha1.LedgerEntry) bool { return false }); !changed {
+		t.Error("attempt 1 left to release, yet nothing changed")
+	}
+	if _, changed := Release(got, "a-1", "uid-a", func(e selfhealv1alpha1.LedgerEntry) bool { return e.Attempt == 1 }); changed {
+		t.Error("nothing left to release, yet changed")
+	}
+	if n, _ := CountInWindow(got, "heal", fakeClock.Now(), time.Hour); n != 3 {
+		t.Errorf("CountInWindow = %d after one release of four, want 3", n)
 	}
 }
 

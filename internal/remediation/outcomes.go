@@ -129,10 +129,14 @@ func Record(out *selfhealv1alpha1.Outcomes, o Outcome) bool {
 		out.Healed++
 	}
 	out.SuccessRate = fmt.Sprintf("%d%%", out.Healed*100/out.Healings)
-	recordByIssue(out, o, at)
+	if o.Issue != "" {
+		// A healing that ended before any diagnosis (its deadline passed) has no issue
+		// to count or learn from; it still counts as a healing.
+		recordByIssue(out, o, at)
+		recordHistory(out, o, at)
+	}
 	recordService(out, o, at)
 	recordManual(out, o, at)
-	recordHistory(out, o, at)
 
 	out.Recorded = append(out.Recorded, selfhealv1alpha1.RecordedRequest{Name: o.Request, UID: o.UID, FinishedAt: at})
 	if n := len(out.Recorded) - selfhealv1alpha1.MaxRecordedRequests; n > 0 {

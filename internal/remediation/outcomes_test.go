@@ -131,6 +131,25 @@ func TestRecordSummarizes(t *testing.T) {
 	}
 }
 
+// A healing that ended at its deadline before any diagnosis (an action adopted from a
+// reservation, judged applied) counts as a healing of its Service; it adds no row
+// without an issue, which the CRD refuses (every later recording would fail with it).
+func TestRecordUndiagnosedHealing(t *testing.T) {
+	var out selfhealv1alpha1.Outcomes
+	hr := finished("late", testService, selfhealv1alpha1.PhaseFailed, "", selfhealv1alpha1.ReasonDeadlineExceeded, fakeClock.Now(), 3*time.Minute,
+		act(selfhealv1alpha1.ActionScaleFromZero, selfhealv1alpha1.OutcomeSucceeded))
+	o, _ := OutcomeOf(hr)
+	if !Record(&out, o) {
+		t.Fatal("not recorded")
+	}
+	if out.Healings != 1 || len(out.TopServices) != 1 || out.TopServices[0].Healings != 1 {
+		t.Errorf("healings %d, top services %+v; want it counted once", out.Healings, out.TopServices)
+	}
+	if len(out.ByIssue) != 0 || len(out.History) != 0 {
+		t.Errorf("rows without an issue: byIssue %+v, history %+v", out.ByIssue, out.History)
+	}
+}
+
 // TestRecordIsBoundedAndExactOver10000: 10,000 healings of 300 Services (recorded
 // roughly in completion order, as retain records them: up to 20 out of order) are each
 // counted once, every list stays within its CRD bound, and recording every one of them

@@ -64,7 +64,11 @@ func TestReserve(t *testing.T) {
 			reservation("a", "a-1", 1, spec), true, "", 1},
 		{"entries stay MinLedgerRetention however short the window",
 			[]selfhealv1alpha1.LedgerEntry{reserved("a", selfhealv1alpha1.ActionRolloutRestart, MinLedgerRetention-time.Minute), reserved("a", selfhealv1alpha1.ActionRolloutRestart, MinLedgerRetention+time.Minute)},
-			func() Reservation { r := reservation("a", "a-1", 1, limits(2, 3, time.Minute)); r.Retain = time.Minute; return r }(), true, "", 2},
+			func() Reservation {
+				r := reservation("a", "a-1", 1, limits(2, 3, time.Minute))
+				r.Retain = time.Minute
+				return r
+			}(), true, "", 2},
 		{"a released reservation of the same request and attempt is found, not added again",
 			[]selfhealv1alpha1.LedgerEntry{func() selfhealv1alpha1.LedgerEntry {
 				e := reserved("a", selfhealv1alpha1.ActionRolloutRestart, time.Minute)

@@ -13,6 +13,7 @@ import (
 	discoveryv1 "k8s.io/api/discovery/v1"
 	"k8s.io/apimachinery/pkg/api/equality"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/types"
@@ -533,7 +534,13 @@ func (r *HealingRequestReconciler) verify(ctx context.Context, s *scope) error {
 		r.finish(s, selfhealv1alpha1.PhaseHealed, selfhealv1alpha1.ReasonHealed, fmt.Sprintf("Service %s is back: %s", hr.Spec.Target.Service, v.Message))
 		return errStop
 	}
-	setCondition(hr, selfhealv1alpha1.ConditionVerified, metav1.ConditionFalse, selfhealv1alpha1.ReasonWaitingForRollout, v.Message)
+	if c := meta.FindStatusCondition(hr.Status.Conditions, selfhealv1alpha1.ConditionVerified); v.Outcome == remediation.VerdictAttemptFailed ||
+		c == nil || c.Status != metav1.ConditionFalse || c.Reason != selfhealv1alpha1.ReasonWaitingForRollout {
+		// What is awaited is written once per attempt (execute resets the condition):
+		// its counts change with every pod, and a status write per pod on an API
+		// server busy with a burst of healings would slow every other healing.
+		setCondition(hr, selfhealv1alpha1.ConditionVerified, metav1.ConditionFalse, selfhealv1alpha1.ReasonWaitingForRollout, v.Message)
+	}
 	if v.Outcome != remediation.VerdictAttemptFailed {
 		// Unobserved or Waiting: the watches on the workload and its EndpointSlices
 		// bring the next look. Informers are not ordered with one another, though: the
@@ -602,6 +609,8 @@ func (r *HealingRequestReconciler) execute(ctx context.Context, s *scope) error 
 	}
 	hr.Status.Phase = selfhealv1alpha1.PhaseVerifying
 	addProgress(hr, s.now, "Verifying: waiting for the rollout and ready endpoints")
+	setCondition(hr, selfhealv1alpha1.ConditionVerified, metav1.ConditionUnknown, selfhealv1alpha1.ReasonWaitingForRollout,
+		fmt.Sprintf("Attempt %d: waiting for the rollout and ready endpoints", hr.Status.Attempts))
 	return errStop
 }
 
@@ -682,10 +691,11 @@ func (r *HealingRequestReconciler) plan(ctx context.Context, s *scope) error {
 
 	hr.Status.Attempts++
 	hr.Status.Phase = selfhealv1alpha1.PhaseRemediating
+	actNow := s.reserved && s.now.Sub(hr.CreationTimestamp.Time) < actNowHorizon
 	for _, st := range d.Steps {
-		r.recordIntent(s, st)
+		r.recordIntent(s, st, !actNow)
 	}
-	if !s.reserved || s.now.Sub(hr.CreationTimestamp.Time) >= actNowHorizon {
+	if !actNow {
 		return errStop // executed once the intent is persisted (executeRecorded)
 	}
 	// The reservation is the intent: this pass added the request's attempt to the
@@ -715,8 +725,9 @@ func (r *HealingRequestReconciler) plan(ctx context.Context, s *scope) error {
 const actNowHorizon = remediation.MinLedgerRetention - time.Minute
 
 // recordIntent appends the action as Intended, started at the step's reservation
-// (or now, for a step that reserves nothing).
-func (r *HealingRequestReconciler) recordIntent(s *scope, st remediation.Step) {
+// (or now, for a step that reserves nothing). announce emits ActionIntended: an intent
+// executed in the same pass is announced by its outcome's event alone.
+func (r *HealingRequestReconciler) recordIntent(s *scope, st remediation.Step, announce bool) {
 	hr := s.hr
 	at := s.now
 	if !st.At.IsZero() {
@@ -729,7 +740,9 @@ func (r *HealingRequestReconciler) recordIntent(s *scope, st remediation.Step) {
 	hr.Status.LastAction = st.Type
 	trimActions(hr)
 	addProgress(hr, s.now, fmt.Sprintf("Remediating (attempt %d): %s on %s", hr.Status.Attempts, st.Type, st.Workload))
-	r.event(s, corev1.EventTypeNormal, "ActionIntended", string(st.Type), fmt.Sprintf("%s on %s: %s", st.Type, st.Workload, st.Reason))
+	if announce {
+		r.event(s, corev1.EventTypeNormal, "ActionIntended", string(st.Type), fmt.Sprintf("%s on %s: %s", st.Type, st.Workload, st.Reason))
+	}
 }
 
 // admit passes a plan that would act through the gates only the API server can
@@ -806,7 +819,7 @@ func (r *HealingRequestReconciler) adopt(_ context.Context, s *scope) error {
 	}
 	hr.Status.Attempts++
 	hr.Status.Phase = selfhealv1alpha1.PhaseRemediating
-	r.recordIntent(s, remediation.Step{Type: e.Action, Workload: e.Workload, At: e.ReservedAt.Time, Reason: adoptedReason(e)})
+	r.recordIntent(s, remediation.Step{Type: e.Action, Workload: e.Workload, At: e.ReservedAt.Time, Reason: adoptedReason(e)}, true)
 	s.adopted = true
 	return nil
 }

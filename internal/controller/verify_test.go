@@ -2,6 +2,7 @@ package controller_test
 
 import (
 	"context"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -10,6 +11,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/client-go/kubernetes"
 	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	selfhealv1alpha1 "github.com/selfheal-dev/selfheal/api/v1alpha1"
 	"github.com/selfheal-dev/selfheal/internal/controller"
@@ -83,4 +85,58 @@ func TestVerifyingLooksAgainWithoutAnEvent(t *testing.T) {
 	g := NewWithT(t)
 	g.Expect(got.Status.Phase).To(Equal(selfhealv1alpha1.PhaseHealed), "progress: %v", got.Status.Progress)
 	g.Expect(lag.ready.Load()).To(BeNumerically(">", lag.lagFor), "healed only once the pods were seen ready")
+}
+
+// statusWrites counts, per request, the status writes of HealingRequests the API
+// server applied.
+type statusWrites struct {
+	client.Client
+	mu sync.Mutex
+	n  map[string]int
+}
+
+func (s *statusWrites) Status() client.SubResourceWriter { return statusWriteCounter{s.Client.Status(), s} }
+
+func (s *statusWrites) of(name string) int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.n[name]
+}
+
+type statusWriteCounter struct {
+	client.SubResourceWriter
+	s *statusWrites
+}
+
+func (c statusWriteCounter) Patch(ctx context.Context, obj client.Object, patch client.Patch, opts ...client.SubResourcePatchOption) error {
+	err := c.SubResourceWriter.Patch(ctx, obj, patch, opts...)
+	if _, ok := obj.(*selfhealv1alpha1.HealingRequest); ok && err == nil {
+		c.s.mu.Lock()
+		c.s.n[obj.GetName()]++
+		c.s.mu.Unlock()
+	}
+	return err
+}
+
+// TestVerifyingWritesOncePerAttempt: the rollout of a restart of six crashlooping pods
+// changes what verification awaits with every pod, and the healing still writes its
+// status three times at most: the action with its outcome, the first wait, Healed.
+// Catches: a status write for every change of the awaited counts, which loads the
+// API server in a burst of healings.
+func TestVerifyingWritesOncePerAttempt(t *testing.T) {
+	writes := &statusWrites{n: map[string]int{}}
+	defer startManager(t, func(mgr ctrl.Manager, o *controller.Options) {
+		writes.Client = mgr.GetClient()
+		o.Client = writes
+	})()
+	ns := newNamespace(t)
+	app(t, ns, "sandfly", 6)
+	policy(t, ns)
+	crashLoop(t, ns, "sandfly", 6, nil)
+
+	hr := terminal(t, request(t, ns, "sandfly"))
+	g := NewWithT(t)
+	g.Expect(hr.Status.Phase).To(Equal(selfhealv1alpha1.PhaseHealed), "progress: %v", hr.Status.Progress)
+	g.Expect(executed(hr)).To(HaveLen(1))
+	g.Expect(writes.of(hr.Name)).To(BeNumerically("<=", 3), "conditions: %v", hr.Status.Conditions)
 }

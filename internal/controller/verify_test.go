@@ -95,7 +95,9 @@ type statusWrites struct {
 	n  map[string]int
 }
 
-func (s *statusWrites) Status() client.SubResourceWriter { return statusWriteCounter{s.Client.Status(), s} }
+func (s *statusWrites) Status() client.SubResourceWriter {
+	return statusWriteCounter{s.Client.Status(), s}
+}
 
 func (s *statusWrites) of(name string) int {
 	s.mu.Lock()

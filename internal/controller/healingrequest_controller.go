@@ -534,11 +534,7 @@ func (r *HealingRequestReconciler) verify(ctx context.Context, s *scope) error {
 		r.finish(s, selfhealv1alpha1.PhaseHealed, selfhealv1alpha1.ReasonHealed, fmt.Sprintf("Service %s is back: %s", hr.Spec.Target.Service, v.Message))
 		return errStop
 	}
-	if c := meta.FindStatusCondition(hr.Status.Conditions, selfhealv1alpha1.ConditionVerified); v.Outcome == remediation.VerdictAttemptFailed ||
-		c == nil || c.Status != metav1.ConditionFalse || c.Reason != selfhealv1alpha1.ReasonWaitingForRollout {
-		// What is awaited is written once per attempt (execute resets the condition):
-		// its counts change with every pod, and a status write per pod on an API
-		// server busy with a burst of healings would slow every other healing.
+	if v.Outcome == remediation.VerdictAttemptFailed || r.awaitedWorthWriting(s) {
 		setCondition(hr, selfhealv1alpha1.ConditionVerified, metav1.ConditionFalse, selfhealv1alpha1.ReasonWaitingForRollout, v.Message)
 	}
 	if v.Outcome != remediation.VerdictAttemptFailed {
@@ -560,6 +556,37 @@ func (r *HealingRequestReconciler) verify(ctx context.Context, s *scope) error {
 	addProgress(hr, s.now, fmt.Sprintf("Attempt %d did not heal the service (%s); diagnosing again", hr.Status.Attempts, v.Issue))
 	// The next attempt is planned from a full diagnosis, as the first was.
 	return r.diagnose(ctx, s)
+}
+
+// verifyQuiet is how long an attempt's verification waits before it writes what it
+// awaits.
+const verifyQuiet = 10 * time.Second
+
+// awaitedWorthWriting says whether a waiting verification should write what it awaits
+// in the Verified condition: once per attempt (execute resets the condition to
+// Unknown), and only once the wait has lasted verifyQuiet. The counts change with
+// every pod, and most rollouts end sooner: a status write per change, or even one per
+// attempt, on an API server busy with a burst of healings slows every other healing.
+// A wait long enough to be looked into says what it waits for.
+func (r *HealingRequestReconciler) awaitedWorthWriting(s *scope) bool {
+	c := meta.FindStatusCondition(s.hr.Status.Conditions, selfhealv1alpha1.ConditionVerified)
+	if c == nil || c.Reason != selfhealv1alpha1.ReasonWaitingForRollout {
+		return true
+	}
+	if c.Status != metav1.ConditionUnknown {
+		return false // written for this attempt already
+	}
+	var acted time.Time
+	for _, a := range remediation.ActionsOfAttempt(s.hr.Status.Actions, s.hr.Status.Attempts) {
+		if a.CompletedAt != nil && a.CompletedAt.After(acted) {
+			acted = a.CompletedAt.Time
+		}
+	}
+	if wait := verifyQuiet - s.now.Sub(acted); wait > 0 {
+		s.requeueAfter(wait)
+		return false
+	}
+	return true
 }
 
 // execute runs the action whose intent the previous reconcile recorded. Executing is

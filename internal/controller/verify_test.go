@@ -9,7 +9,9 @@ import (
 
 	. "github.com/onsi/gomega"
 	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
+	clocktesting "k8s.io/utils/clock/testing"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
@@ -142,3 +144,52 @@ func TestVerifyingWritesOncePerAttempt(t *testing.T) {
 	g.Expect(executed(hr)).To(HaveLen(1))
 	g.Expect(writes.of(hr.Name)).To(BeNumerically("<=", 3), "conditions: %v", hr.Status.Conditions)
 }
+
+// TestLongVerificationSaysWhatItAwaits: a verification that waits longer than a
+// rollout usually takes writes what it awaits, once: a person looking into a slow
+// healing sees it. The manager runs on a clock that stands still until the test moves
+// it. Catches: the awaited written before the wait was long (a write per healing on a
+// busy API server), or never written.
+func TestLongVerificationSaysWhatItAwaits(t *testing.T) {
+	ns := newNamespace(t)
+	lag := &laggingPods{namespace: ns, lagFor: 1 << 30} // the pods never look ready
+	writes := &statusWrites{n: map[string]int{}}
+	still := clocktesting.NewFakePassiveClock(time.Now())
+	defer startManager(t, lag.use(t), func(mgr ctrl.Manager, o *controller.Options) {
+		writes.Client = mgr.GetClient()
+		o.Client = writes
+		o.Clock = still
+	})()
+	app(t, ns, "sandfly", 0)
+	policy(t, ns)
+	hr := request(t, ns, "sandfly")
+	verified := func(g Gomega) *metav1.Condition {
+		got := &selfhealv1alpha1.HealingRequest{}
+		g.Expect(k8s.Get(context.Background(), client.ObjectKeyFromObject(hr), got)).To(Succeed())
+		g.Expect(got.Status.Phase).To(Equal(selfhealv1alpha1.PhaseVerifying))
+		c := condition(got, selfhealv1alpha1.ConditionVerified)
+		g.Expect(c).NotTo(BeNil())
+		return c
+	}
+	g := NewWithT(t)
+	g.Eventually(func(g Gomega) {
+		g.Expect(verified(g).Status).To(Equal(metav1.ConditionUnknown))
+		g.Expect(lag.ready.Load()).To(BeNumerically(">=", 3), "looked at the ready pods three times")
+	}).WithTimeout(eventually).WithPolling(poll).Should(Succeed())
+	g.Expect(verified(g).Status).To(Equal(metav1.ConditionUnknown), "nothing written while the wait is short")
+	g.Expect(writes.of(hr.Name)).To(Equal(1), "one write: the action, its outcome and the wait")
+
+	still.SetTime(still.Now().Add(verifyQuiet + time.Second))
+	g.Eventually(func(g Gomega) {
+		c := verified(g)
+		g.Expect(c.Status).To(Equal(metav1.ConditionFalse))
+		g.Expect(c.Reason).To(Equal(selfhealv1alpha1.ReasonWaitingForRollout))
+		g.Expect(c.Message).To(ContainSubstring("ready"))
+	}).WithTimeout(eventually).WithPolling(poll).Should(Succeed())
+	seen := lag.ready.Load()
+	g.Eventually(lag.ready.Load).WithTimeout(eventually).WithPolling(poll).Should(BeNumerically(">=", seen+2), "looked twice more")
+	g.Expect(writes.of(hr.Name)).To(Equal(2), "what it awaits, written once")
+}
+
+// verifyQuiet is the controller's wait before a verification says what it awaits.
+const verifyQuiet = 10 * time.Second

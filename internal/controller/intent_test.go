@@ -113,9 +113,10 @@ func diesBeforeActing(t *testing.T, frozen *frozenPolicies) (string, *selfhealv1
 
 // TestDiedBeforeActingIsAdopted: a manager reserved the action and died before acting
 // or recording anything. The next manager adopts the reservation: it scales once, with
-// the reservation's time, and heals; the ledger still holds one entry. Catches: the
-// reservation ignored (a second entry, or a new action for the same attempt), or
-// found and released.
+// the reservation's time, and heals; the ledger still holds one entry. The cached
+// ledger shows the reservation (adopt) and the ledger update would find it (reserve):
+// it catches the reservation missed by both (a second entry, a new action for the
+// same attempt), or found and released.
 func TestDiedBeforeActingIsAdopted(t *testing.T) {
 	ns, hr := diesBeforeActing(t, nil)
 	defer startManager(t)()

@@ -31,6 +31,21 @@ func RestartStamp(t time.Time) string {
 	return t.UTC().Truncate(time.Microsecond).Format(time.RFC3339Nano)
 }
 
+// restartedSince returns obj's restart stamp and whether it is at or after at: the
+// restart of an intent made at at has run, or a later one has. A stamp that does not
+// parse (not written by selfheal or kubectl) says nothing.
+func restartedSince(obj client.Object, at time.Time) (string, bool) {
+	current := podTemplateAnnotations(obj)[RestartedAtAnnotation]
+	if current == "" {
+		return "", false
+	}
+	if current == RestartStamp(at) {
+		return current, true
+	}
+	t, err := time.Parse(time.RFC3339Nano, current)
+	return current, err == nil && !at.IsZero() && !t.Before(at.UTC().Truncate(time.Microsecond))
+}
+
 // RestartedAtAnnotation is the pod-template annotation kubectl rollout restart sets;
 // diagnosis reads it back (diagnostics.WorkloadFacts.RestartedAt).
 const RestartedAtAnnotation = diagnostics.RestartedAtAnnotation
@@ -170,7 +185,7 @@ func diagnosedWorkload(namespace string, step Step, snap *diagnostics.Snapshot) 
 	}
 	switch step.Type {
 	case selfhealv1alpha1.ActionRolloutRestart:
-		if podTemplateAnnotations(obj)[RestartedAtAnnotation] == RestartStamp(step.At) || step.At.IsZero() {
+		if _, done := restartedSince(obj, step.At); done || step.At.IsZero() {
 			return nil
 		}
 	case selfhealv1alpha1.ActionScaleFromZero:
@@ -243,8 +258,13 @@ func (e *Executor) rolloutRestart(ctx context.Context, obj client.Object, step S
 		at = e.Clock.Now()
 	}
 	now := RestartStamp(at)
-	if current := podTemplateAnnotations(obj)[RestartedAtAnnotation]; current == now {
-		return fmt.Sprintf("%s was already restarted for this intent (%s=%s)", target, RestartedAtAnnotation, now), nil
+	if current, done := restartedSince(obj, at); done {
+		if current == now {
+			return fmt.Sprintf("%s was already restarted for this intent (%s=%s)", target, RestartedAtAnnotation, now), nil
+		}
+		// A later intent (or a person) restarted it since: restarting now for this
+		// older one, a late reconcile's, would be a second restart.
+		return fmt.Sprintf("%s was restarted after this intent (%s=%s, intent %s): not restarted again", target, RestartedAtAnnotation, current, now), nil
 	}
 	patch := map[string]any{
 		"metadata": map[string]any{"resourceVersion": obj.GetResourceVersion()},

@@ -608,3 +608,34 @@ func TestExecuteFromTheDiagnosedWorkload(t *testing.T) {
 		t.Fatalf("generation %d -> %d (%q): the intent ran twice", generation, got, msg)
 	}
 }
+
+// An intent older than the workload's last restart (a late reconcile executing attempt
+// 1 after attempt 2 restarted it) does not restart it again, from the live workload or
+// from a diagnosis made before both. Catches: restarts that compare the stamp for
+// equality only (the older intent restarts again, and moves the stamp back).
+func TestExecuteOlderIntentDoesNotRestartAgain(t *testing.T) {
+	f := newExecFixture(t, nil)
+	f.deployment(t, "twice", 1, false)
+	before := &diagnostics.Snapshot{Target: diagnostics.Target{Namespace: f.ns}, Deployment: f.getDeployment(t, "twice")}
+	first := Step{Type: selfhealv1alpha1.ActionRolloutRestart, Workload: deploy("twice"), At: f.clock.Now()}
+	second := first
+	second.At = first.At.Add(40 * time.Second)
+	for _, st := range []Step{first, second} {
+		if _, err := f.exec.Execute(f.ctx, f.ns, st, before); err != nil {
+			t.Fatal(err)
+		}
+	}
+	generation := f.getDeployment(t, "twice").Generation
+	for _, snap := range []*diagnostics.Snapshot{nil, before} {
+		msg, err := f.exec.Execute(f.ctx, f.ns, first, snap)
+		if err != nil {
+			t.Fatal(err)
+		}
+		after := f.getDeployment(t, "twice")
+		if after.Generation != generation || after.Spec.Template.Annotations[RestartedAtAnnotation] != RestartStamp(second.At) ||
+			!strings.Contains(msg, "restarted after this intent") {
+			t.Fatalf("generation %d -> %d, stamp %q (%q): the older intent restarted again",
+				generation, after.Generation, after.Spec.Template.Annotations[RestartedAtAnnotation], msg)
+		}
+	}
+}

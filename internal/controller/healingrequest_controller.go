@@ -534,7 +534,7 @@ func (r *HealingRequestReconciler) verify(ctx context.Context, s *scope) error {
 		r.finish(s, selfhealv1alpha1.PhaseHealed, selfhealv1alpha1.ReasonHealed, fmt.Sprintf("Service %s is back: %s", hr.Spec.Target.Service, v.Message))
 		return errStop
 	}
-	if v.Outcome == remediation.VerdictAttemptFailed || r.awaitedWorthWriting(s) {
+	if v.Outcome == remediation.VerdictAttemptFailed || awaitedWorthWriting(s) {
 		setCondition(hr, selfhealv1alpha1.ConditionVerified, metav1.ConditionFalse, selfhealv1alpha1.ReasonWaitingForRollout, v.Message)
 	}
 	if v.Outcome != remediation.VerdictAttemptFailed {
@@ -568,7 +568,7 @@ const verifyQuiet = 10 * time.Second
 // every pod, and most rollouts end sooner: a status write per change, or even one per
 // attempt, on an API server busy with a burst of healings slows every other healing.
 // A wait long enough to be looked into says what it waits for.
-func (r *HealingRequestReconciler) awaitedWorthWriting(s *scope) bool {
+func awaitedWorthWriting(s *scope) bool {
 	c := meta.FindStatusCondition(s.hr.Status.Conditions, selfhealv1alpha1.ConditionVerified)
 	if c == nil || c.Reason != selfhealv1alpha1.ReasonWaitingForRollout {
 		return true

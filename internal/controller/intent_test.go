@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -166,12 +165,11 @@ func TestUnrecordedReservationStaysCounted(t *testing.T) {
 }
 
 // staleRequest is a manager's view that stopped at one copy of a request (a deposed
-// leader's cache, a partition): its Gets of the request return that copy. It counts
-// the status writes of requests the API server refused with a conflict.
+// leader's cache, a partition): its Gets of the request return that copy. Its status
+// writes are counted.
 type staleRequest struct {
-	client.Client
-	copy      *selfhealv1alpha1.HealingRequest
-	conflicts *atomic.Int32
+	*statusWrites
+	copy *selfhealv1alpha1.HealingRequest
 }
 
 func (s staleRequest) Get(ctx context.Context, key client.ObjectKey, obj client.Object, opts ...client.GetOption) error {
@@ -179,24 +177,7 @@ func (s staleRequest) Get(ctx context.Context, key client.ObjectKey, obj client.
 		s.copy.DeepCopyInto(hr)
 		return nil
 	}
-	return s.Client.Get(ctx, key, obj, opts...)
-}
-
-func (s staleRequest) Status() client.SubResourceWriter {
-	return conflictCounter{s.Client.Status(), s.conflicts}
-}
-
-type conflictCounter struct {
-	client.SubResourceWriter
-	n *atomic.Int32
-}
-
-func (c conflictCounter) Patch(ctx context.Context, obj client.Object, patch client.Patch, opts ...client.SubResourcePatchOption) error {
-	err := c.SubResourceWriter.Patch(ctx, obj, patch, opts...)
-	if apierrors.IsConflict(err) {
-		c.n.Add(1)
-	}
-	return err
+	return s.statusWrites.Get(ctx, key, obj, opts...)
 }
 
 // TestReleasedReservationNeverActsAgain: a healing's scale is refused, so it ends
@@ -225,11 +206,12 @@ func TestReleasedReservationNeverActsAgain(t *testing.T) {
 	}).WithTimeout(eventually).WithPolling(poll).Should(Succeed())
 	stop()
 
-	var conflicts atomic.Int32
+	var late *statusWrites
 	defer startManager(t, func(mgr ctrl.Manager, o *controller.Options) {
-		o.Client = staleRequest{Client: mgr.GetClient(), copy: created, conflicts: &conflicts}
+		late = countStatusWrites(mgr.GetClient())
+		o.Client = staleRequest{late, created}
 	})()
-	g.Eventually(conflicts.Load).WithTimeout(eventually).WithPolling(poll).Should(BeNumerically(">=", 2),
+	g.Eventually(late.conflicts.Load).WithTimeout(eventually).WithPolling(poll).Should(BeNumerically(">=", 2),
 		"the late reconcile tried, and was refused, twice")
 	g.Expect(scaleWrites(t, ns)["sandfly"]).To(BeZero())
 	g.Expect(ledgerOf(t, ns)).To(ConsistOf(HaveField("Released", true)))

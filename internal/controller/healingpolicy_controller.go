@@ -18,9 +18,10 @@ import (
 
 // HealingPolicyReconciler keeps a policy's status current: its effective mode, the
 // disruptive actions reserved under it within its circuit breaker window (counted from
-// the namespace's ledger), and when its latest healing finished. For the ledger policy
-// it exports the namespace's outcomes as metrics (the outcomes themselves are written
-// by the HealingRequest controller, see settle).
+// the namespace's ledger), and, except for the ledger policy, when its latest healing
+// finished. For the ledger policy it exports the namespace's outcomes as metrics (the
+// outcomes, and that policy's last healing time, are written by the HealingRequest
+// controller, see settle).
 type HealingPolicyReconciler struct {
 	Client client.Client
 	Clock  clock.PassiveClock
@@ -50,22 +51,18 @@ func (r *HealingPolicyReconciler) Reconcile(ctx context.Context, req ctrl.Reques
 	}
 	inWindow, nextExpiry := remediation.CountInWindow(ledger, p.Name, now, p.Spec.GetBreakerWindow())
 
-	var list selfhealv1alpha1.HealingRequestList
-	if err := r.Client.List(ctx, &list, client.InNamespace(p.Namespace), client.MatchingFields{indexStatusPolicy: p.Name}); err != nil {
-		return ctrl.Result{}, err
-	}
-	var last *metav1.Time
-	for _, hr := range list.Items {
-		if c := hr.Status.CompletionTime; c != nil && hr.Status.Phase == selfhealv1alpha1.PhaseHealed && (last == nil || last.Before(c)) {
-			last = c.DeepCopy()
+	if holder == nil || holder.Name != p.Name {
+		// The ledger policy's time is written with each outcome (settle), in the
+		// update that records it: one write fewer per healing on the burst's hottest
+		// object. The namespace's other policies take theirs from the requests.
+		last, err := r.lastHealing(ctx, p)
+		if err != nil {
+			return ctrl.Result{}, err
 		}
-	}
-	if last == nil {
-		last = before.Status.LastHealingTime // retention deleted the requests, not the fact
+		p.Status.LastHealingTime = last
 	}
 	p.Status.Mode = p.Spec.EffectiveMode()
 	p.Status.ActionsInWindow = inWindow
-	p.Status.LastHealingTime = last
 	p.Status.ObservedGeneration = p.Generation
 	meta.SetStatusCondition(&p.Status.Conditions, metav1.Condition{
 		Type: selfhealv1alpha1.ConditionReady, Status: metav1.ConditionTrue, Reason: selfhealv1alpha1.ReasonValid,
@@ -80,6 +77,21 @@ func (r *HealingPolicyReconciler) Reconcile(ctx context.Context, req ctrl.Reques
 	}
 	// Count down the window exactly when the oldest action leaves it.
 	return ctrl.Result{RequeueAfter: nextExpiry}, nil
+}
+
+// lastHealing is when the latest healing under p finished.
+func (r *HealingPolicyReconciler) lastHealing(ctx context.Context, p *selfhealv1alpha1.HealingPolicy) (*metav1.Time, error) {
+	var list selfhealv1alpha1.HealingRequestList
+	if err := r.Client.List(ctx, &list, client.InNamespace(p.Namespace), client.MatchingFields{indexStatusPolicy: p.Name}); err != nil {
+		return nil, err
+	}
+	last := p.Status.LastHealingTime // retention deletes the requests, not the fact
+	for _, hr := range list.Items {
+		if c := hr.Status.CompletionTime; c != nil && hr.Status.Phase == selfhealv1alpha1.PhaseHealed && (last == nil || last.Before(c)) {
+			last = c.DeepCopy()
+		}
+	}
+	return last, nil
 }
 
 func (r *HealingPolicyReconciler) SetupWithManager(mgr ctrl.Manager) error {

@@ -8,6 +8,7 @@ import (
 
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/client-go/util/retry"
 	ctrl "sigs.k8s.io/controller-runtime"
@@ -175,7 +176,8 @@ func (r *HealingRequestReconciler) settle(ctx context.Context, s *scope, hr *sel
 			holder.Status.Outcomes = &selfhealv1alpha1.Outcomes{}
 		}
 		recorded = remediation.Record(holder.Status.Outcomes, outcome)
-		if !released && !recorded {
+		last := latestHealing(holder, hr)
+		if !released && !recorded && last == nil {
 			if cached {
 				return errUnconfirmed
 			}
@@ -185,6 +187,9 @@ func (r *HealingRequestReconciler) settle(ctx context.Context, s *scope, hr *sel
 			ctrl.LoggerFrom(ctx).Info("Released reservations that did not become actions", "healingRequest", klogRef(hr), "ledgerPolicy", holder.Name)
 		}
 		holder.Status.Ledger = ledger
+		if last != nil {
+			holder.Status.LastHealingTime = last
+		}
 		// Update, not patch: it carries the resourceVersion read above.
 		return r.Client.Status().Update(ctx, holder)
 	})
@@ -192,6 +197,19 @@ func (r *HealingRequestReconciler) settle(ctx context.Context, s *scope, hr *sel
 		observeOutcome(outcome)
 	}
 	return err
+}
+
+// latestHealing is hr's completion when it is a healing of the ledger policy itself
+// that finished after the policy's last one: settle writes it with the outcome, in
+// the same update, so a healing costs no write of the policy controller (which keeps
+// the time of the namespace's other policies).
+func latestHealing(holder *selfhealv1alpha1.HealingPolicy, hr *selfhealv1alpha1.HealingRequest) *metav1.Time {
+	c := hr.Status.CompletionTime
+	if hr.Status.Phase != selfhealv1alpha1.PhaseHealed || hr.Status.Policy != holder.Name || c == nil ||
+		(holder.Status.LastHealingTime != nil && !holder.Status.LastHealingTime.Before(c)) {
+		return nil
+	}
+	return c.DeepCopy()
 }
 
 // performed says which ledger entries of hr stand for an action that ran or may have:

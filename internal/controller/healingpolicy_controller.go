@@ -86,12 +86,22 @@ func (r *HealingPolicyReconciler) lastHealing(ctx context.Context, p *selfhealv1
 		return nil, err
 	}
 	last := p.Status.LastHealingTime // retention deletes the requests, not the fact
-	for _, hr := range list.Items {
-		if c := hr.Status.CompletionTime; c != nil && hr.Status.Phase == selfhealv1alpha1.PhaseHealed && (last == nil || last.Before(c)) {
-			last = c.DeepCopy()
+	for i := range list.Items {
+		if c := healedAfter(&list.Items[i], last); c != nil {
+			last = c
 		}
 	}
 	return last, nil
+}
+
+// healedAfter is hr's completion when hr healed and finished after last (any time
+// when last is nil), and nil otherwise. A policy's last healing time only moves on.
+func healedAfter(hr *selfhealv1alpha1.HealingRequest, last *metav1.Time) *metav1.Time {
+	c := hr.Status.CompletionTime
+	if c == nil || hr.Status.Phase != selfhealv1alpha1.PhaseHealed || (last != nil && !last.Before(c)) {
+		return nil
+	}
+	return c.DeepCopy()
 }
 
 func (r *HealingPolicyReconciler) SetupWithManager(mgr ctrl.Manager) error {

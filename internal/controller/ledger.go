@@ -176,7 +176,12 @@ func (r *HealingRequestReconciler) settle(ctx context.Context, s *scope, hr *sel
 			holder.Status.Outcomes = &selfhealv1alpha1.Outcomes{}
 		}
 		recorded = remediation.Record(holder.Status.Outcomes, outcome)
-		last := latestHealing(holder, hr)
+		// The ledger policy's last healing time is written here, with the outcome, in
+		// the same update: a healing costs no write of the policy controller.
+		var last *metav1.Time
+		if hr.Status.Policy == holder.Name {
+			last = healedAfter(hr, holder.Status.LastHealingTime)
+		}
 		if !released && !recorded && last == nil {
 			if cached {
 				return errUnconfirmed
@@ -197,19 +202,6 @@ func (r *HealingRequestReconciler) settle(ctx context.Context, s *scope, hr *sel
 		observeOutcome(outcome)
 	}
 	return err
-}
-
-// latestHealing is hr's completion when it is a healing of the ledger policy itself
-// that finished after the policy's last one: settle writes it with the outcome, in
-// the same update, so a healing costs no write of the policy controller (which keeps
-// the time of the namespace's other policies).
-func latestHealing(holder *selfhealv1alpha1.HealingPolicy, hr *selfhealv1alpha1.HealingRequest) *metav1.Time {
-	c := hr.Status.CompletionTime
-	if hr.Status.Phase != selfhealv1alpha1.PhaseHealed || hr.Status.Policy != holder.Name || c == nil ||
-		(holder.Status.LastHealingTime != nil && !holder.Status.LastHealingTime.Before(c)) {
-		return nil
-	}
-	return c.DeepCopy()
 }
 
 // performed says which ledger entries of hr stand for an action that ran or may have:
